@@ -1,0 +1,48 @@
+# xor-lightning: `make train` and `make test` set everything up on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+accelerator ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test lint format tensorboard intro clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto"
+
+# Reinstalls only when pyproject.toml or constraints.txt change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+train: $(STAMP) ## train (ARGS='model.hidden=4', ARGS='-m model.hidden=4,8', accelerator=gpu)
+	$(BIN)/xor-train $(if $(accelerator),trainer.accelerator=$(accelerator)) $(ARGS)
+
+test: $(STAMP) ## lint, then run every test
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP) ## ruff: lint and check formatting
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: $(STAMP) ## ruff: fix what can be fixed and format
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+tensorboard: $(STAMP) ## serve outputs/ on http://127.0.0.1:6006
+	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
+
+intro: $(STAMP) ## run the chapter's script: the four pillars and the plain PyTorch loop
+	$(BIN)/python -m xor_lightning.intro
+
+clean: ## remove outputs (keeps .venv)
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,0 +1,74 @@
+"""What every Hydra entry point shares: where the configs are, resolvers, clean errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+T = TypeVar("T")
+
+# A source checkout (editable install) reads the repo's conf/; a wheel carries a copy
+# inside the package. Either way the configs are found whatever the working directory.
+_HERE = Path(__file__).resolve().parent
+CONF_DIR = str(
+    _HERE.parents[1] / "conf"
+    if (_HERE.parents[1] / "conf" / "train.yaml").is_file()
+    else _HERE / "conf"
+)
+
+# The process id makes run dirs unique: two runs started in the same second differ.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+
+
+class UserError(Exception):
+    """A problem with what the user asked for: reported in one line, without a traceback."""
+
+
+def run_app(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run an entry point's body; a `UserError` becomes `error: ...` and exit status 2.
+
+    Set HYDRA_FULL_ERROR=1 to get the traceback instead.
+    """
+    try:
+        return fn(cfg)
+    except UserError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _remove_empty_run_dir()
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _remove_empty_run_dir() -> None:
+    """Undo the run dir Hydra made for a run refused before it started.
+
+    Only a dir holding nothing but Hydra's own files (.hydra/ and the log) is removed, so
+    an existing run dir given with hydra.run.dir is left as it was.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    hydra_files = {hc.output_subdir, f"{hc.job.name}.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_files:
+        shutil.rmtree(run_dir)
+
+
+def check_accelerator(accelerator: Any) -> None:
+    """Refuse `gpu`/`cuda` up front on a machine without one, instead of deep in Lightning."""
+    import torch
+
+    name = str(accelerator).lower()
+    if name in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.accelerator={name} but no GPU was found (torch.cuda.is_available() is "
+            "False); use accelerator=cpu or accelerator=auto"
+        )

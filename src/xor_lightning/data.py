@@ -1,0 +1,76 @@
+"""XOR data in plain PyTorch: the generator, the Dataset and a whole-batch sampler.
+
+The data are tiny and live in memory, so a batch is one indexing of two tensors rather
+than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives in
+`datamodule.py`, so the chapter script (`intro.py`) imports only torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+SPLITS = ("train", "val", "test")
+
+
+def make_xor(
+    n: int, noise: float = 0.0, seed: int = 0, split: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw `n` XOR points: X uniform in [-1, 1]², y = 1 where x1·x2 < 0.
+
+    Labels come from the clean points; Gaussian jitter of std `noise` is added afterwards,
+    so points near the axes become ambiguous. Split `k` (0 train, 1 val, 2 test) of `seed`
+    draws from a generator seeded with 3·seed + k: every (seed, split) pair is distinct.
+    """
+    g = torch.Generator().manual_seed(3 * seed + split)
+    X = torch.rand(n, 2, generator=g) * 2 - 1
+    y = (X[:, 0] * X[:, 1] < 0).float().unsqueeze(1)
+    if noise > 0:
+        X = X + noise * torch.randn(n, 2, generator=g)
+    return X, y
+
+
+class XORDataset(Dataset):
+    """XOR points as two tensors, X (n, 2) and y (n, 1), both float32.
+
+    Indexing takes an int, a slice or a tensor of indices, so one call yields a whole batch.
+    """
+
+    def __init__(self, n: int = 400, noise: float = 0.0, seed: int = 0, split: int = 0) -> None:
+        self.X, self.y = make_xor(n, noise, seed, split)
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, idx: int | slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.X[idx], self.y[idx]
+
+
+class BatchIndexSampler(Sampler):
+    """Yields one index per batch: a slice in order, or a slice of a fresh permutation.
+
+    Used with `DataLoader(batch_size=None)`, so each batch is a single tensor indexing.
+    The permutation of epoch e comes from `seed` and e (Lightning calls `set_epoch`), so a
+    resumed run sees the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[slice | torch.Tensor]:
+        if not self.shuffle or self.batch_size >= self.n:
+            for start in range(0, self.n, self.batch_size):
+                yield slice(start, start + self.batch_size)
+            return
+        g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        yield from perm.split(self.batch_size)

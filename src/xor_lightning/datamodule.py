@@ -1,0 +1,53 @@
+"""The LightningDataModule: train, validation and test XOR sets from one seed."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from xor_lightning.data import SPLITS, BatchIndexSampler, XORDataset
+
+
+class XORDataModule(L.LightningDataModule):
+    """Train, validation and test XOR sets drawn from one `seed`.
+
+    `batch_size=None` means the full batch (the chapter's setting); a smaller one
+    reshuffles the training set every epoch. The validation and test sets have fixed sizes
+    of their own, so changing `n_samples` does not change what the model is scored on.
+    """
+
+    def __init__(
+        self,
+        n_samples: int = 400,
+        n_val: int = 400,
+        n_test: int = 400,
+        noise: float = 0.0,
+        batch_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.sizes = {"train": n_samples, "val": n_val, "test": n_test}
+        self.noise, self.batch_size, self.seed = noise, batch_size, seed
+        self.datasets: dict[str, XORDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        for k, split in enumerate(SPLITS):
+            if split not in self.datasets:
+                self.datasets[split] = XORDataset(self.sizes[split], self.noise, self.seed, k)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        n = self.sizes[split]
+        sampler = BatchIndexSampler(n, self.batch_size or n, shuffle, self.seed)
+        return DataLoader(self.datasets[split], batch_size=None, sampler=sampler)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

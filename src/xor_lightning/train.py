@@ -1,0 +1,109 @@
+"""The training entry point: `python -m xor_lightning.train [overrides]` or `xor-train`.
+
+Hydra composes conf/train.yaml; this file builds the pieces it names, fits, tests the
+best checkpoint and writes metrics.json. Lightning is imported inside `train`, after
+Hydra has set up logging, so its messages go to the run's log file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from xor_lightning.config import CONF_DIR, check_accelerator, run_app
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test the best checkpoint, write `metrics.json`; return the metrics."""
+    check_accelerator(cfg.trainer.get("accelerator"))
+
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from xor_lightning.module import XORModule
+
+    # In-memory tensors: worker processes would only add start-up time.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # Lightning 2.6 on torch >= 2.10 warns about its own use of a torch API, on every run.
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)", FutureWarning)
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out_dir = Path(cfg.paths.output_dir)
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model.net)
+    module = XORModule(net, instantiate(cfg.model.optimizer), hparams=hparams)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    log.info("model: %s, %d learnable parameters", type(net).__name__, n_params)
+    log.info("run dir: %s", _shown(out_dir))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_loss = trainer.callback_metrics.get("train/loss")
+
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if best:
+        val = torch.load(best, map_location="cpu", weights_only=True)["metrics"]
+    else:  # no checkpoint (fast_dev_run, checkpointing off): score the current weights
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    tested = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
+
+    metrics = {
+        "train/loss": float(train_loss) if train_loss is not None else float("nan"),
+        "val/loss": float(val.get("val/loss", float("nan"))),
+        "val/acc": float(val.get("val/acc", float("nan"))),
+        "test/loss": float(tested["test/loss"]),
+        "test/acc": float(tested["test/acc"]),
+    }
+    if trainer.is_global_zero:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        _summary(metrics, best, out_dir)
+    return metrics
+
+
+def _shown(path: Path) -> str:
+    """The path relative to the working directory when it lies below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _summary(metrics: dict[str, float], best: str | None, out_dir: Path) -> None:
+    where = f" ({Path(best).name})" if best else ""
+    log.info(
+        "best val/acc %.4f%s  test/acc %.4f  test/loss %.4f",
+        metrics["val/acc"],
+        where,
+        metrics["test/acc"],
+        metrics["test/loss"],
+    )
+    log.info("run dir: %s  (metrics.json, checkpoints/, train.log)", _shown(out_dir))
+    log.info(
+        "loss curves: make tensorboard  (or tensorboard --logdir %s --host 127.0.0.1)",
+        _shown(out_dir),
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> Any:
+    """Train; return the optimized metric, which Hydra's sweepers maximise."""
+    metrics = run_app(train, cfg)
+    return metrics.get(cfg.get("optimized_metric", "val/acc"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The train entry, in-process on short configs: run dir, metrics, checkpoints, resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from xor_lightning.train import train
+
+SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
+METRIC_KEYS = {"train/loss", "val/loss", "val/acc", "test/loss", "test/acc"}
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list[float]]:
+    tags: dict[str, list[float]] = {}
+    for f in sorted(run_dir.glob("events.out.tfevents.*")):
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            tags.setdefault(tag, []).extend(e.value for e in ea.Scalars(tag))
+    return tags
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=quick"))
+    assert set(metrics) == METRIC_KEYS
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == pytest.approx(metrics) and all(isinstance(v, float) for v in on_disk.values())
+
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert not any(n.endswith(".tmp") for n in ckpts)
+
+    tags = scalar_tags(tmp_path)
+    assert set(tags) >= SCALARS
+    assert not any(t.endswith(("_step", "_epoch")) for t in tags)
+    assert len(tags["train/loss"]) == 20  # one point per epoch
+    assert len(tags["val/acc"]) == 4  # every 5 epochs in debug=quick
+    assert tags["train/loss"][-1] < tags["train/loss"][0]
+
+
+def test_checkpoints_are_self_contained_and_weights_only(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=quick"))
+    best = next((tmp_path / "checkpoints").glob("best-*.ckpt"))
+    ckpt = load(best)
+    hp = ckpt["hyper_parameters"]
+    assert hp["model"]["hidden"] == 8 and hp["data"]["n_samples"] == 64
+    assert hp["model"]["optimizer"]["_partial_"] is True  # the plain config, not a partial
+
+    def plain(x):
+        if isinstance(x, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in x.items())
+        if isinstance(x, list):
+            return all(plain(v) for v in x)
+        return x is None or isinstance(x, (bool, int, float, str))
+
+    assert plain(hp)
+    # metrics.json reports the tested (best) checkpoint's own validation scores
+    assert ckpt["metrics"]["val/acc"] == pytest.approx(metrics["val/acc"])
+    assert ckpt["metrics"]["val/loss"] == pytest.approx(metrics["val/loss"])
+    assert load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 20
+
+
+def test_same_seed_same_metrics_other_seed_differs(make_cfg, tmp_path):
+    a = train(make_cfg("debug=quick", "data.batch_size=16", out=tmp_path / "a"))
+    b = train(make_cfg("debug=quick", "data.batch_size=16", out=tmp_path / "b"))
+    c = train(make_cfg("debug=quick", "data.batch_size=16", "seed=1", out=tmp_path / "c"))
+    assert a == b
+    assert a != c
+
+
+def test_resume_from_ckpt_path_continues_to_the_same_end(make_cfg, tmp_path):
+    straight = train(make_cfg("debug=quick", "trainer.max_epochs=30", out=tmp_path / "straight"))
+    train(make_cfg("debug=quick", out=tmp_path / "first"))  # 20 epochs
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    resumed = train(
+        make_cfg(
+            "debug=quick", "trainer.max_epochs=30", f"ckpt_path={last}", out=tmp_path / "resumed"
+        )
+    )
+    end = load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert end["global_step"] == 30 and end["epoch"] == 30
+    ref = load(tmp_path / "straight" / "checkpoints" / "last.ckpt")
+    for k, v in ref["state_dict"].items():
+        torch.testing.assert_close(end["state_dict"][k], v, atol=1e-5, rtol=0)
+    assert resumed["train/loss"] == pytest.approx(straight["train/loss"], abs=1e-5)
+
+
+def test_fast_dev_run_writes_metrics_without_checkpoints(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=fast_dev_run"))
+    assert set(metrics) == METRIC_KEYS
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_default_run_is_the_chapters_result(make_cfg, tmp_path):
+    metrics = train(make_cfg())
+    assert metrics["val/acc"] >= 0.97
+    assert metrics["test/acc"] >= 0.95
+    last = load(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 401  # 401 full-batch optimizer steps, saved after the last
+    tags = scalar_tags(tmp_path)
+    assert len(tags["train/loss"]) == 401
+    assert len(tags["val/acc"]) >= 40  # validation at least every 10 epochs
