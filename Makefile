@@ -6,13 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 accelerator ?=
+ckpt ?=
+format ?= onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint format tensorboard intro clean
+.PHONY: help install train eval predict export test lint format tensorboard intro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto"
+	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>"
 
 # Reinstalls only when pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
@@ -24,6 +26,15 @@ install: $(STAMP) ## create .venv and install the project with its dev tools
 
 train: $(STAMP) ## train (ARGS='model.hidden=4', ARGS='-m model.hidden=4,8', accelerator=gpu)
 	$(BIN)/xor-train $(if $(accelerator),trainer.accelerator=$(accelerator)) $(ARGS)
+
+eval: $(STAMP) ## score a checkpoint: make eval ckpt=<file> [ARGS='data.n_test=10000']
+	$(BIN)/xor-eval ckpt_path=$(ckpt) $(ARGS)
+
+predict: $(STAMP) ## classify points: make predict ckpt=<file> ARGS="'points=[[0.6,-0.7]]'" or ARGS=input=<csv>
+	$(BIN)/xor-predict ckpt_path=$(ckpt) $(ARGS)
+
+export: $(STAMP) ## export a checkpoint: make export ckpt=<file> format=onnx|pt2
+	$(BIN)/xor-export ckpt_path=$(ckpt) format=$(format) $(ARGS)
 
 test: $(STAMP) ## lint, then run every test
 	$(BIN)/ruff check src tests

@@ -19,6 +19,22 @@ def compose_train(*overrides: str) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides))
 
 
+def compose_app(name: str, *overrides: str) -> DictConfig:
+    """Compose evaluate/predict/export's config (no Hydra run, so no run dir)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint from a short real run (20 epochs of XOR), shared by the tests."""
+    from xor_lightning.train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train(compose_train(f"paths.output_dir={out}", "debug=quick", "trainer.max_epochs=60"))
+    return out / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path) -> Composer:
     """Compose the train config with its outputs in this test's temp dir."""

@@ -62,6 +62,16 @@ def _remove_empty_run_dir() -> None:
         shutil.rmtree(run_dir)
 
 
+def quiet_known_warnings() -> None:
+    """Silence warnings every run would print and that no user can act on."""
+    import warnings
+
+    # In-memory tensors: DataLoader worker processes would only add start-up time.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    # Lightning 2.6 and torch.export on torch >= 2.10 use a torch API that now warns.
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)", FutureWarning)
+
+
 def check_accelerator(accelerator: Any) -> None:
     """Refuse `gpu`/`cuda` up front on a machine without one, instead of deep in Lightning."""
     import torch

@@ -21,7 +21,8 @@ STAGES = ("train", "val", "test")
 class XORModule(L.LightningModule):
     """Binary classification with `BCEWithLogitsLoss` on the network's logits.
 
-    `net` and `optimizer` (a partial taking the parameters) come from the Hydra config.
+    `net` and `optimizer` (a partial taking the parameters) come from the Hydra config;
+    evaluation needs no optimizer.
     `hparams` is the run's plain, resolved config: it is stored in every checkpoint, so a
     checkpoint alone is enough to rebuild the model and the data.
     """
@@ -29,7 +30,7 @@ class XORModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
         hparams: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.config import CONF_DIR, check_accelerator, run_app
+from xor_lightning.checkpoint import load_checkpoint
+from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint, write `metrics.json`; return the metrics."""
     check_accelerator(cfg.trainer.get("accelerator"))
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # refuse a missing, corrupt or unsafe file up front
 
     import lightning as L
     import torch
@@ -31,10 +33,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     from xor_lightning.module import XORModule
 
-    # In-memory tensors: worker processes would only add start-up time.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    # Lightning 2.6 on torch >= 2.10 warns about its own use of a torch API, on every run.
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)", FutureWarning)
+    quiet_known_warnings()
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out_dir = Path(cfg.paths.output_dir)

@@ -1,0 +1,103 @@
+"""Ship a checkpoint: `python -m xor_lightning.export ckpt_path=<file> format=onnx|pt2`.
+
+The exported model takes a (batch, 2) float32 tensor of any batch size and returns
+probabilities (batch, 1). The file is checked against the PyTorch model on a grid of
+points before it is put in place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from xor_lightning.checkpoint import build_net, load_checkpoint
+from xor_lightning.config import CONF_DIR, UserError, quiet_known_warnings, run_app
+
+log = logging.getLogger(__name__)
+FORMATS = ("onnx", "pt2")
+TOLERANCE = 1e-5
+
+
+class Probability(nn.Module):
+    """The network with its sigmoid: what a consumer of the exported file wants."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x))
+
+
+def grid(n: int = 101, lim: float = 1.5) -> torch.Tensor:
+    """An n-by-n grid over [-lim, lim]², a little beyond the data's square."""
+    axis = torch.linspace(-lim, lim, n)
+    return torch.cartesian_prod(axis, axis)
+
+
+def _onnx(model: nn.Module, path: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
+    for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # step-by-step exporter chatter
+        logging.getLogger(name).setLevel(logging.ERROR)
+    batch = torch.export.Dim("batch")
+    torch.onnx.export(
+        model,
+        (x[:4],),
+        str(path),
+        dynamo=True,
+        input_names=["x"],
+        output_names=["prob"],
+        dynamic_shapes={"x": {0: batch}},
+        external_data=False,
+        verbose=False,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
+def _pt2(model: nn.Module, path: Path, x: torch.Tensor) -> torch.Tensor:
+    program = torch.export.export(
+        model, (x[:4],), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}
+    )
+    torch.export.save(program, path)
+    return torch.export.load(path).module()(x)
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write the file, check it, and return its path."""
+    if cfg.format not in FORMATS:
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    model = Probability(build_net(load_checkpoint(cfg.ckpt_path))).eval()
+    out = Path(cfg.output or Path(cfg.paths.output_dir) / f"model.{cfg.format}")
+    tmp = out.with_name(f".{out.stem}.tmp.{cfg.format}")
+    x = grid()
+    quiet_known_warnings()
+    try:
+        with torch.no_grad():
+            got = (_onnx if cfg.format == "onnx" else _pt2)(model, tmp, x)
+            diff = (got - model(x)).abs().max().item()
+        if not diff <= TOLERANCE:
+            raise UserError(f"exported model differs from PyTorch by {diff:.2e} > {TOLERANCE:g}")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out)
+    log.info("wrote %s", out)
+    log.info("max |exported - pytorch| on a %d-point grid: %.2e", len(x), diff)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    run_app(export, cfg)
+
+
+if __name__ == "__main__":
+    main()
