@@ -10,7 +10,7 @@ ckpt ?=
 format ?= onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval predict export test lint format tensorboard intro clean
+.PHONY: help install train eval predict export test lint format bench tensorboard intro clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,17 +37,22 @@ export: $(STAMP) ## export a checkpoint: make export ckpt=<file> format=onnx|pt2
 	$(BIN)/xor-export ckpt_path=$(ckpt) format=$(format) $(ARGS)
 
 test: $(STAMP) ## lint, then run every test
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP) ## ruff: lint and check formatting
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 format: $(STAMP) ## ruff: fix what can be fixed and format
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+bench: $(STAMP) ## benchmark against the plain PyTorch script (also on the GPU when there is one)
+	$(BIN)/python bench/bench.py $(ARGS)
+	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+		&& $(BIN)/python bench/bench.py --accelerator gpu $(ARGS) || true
 
 tensorboard: $(STAMP) ## serve outputs/ on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006

@@ -62,11 +62,23 @@ def test_datamodule_sizes_and_batches(batch_size):
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [200, 50, 60]
     loader = dm.train_dataloader()
     assert isinstance(loader, DataLoader)
-    sizes = [len(x) for x, _ in loader]
+    chunks = list(loader)
+    assert len(chunks) == len(loader) == 1  # 1 full batch, or 4 mini-batches in one chunk
+    sizes = [len(x) for x, _ in chunks[0]]
     assert sizes == ([200] if batch_size is None else [64, 64, 64, 8])
     x, _ = next(iter(dm.val_dataloader()))
     assert x.shape == (50, 2)  # 50 validation points fit in one batch either way
     assert not torch.equal(dm.datasets["train"].X[:50], dm.datasets["val"].X)
+
+
+def test_training_chunks_group_minibatches():
+    dm = XORDataModule(n_samples=100, batch_size=10, batches_per_chunk=4, seed=0)
+    dm.setup("fit")
+    chunks = list(dm.train_dataloader())
+    assert [len(c) for c in chunks] == [4, 4, 2]
+    xs = torch.cat([x for c in chunks for x, _ in c])
+    assert xs.shape == (100, 2)
+    assert torch.equal(xs.sort(0).values, dm.datasets["train"].X.sort(0).values)  # each point once
 
 
 def test_datamodule_val_and_test_sizes_do_not_depend_on_n_samples():

@@ -108,3 +108,41 @@ def test_default_run_is_the_chapters_result(make_cfg, tmp_path):
     tags = scalar_tags(tmp_path)
     assert len(tags["train/loss"]) == 401
     assert len(tags["val/acc"]) >= 40  # validation at least every 10 epochs
+
+
+def test_every_minibatch_is_one_optimizer_step(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "debug=quick",
+        "data.n_samples=100",
+        "data.batch_size=10",
+        "data.batches_per_chunk=4",
+        "trainer.max_epochs=2",
+    )
+    train(cfg)
+    assert load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 20  # 10 per epoch
+
+
+def test_max_steps_stops_inside_a_chunk(make_cfg, tmp_path):
+    cfg = make_cfg(
+        "debug=quick", "data.n_samples=100", "data.batch_size=10", "+trainer.max_steps=7"
+    )
+    train(cfg)
+    assert load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 7
+
+
+def test_gradient_clipping_bounds_each_step(make_cfg):
+    from xor_lightning.train import build
+
+    cfg = make_cfg(
+        "debug=quick",
+        "trainer.max_epochs=1",
+        "model.optimizer._target_=torch.optim.SGD",
+        "model.optimizer.lr=1.0",
+        "~model.optimizer.fused",
+        "model.gradient_clip_val=0.01",
+    )
+    trainer, module, datamodule = build(cfg)
+    before = torch.cat([p.detach().clone().flatten() for p in module.parameters()])
+    trainer.fit(module, datamodule=datamodule)
+    after = torch.cat([p.detach().flatten() for p in module.parameters()])
+    assert 0 < (after - before).norm() <= 0.01 + 1e-6  # SGD step = lr * clipped gradient

@@ -8,11 +8,21 @@ than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 SPLITS = ("train", "val", "test")
+Index = int | slice | torch.Tensor
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Chunk(NamedTuple):
+    """Consecutive mini-batches fetched with one indexing: `index` selects all their rows."""
+
+    index: Index
+    batch_size: int
 
 
 def make_xor(
@@ -35,7 +45,8 @@ def make_xor(
 class XORDataset(Dataset):
     """XOR points as two tensors, X (n, 2) and y (n, 1), both float32.
 
-    Indexing takes an int, a slice or a tensor of indices, so one call yields a whole batch.
+    Indexing takes an int, a slice or a tensor of indices, so one call yields a whole batch;
+    a `Chunk` yields a list of batches.
     """
 
     def __init__(self, n: int = 400, noise: float = 0.0, seed: int = 0, split: int = 0) -> None:
@@ -44,33 +55,51 @@ class XORDataset(Dataset):
     def __len__(self) -> int:
         return len(self.X)
 
-    def __getitem__(self, idx: int | slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, idx: Index | Chunk) -> Batch | list[Batch]:
+        if isinstance(idx, Chunk):
+            X, y = self.X[idx.index], self.y[idx.index]
+            return list(zip(X.split(idx.batch_size), y.split(idx.batch_size), strict=True))
         return self.X[idx], self.y[idx]
 
 
 class BatchIndexSampler(Sampler):
-    """Yields one index per batch: a slice in order, or a slice of a fresh permutation.
+    """Yields one index per batch: a slice in order, or a piece of a fresh permutation.
 
     Used with `DataLoader(batch_size=None)`, so each batch is a single tensor indexing.
-    The permutation of epoch e comes from `seed` and e (Lightning calls `set_epoch`), so a
-    resumed run sees the same batches as an uninterrupted one.
+    With `chunk=k` it yields a `Chunk` of up to k batches instead, which the training step
+    runs one optimizer step each (see `module.py`). The permutation of epoch e comes
+    from `seed` and e (Lightning calls `set_epoch`), so a resumed run sees the same batches
+    as an uninterrupted one.
     """
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        chunk: int | None = None,
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.chunk = chunk
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return -(-self.n // self._step)
 
-    def __iter__(self) -> Iterator[slice | torch.Tensor]:
+    @property
+    def _step(self) -> int:
+        return self.batch_size * (self.chunk or 1)
+
+    def __iter__(self) -> Iterator[Index | Chunk]:
         if not self.shuffle or self.batch_size >= self.n:
-            for start in range(0, self.n, self.batch_size):
-                yield slice(start, start + self.batch_size)
-            return
-        g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-        perm = torch.randperm(self.n, generator=g)
-        yield from perm.split(self.batch_size)
+            pieces: list[Index] = [slice(i, i + self._step) for i in range(0, self.n, self._step)]
+        else:
+            g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+            pieces = list(torch.randperm(self.n, generator=g).split(self._step))
+        if not self.chunk:
+            return iter(pieces)
+        return (Chunk(piece, self.batch_size) for piece in pieces)

@@ -12,8 +12,10 @@ class XORDataModule(L.LightningDataModule):
     """Train, validation and test XOR sets drawn from one `seed`.
 
     `batch_size=None` means the full batch (the chapter's setting); a smaller one
-    reshuffles the training set every epoch. The validation and test sets have fixed sizes
-    of their own, so changing `n_samples` does not change what the model is scored on.
+    reshuffles the training set every epoch. The training loader hands the module chunks
+    of up to `batches_per_chunk` mini-batches, one optimizer step each. The validation and
+    test sets have fixed sizes of their own, so changing `n_samples` does not change what
+    the model is scored on.
     """
 
     def __init__(
@@ -24,10 +26,12 @@ class XORDataModule(L.LightningDataModule):
         noise: float = 0.0,
         batch_size: int | None = None,
         seed: int = 0,
+        batches_per_chunk: int = 64,
     ) -> None:
         super().__init__()
         self.sizes = {"train": n_samples, "val": n_val, "test": n_test}
         self.noise, self.batch_size, self.seed = noise, batch_size, seed
+        self.batches_per_chunk = batches_per_chunk
         self.datasets: dict[str, XORDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -35,13 +39,13 @@ class XORDataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = XORDataset(self.sizes[split], self.noise, self.seed, k)
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False, chunk: int | None = None) -> DataLoader:
         n = self.sizes[split]
-        sampler = BatchIndexSampler(n, self.batch_size or n, shuffle, self.seed)
+        sampler = BatchIndexSampler(n, self.batch_size or n, shuffle, self.seed, chunk)
         return DataLoader(self.datasets[split], batch_size=None, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, chunk=self.batches_per_chunk)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

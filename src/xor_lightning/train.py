@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +18,35 @@ from omegaconf import DictConfig, OmegaConf
 from xor_lightning.checkpoint import load_checkpoint
 from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
 
+if TYPE_CHECKING:
+    import lightning as L
+
+    from xor_lightning.datamodule import XORDataModule
+    from xor_lightning.module import XORModule
+
 log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
+    """Seed, then build the Trainer, the module and the datamodule the config names."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from xor_lightning.module import XORModule
+
+    quiet_known_warnings()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data)
+    module = XORModule(
+        instantiate(cfg.model.net),
+        instantiate(cfg.model.optimizer),
+        gradient_clip_val=cfg.model.get("gradient_clip_val"),
+        hparams=OmegaConf.to_container(cfg, resolve=True),
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return trainer, module, datamodule
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -27,27 +55,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # refuse a missing, corrupt or unsafe file up front
 
-    import lightning as L
     import torch
-    from hydra.utils import instantiate
 
-    from xor_lightning.module import XORModule
-
-    quiet_known_warnings()
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    trainer, module, datamodule = build(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-
-    datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model.net)
-    module = XORModule(net, instantiate(cfg.model.optimizer), hparams=hparams)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    log.info("model: %s, %d learnable parameters", type(net).__name__, n_params)
+    n_params = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
+    log.info("model: %s, %d learnable parameters", type(module.net).__name__, n_params)
     log.info("run dir: %s", _shown(out_dir))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
