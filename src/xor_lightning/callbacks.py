@@ -1,10 +1,13 @@
-"""Two small callbacks: a crash-safe `last.ckpt`, and a progress line every N epochs."""
+"""Small callbacks: a crash-safe `last.ckpt`, a clean stop on Ctrl-C, a progress line."""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 
@@ -59,3 +62,40 @@ class EpochPrinter(L.Callback):
         keys = ("train/loss", "train/acc", "val/loss", "val/acc")
         parts = [f"{k} {float(metrics[k]):.4f}" for k in keys if k in metrics]
         log.info("epoch %4d  %s", epoch, "  ".join(parts))
+
+
+class GracefulStop(L.Callback):
+    """Ctrl-C or SIGTERM: finish the current epoch, save `last.ckpt`, then stop.
+
+    Stopping at an epoch boundary means the saved state resumes exactly. A second Ctrl-C
+    aborts at once. `signal` holds the signal that stopped the run, if any.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning(
+            "%s received: stopping after this epoch and saving last.ckpt "
+            "(Ctrl-C again aborts without saving)",
+            signal.Signals(signum).name,
+        )
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.signal is not None:
+            trainer.should_stop = True
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()

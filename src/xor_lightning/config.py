@@ -24,6 +24,10 @@ CONF_DIR = str(
 
 # The process id makes run dirs unique: two runs started in the same second differ.
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+# The first argument that is not null: `resume=<dir>` takes the place of a new run dir.
+OmegaConf.register_new_resolver(
+    "coalesce", lambda *args: next((a for a in args if a is not None), None), replace=True
+)
 
 
 class UserError(Exception):

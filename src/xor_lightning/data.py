@@ -95,11 +95,12 @@ class BatchIndexSampler(Sampler):
         return self.batch_size * (self.chunk or 1)
 
     def __iter__(self) -> Iterator[Index | Chunk]:
+        # A generator: the permutation is drawn at the first batch, not when the iterator is
+        # made. Lightning may make it before calling `set_epoch` when it resumes a run.
         if not self.shuffle or self.batch_size >= self.n:
             pieces: list[Index] = [slice(i, i + self._step) for i in range(0, self.n, self._step)]
         else:
             g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
             pieces = list(torch.randperm(self.n, generator=g).split(self._step))
-        if not self.chunk:
-            return iter(pieces)
-        return (Chunk(piece, self.batch_size) for piece in pieces)
+        for piece in pieces:
+            yield Chunk(piece, self.batch_size) if self.chunk else piece

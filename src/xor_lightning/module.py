@@ -18,8 +18,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
+from xor_lightning.config import UserError
+
 STAGES = ("train", "val", "test")
 Batch = tuple[Tensor, Tensor]
+
+
+class NonFiniteLossError(UserError):
+    """Training diverged: raised before any checkpoint could store the broken weights."""
 
 
 class XORModule(L.LightningModule):
@@ -98,8 +104,17 @@ class XORModule(L.LightningModule):
             if 0 <= max_steps <= self.global_step:
                 stopping = True
                 break
+        losses_t = torch.stack(losses)
+        if not torch.isfinite(losses_t).all():  # one host sync per chunk, not per step
+            first = int((~torch.isfinite(losses_t)).nonzero()[0])
+            step = self.global_step - len(losses) + first + 1
+            raise NonFiniteLossError(
+                f"the loss became {float(losses_t[first]):g} at epoch {self.current_epoch}, "
+                f"optimizer step {step}: training stopped; last.ckpt and the best checkpoint "
+                "still hold the last good state (try a smaller model.optimizer.lr)"
+            )
         y_all = torch.cat(ys)
-        mean_loss = torch.stack(losses).sum() / len(y_all)
+        mean_loss = losses_t.sum() / len(y_all)
         last = stopping or chunk_idx == self.trainer.num_training_batches - 1
         self._update_metrics("train", torch.cat(logits_seen), y_all, mean_loss, log=last)
 

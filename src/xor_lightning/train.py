@@ -16,7 +16,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import load_checkpoint
-from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.config import (
+    CONF_DIR,
+    UserError,
+    check_accelerator,
+    quiet_known_warnings,
+    run_app,
+)
+from xor_lightning.validate import validate_train
 
 if TYPE_CHECKING:
     import lightning as L
@@ -49,8 +56,38 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
     return trainer, module, datamodule
 
 
+def resume_config(cfg: DictConfig) -> DictConfig:
+    """`resume=<run dir>`: that run's own config (from its last.ckpt), continued in place.
+
+    Value overrides given with it apply on top, e.g. `trainer.max_epochs=600` to go on.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(cfg.resume).resolve()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise UserError(f"resume={cfg.resume}: no checkpoints/last.ckpt there (not a run dir?)")
+    saved = OmegaConf.create(load_checkpoint(last)["hyper_parameters"])
+    overrides = []
+    for o in HydraConfig.get().overrides.task if HydraConfig.initialized() else []:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key == "resume" or key.startswith("hydra."):
+            continue
+        if "." not in key and key not in ("seed", "ckpt_path"):
+            raise UserError(f"resume takes value overrides (like trainer.max_epochs=600), not {o}")
+        overrides.append(o.lstrip("+"))
+    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
+    merged.ckpt_path, merged.resume, merged.paths.output_dir = str(last), None, str(run_dir)
+    if (run_dir / ".hydra").is_dir():  # Hydra just wrote the resume command's config there
+        OmegaConf.save(merged, run_dir / ".hydra" / "config.yaml")
+    return merged
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test the best checkpoint, write `metrics.json`; return the metrics."""
+    if cfg.get("resume"):
+        cfg = resume_config(cfg)
+    validate_train(cfg)
     check_accelerator(cfg.trainer.get("accelerator"))
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # refuse a missing, corrupt or unsafe file up front
@@ -64,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("run dir: %s", _shown(out_dir))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    _exit_if_stopped(trainer, out_dir)
     train_loss = trainer.callback_metrics.get("train/loss")
 
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -84,6 +122,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _summary(metrics, best, out_dir)
     return metrics
+
+
+def _exit_if_stopped(trainer: L.Trainer, out_dir: Path) -> None:
+    """After Ctrl-C or SIGTERM: say how to resume, and exit 128 + the signal number."""
+    from xor_lightning.callbacks import GracefulStop
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, GracefulStop) and cb.signal is not None:
+            log.warning(
+                "stopped after epoch %d (step %d); checkpoints/last.ckpt holds it. "
+                "Resume with: xor-train resume=%s",
+                trainer.current_epoch - 1,
+                trainer.global_step,
+                _shown(out_dir),
+            )
+            raise SystemExit(128 + cb.signal)
 
 
 def _shown(path: Path) -> str:

@@ -1,0 +1,133 @@
+"""Refuse a bad configuration before anything is built: one line naming key, value, rule.
+
+Hydra already refuses an override of a key that does not exist; this catches wrong types,
+values out of range, and keys added with `+` that nothing reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from xor_lightning.config import UserError
+from xor_lightning.model import ACTIVATIONS
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v: Any) -> bool:
+    return (_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: _int(v) and v >= low), f"an integer >= {low}"
+
+
+def optional(rule: tuple[Callable[[Any], bool], str], null_means: str) -> tuple[Callable, str]:
+    check, text = rule
+    return (lambda v: v is None or check(v)), f"null ({null_means}) or {text}"
+
+
+INTEGER = (_int, "an integer")
+POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
+NOISE = (
+    lambda v: _number(v) and 0 <= v <= 1,
+    "a number from 0 to 1 (beyond that the labels are noise)",
+)
+
+
+def one_of(options: Iterable[str]) -> tuple[Callable[[Any], bool], str]:
+    options = tuple(options)
+    return (lambda v: v in options), "one of " + ", ".join(options)
+
+
+def _devices(v: Any) -> bool:
+    if isinstance(v, (list, ListConfig)):
+        return len(v) > 0 and all(_int(d) and d >= 0 for d in v)
+    return v == "auto" or (_int(v) and (v >= 1 or v == -1))
+
+
+TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": INTEGER,
+    "data.n_samples": at_least(1),
+    "data.n_val": at_least(1),
+    "data.n_test": at_least(1),
+    "data.noise": NOISE,
+    "data.batch_size": optional(at_least(1), "the full batch"),
+    "data.seed": INTEGER,
+    "data.batches_per_chunk": at_least(1),
+    "model.hidden": at_least(1),
+    "model.activation": one_of(ACTIVATIONS),
+    "model.optimizer.lr": POSITIVE,
+    "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
+    "trainer.max_epochs": (
+        lambda v: _int(v) and (v >= 1 or v == -1),
+        "an integer >= 1, or -1 for no limit",
+    ),
+    "trainer.accelerator": one_of(ACCELERATORS),
+    "trainer.devices": (_devices, "an integer >= 1, -1 (all), 'auto' or a list of device ids"),
+    "callbacks.last_checkpoint.every_n_epochs": at_least(1),
+}
+TRAIN_KEYS = {
+    "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "trainer",
+         "logger", "callbacks", "paths", "hparams_search"},
+    "data": {"_target_", "n_samples", "n_val", "n_test", "noise", "batch_size", "seed",
+             "batches_per_chunk"},
+    "model": {"hidden", "activation", "net", "optimizer", "gradient_clip_val"},
+}  # fmt: skip
+
+EVAL_RULES = {
+    "data.n_val": optional(at_least(1), "as in the checkpoint"),
+    "data.n_test": optional(at_least(1), "as in the checkpoint"),
+    "data.noise": optional(NOISE, "as in the checkpoint"),
+    "data.seed": optional(INTEGER, "as in the checkpoint"),
+    "data.batch_size": optional(at_least(1), "as in the checkpoint"),
+    "accelerator": one_of(ACCELERATORS),
+}
+
+
+def check(cfg: DictConfig, rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+    """Raise `UserError` for the first key whose value breaks its rule."""
+    for key, (ok, allowed) in rules.items():
+        if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue  # a group option that has no such key (e.g. callbacks=none)
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise UserError(f"{key}={value!r} is not allowed: use {allowed}")
+
+
+def check_keys(cfg: DictConfig, known: dict[str, set[str]]) -> None:
+    """Raise `UserError` for a key nothing reads (a typo added with `+`)."""
+    for section, names in known.items():
+        node = OmegaConf.select(cfg, section) if section else cfg
+        if not isinstance(node, DictConfig):
+            continue
+        for name in node:
+            if name not in names:
+                full = f"{section}.{name}" if section else name
+                raise UserError(f"unknown key {full}: known keys are {', '.join(sorted(names))}")
+
+
+def check_trainer_keys(cfg: DictConfig) -> None:
+    """Every `trainer.*` key must be a `lightning.Trainer` argument."""
+    import inspect
+
+    from lightning.pytorch import Trainer
+
+    allowed = set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
+    for name in cfg.trainer:
+        if name != "_target_" and name not in allowed:
+            raise UserError(f"unknown key trainer.{name}: not an argument of lightning.Trainer")
+
+
+def validate_train(cfg: DictConfig) -> None:
+    check_keys(cfg, TRAIN_KEYS)
+    check(cfg, TRAIN_RULES)
+    check_trainer_keys(cfg)
