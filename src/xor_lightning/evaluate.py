@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import build_net, data_kwargs, load_checkpoint
 from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.validate import EVAL_RULES, check
 
 log = logging.getLogger(__name__)
 KEYS = ("test/acc", "test/loss", "val/acc", "val/loss")
@@ -23,6 +24,7 @@ KEYS = ("test/acc", "test/loss", "val/acc", "val/loss")
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Run the validation and test sets through the checkpoint; write `metrics.json`."""
+    check(cfg, EVAL_RULES)
     check_accelerator(cfg.accelerator)
     ckpt = load_checkpoint(cfg.ckpt_path)
     data = data_kwargs(ckpt, OmegaConf.to_container(cfg.data))

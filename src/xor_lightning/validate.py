@@ -36,6 +36,7 @@ def optional(rule: tuple[Callable[[Any], bool], str], null_means: str) -> tuple[
 
 
 INTEGER = (_int, "an integer")
+SEED = (lambda v: _int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
 POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
 NOISE = (
     lambda v: _number(v) and 0 <= v <= 1,
@@ -55,13 +56,13 @@ def _devices(v: Any) -> bool:
 
 
 TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": INTEGER,
+    "seed": SEED,
     "data.n_samples": at_least(1),
     "data.n_val": at_least(1),
     "data.n_test": at_least(1),
     "data.noise": NOISE,
     "data.batch_size": optional(at_least(1), "the full batch"),
-    "data.seed": INTEGER,
+    "data.seed": SEED,
     "data.batches_per_chunk": at_least(1),
     "model.hidden": at_least(1),
     "model.activation": one_of(ACTIVATIONS),
@@ -87,7 +88,7 @@ EVAL_RULES = {
     "data.n_val": optional(at_least(1), "as in the checkpoint"),
     "data.n_test": optional(at_least(1), "as in the checkpoint"),
     "data.noise": optional(NOISE, "as in the checkpoint"),
-    "data.seed": optional(INTEGER, "as in the checkpoint"),
+    "data.seed": optional(SEED, "as in the checkpoint"),
     "data.batch_size": optional(at_least(1), "as in the checkpoint"),
     "accelerator": one_of(ACCELERATORS),
 }

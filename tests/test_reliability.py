@@ -1,0 +1,288 @@
+"""Bad input refused up front; interruptions lose nothing; divergence stops cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import compose_app, compose_train
+from xor_lightning.config import UserError
+from xor_lightning.evaluate import evaluate
+from xor_lightning.module import NonFiniteLossError
+from xor_lightning.train import build, train
+from xor_lightning.validate import validate_train
+
+INVALID = [
+    ("model.hidden=0", "model.hidden=0"),
+    ("model.hidden=abc", "model.hidden='abc'"),
+    ("model.optimizer.lr=0", "model.optimizer.lr=0"),
+    ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1"),
+    ("data.n_samples=0", "data.n_samples=0"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("data.noise=-0.1", "data.noise=-0.1"),
+    ("data.noise=1.5", "data.noise=1.5"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+    ("trainer.max_epochs=-2", "trainer.max_epochs=-2"),
+    ("trainer.accelerator=tpu", "trainer.accelerator='tpu'"),
+    ("model.activation=swish", "model.activation='swish'"),
+    ("seed=1.5", "seed=1.5"),
+    ("seed=true", "seed=True"),
+    ("seed=-1", "seed=-1"),
+    ("+model.hiden=4", "unknown key model.hiden"),
+    ("+data.nosie=0.1", "unknown key data.nosie"),
+    ("+trainer.max_epoch=3", "unknown key trainer.max_epoch"),
+]
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def cli_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "xor_lightning.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(("override", "named"), INVALID, ids=[o for o, _ in INVALID])
+def test_invalid_value_is_refused_naming_key_and_value(make_cfg, override, named):
+    with pytest.raises(UserError) as err:
+        train(make_cfg(override))
+    assert named in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_valid_edge_values_pass(make_cfg):
+    for override in ["trainer.max_epochs=-1", "data.noise=1", "data.batch_size=null", "seed=0"]:
+        validate_train(make_cfg(override))
+
+
+@pytest.mark.parametrize("override", ["model.hidden=0", "+model.hiden=4"])
+def test_cli_refuses_before_anything_is_made(tmp_path, override):
+    proc = cli_train(override, cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (tmp_path / "outputs" / "runs").iterdir()
+    )
+
+
+def test_evaluate_refuses_bad_data_overrides(trained_ckpt, tmp_path):
+    for override, named in [("data.noise=3", "data.noise=3"), ("data.n_test=0", "data.n_test=0")]:
+        cfg = compose_app(
+            "evaluate", f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path}", override
+        )
+        with pytest.raises(UserError, match=named):
+            evaluate(cfg)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+VALID = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**32 - 1),
+        "model.hidden": st.integers(1, 32),
+        "model.activation": st.sampled_from(["tanh", "relu", "sigmoid", "gelu"]),
+        "model.optimizer.lr": st.floats(1e-5, 1.0),
+        "data.n_samples": st.integers(1, 300),
+        "data.noise": st.floats(0.0, 1.0),
+        "data.batch_size": st.none() | st.integers(1, 400),
+        "data.batches_per_chunk": st.integers(1, 8),
+    }
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(params=VALID)
+def test_any_valid_config_trains_a_step(tmp_path, params):
+    overrides = [f"{k}={'null' if v is None else v}" for k, v in params.items()]
+    cfg = compose_train(
+        f"paths.output_dir={tmp_path}", "debug=fast_dev_run", "logger=none", *overrides
+    )
+    validate_train(cfg)
+    trainer, module, datamodule = build(cfg)
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step >= 1
+
+
+BAD_VALUES = {
+    "model.hidden": st.integers(max_value=0) | st.floats(0.5, 50) | st.text(min_size=1, max_size=5),
+    "model.optimizer.lr": st.floats(max_value=0.0) | st.just("fast"),
+    "data.n_samples": st.integers(max_value=0) | st.floats(1.5, 100),
+    "data.noise": st.floats(min_value=1.001, max_value=1e6)
+    | st.floats(max_value=-1e-6, min_value=-1e6),
+    "data.batch_size": st.integers(max_value=0),
+    "trainer.max_epochs": st.integers(max_value=-2) | st.just(0),
+    "trainer.accelerator": st.sampled_from(["tpu", "GPUs", "ipu", "hpu"]),
+    "model.activation": st.sampled_from(["swish", "Tanh", "elu", "softmax"]),
+    "seed": st.floats(0.5, 100.5).filter(lambda v: v != int(v)) | st.integers(max_value=-1),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_any_invalid_value_is_refused_with_a_clear_message(data):
+    key = data.draw(st.sampled_from(sorted(BAD_VALUES)))
+    value = data.draw(BAD_VALUES[key])
+    text = repr(value) if isinstance(value, str) else str(value)
+    cfg = compose_train("paths.output_dir=/nonexistent", f"{key}={text}")
+    with pytest.raises(UserError) as err:
+        validate_train(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{key}=") and "is not allowed: use " in message
+    assert "\n" not in message
+
+
+# ---------------------------------------------------------------- divergence
+
+
+class CorruptWeights(L.Callback):
+    """Simulates divergence: the weights become NaN at the start of epoch 12."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 12:
+            with torch.no_grad():
+                pl_module.net.fc1.weight.fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(make_cfg, tmp_path):
+    trainer, module, datamodule = build(make_cfg("debug=quick"))
+    trainer.callbacks.append(CorruptWeights())
+    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch 12, optimizer step 13"):
+        trainer.fit(module, datamodule=datamodule)
+    last = load(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 10  # saved after epoch 9, never overwritten after
+    best = load(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    for ckpt in (last, best):
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_divergence_from_the_cli_is_one_clean_line(tmp_path):
+    proc = cli_train(
+        "debug=quick",
+        "model.optimizer._target_=torch.optim.SGD",
+        "~model.optimizer.fused",
+        "model.optimizer.lr=1e38",
+        f"hydra.run.dir={tmp_path}/run",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "error: the loss became" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- interruptions
+
+
+class Crash(L.Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 15:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_from_a_mid_run_last_ckpt_is_exact(make_cfg, tmp_path):
+    common = ("debug=quick", "data.batch_size=16", "callbacks.last_checkpoint.every_n_epochs=7")
+    train(make_cfg(*common, out=tmp_path / "ref"))
+    trainer, module, datamodule = build(make_cfg(*common, out=tmp_path / "run"))
+    trainer.callbacks.append(Crash())
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.fit(module, datamodule=datamodule)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert load(last)["global_step"] == 14 * 4  # epochs 0..13, 4 mini-batches each
+    train(make_cfg(*common, f"ckpt_path={last}", out=tmp_path / "run"))
+    a, b = load(tmp_path / "ref" / "checkpoints" / "last.ckpt"), load(last)
+    assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (20, 80)
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, atol=1e-5, rtol=0)
+
+
+LONG = ("data.n_samples=64", "data.batch_size=16", "trainer.max_epochs=400", "logger=none")
+
+
+def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "xor_lightning.train", *LONG, f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("reference")
+    train(compose_train(f"paths.output_dir={out}", *LONG))
+    return load(out / "checkpoints" / "last.ckpt")
+
+
+def assert_same_end(ckpt: dict, ref: dict) -> None:
+    assert (ckpt["epoch"], ckpt["global_step"]) == (ref["epoch"], ref["global_step"])
+    for k, v in ref["state_dict"].items():
+        torch.testing.assert_close(ckpt["state_dict"][k], v, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_like_the_run_left_alone(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = start(run_dir)
+    wait_for(last, proc)
+    time.sleep(0.7)  # somewhere in the middle, perhaps during a write
+    proc.kill()
+    proc.communicate()
+    assert load(last)["global_step"] > 0  # whole, and loadable
+    assert not list(run_dir.glob("checkpoints/*.tmp"))
+    done = start(run_dir, f"ckpt_path={last}")
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err[-2000:]
+    assert_same_end(load(last), reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_save_a_checkpoint_that_resumes(tmp_path, reference, sig):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = start(run_dir)
+    wait_for(last, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig
+    assert "Resume with: xor-train resume=" in out and "Traceback" not in err
+    stopped = load(last)
+    assert 0 < stopped["global_step"] < reference["global_step"]
+    assert stopped["global_step"] % 4 == 0  # an epoch boundary: 4 mini-batches per epoch
+    done = subprocess.run(
+        [sys.executable, "-m", "xor_lightning.train", f"resume={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_end(load(last), reference)
+    assert not (tmp_path / "outputs").exists()  # continued in place, no new run dir
+    assert (run_dir / "metrics.json").exists()
