@@ -55,6 +55,11 @@ class XORDataset(Dataset):
     def __len__(self) -> int:
         return len(self.X)
 
+    def to(self, device: torch.device | str) -> XORDataset:
+        """Move the points to `device` once, so no batch is copied there per step."""
+        self.X, self.y = self.X.to(device), self.y.to(device)
+        return self
+
     def __getitem__(self, idx: Index | Chunk) -> Batch | list[Batch]:
         if isinstance(idx, Chunk):
             X, y = self.X[idx.index], self.y[idx.index]

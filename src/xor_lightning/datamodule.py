@@ -35,9 +35,12 @@ class XORDataModule(L.LightningDataModule):
         self.datasets: dict[str, XORDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
+        # The data live on the training device (e.g. the GPU) from the start.
+        device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
         for k, split in enumerate(SPLITS):
             if split not in self.datasets:
-                self.datasets[split] = XORDataset(self.sizes[split], self.noise, self.seed, k)
+                ds = XORDataset(self.sizes[split], self.noise, self.seed, k)
+                self.datasets[split] = ds.to(device)
 
     def _loader(self, split: str, shuffle: bool = False, chunk: int | None = None) -> DataLoader:
         n = self.sizes[split]
