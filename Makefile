@@ -10,7 +10,7 @@ ckpt ?=
 format ?= onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval predict export test lint format bench tensorboard intro clean
+.PHONY: help install train eval predict export test lint format bench tensorboard intro gotchas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,14 +51,17 @@ format: $(STAMP) ## ruff: fix what can be fixed and format
 
 bench: $(STAMP) ## benchmark against the plain PyTorch script (also on the GPU when there is one)
 	$(BIN)/python bench/bench.py $(ARGS)
-	$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
-		&& $(BIN)/python bench/bench.py --accelerator gpu $(ARGS) || true
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(BIN)/python bench/bench.py --accelerator gpu $(ARGS); fi
 
 tensorboard: $(STAMP) ## serve outputs/ on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
 
 intro: $(STAMP) ## run the chapter's script: the four pillars and the plain PyTorch loop
 	$(BIN)/python -m xor_lightning.intro
+
+gotchas: $(STAMP) ## run the chapter's gotchas: zero_grad, eval/no_grad, logits, float64
+	$(BIN)/python -m xor_lightning.intro gotchas
 
 clean: ## remove outputs (keeps .venv)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

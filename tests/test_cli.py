@@ -40,7 +40,7 @@ def assert_complete_run_dir(d: Path) -> None:
 
 
 def test_intro_prints_the_chapters_outputs_in_order(capsys):
-    intro.main()
+    intro.main([])
     lines = capsys.readouterr().out.splitlines()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     expected_start = [

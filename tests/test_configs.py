@@ -73,7 +73,7 @@ def test_stable_override_names(make_cfg):
     )
     assert cfg.data.seed == 5  # follows seed
     net = instantiate(cfg.model.net)
-    assert net.fc1.out_features == 4 and isinstance(net.act, torch.nn.ReLU)
+    assert net[0].out_features == 4 and isinstance(net[1], torch.nn.ReLU)
     assert instantiate(cfg.model.optimizer)(net.parameters()).param_groups[0]["lr"] == 0.01
     dm = instantiate(cfg.data)
     assert (dm.sizes["train"], dm.noise, dm.batch_size) == (50, 0.1, 16)

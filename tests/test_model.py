@@ -18,15 +18,18 @@ def test_mlp_outputs_logits_not_probabilities():
     torch.manual_seed(0)
     net = MLP(hidden=4)
     with torch.no_grad():
-        net.fc2.weight.fill_(10.0)
-        net.fc2.bias.fill_(-50.0)
+        net[-1].weight.fill_(10.0)
+        net[-1].bias.fill_(-50.0)
     out = net(torch.randn(100, 2))
     assert (out < 0).all() and (out < -1).any()  # a probability would lie in [0, 1]
 
 
 def test_mlp_hidden_and_activation():
     assert sum(p.numel() for p in MLP(hidden=4).parameters()) == 2 * 4 + 4 + 4 + 1
-    assert isinstance(MLP(activation="relu").act, torch.nn.ReLU)
+    assert isinstance(MLP(activation="relu")[1], torch.nn.ReLU)
+    deep = MLP(hidden=4, depth=3)
+    assert sum(p.numel() for p in deep.parameters()) == (2 * 4 + 4) + 2 * (4 * 4 + 4) + (4 + 1)
+    assert deep(torch.zeros(3, 2)).shape == (3, 1)
 
 
 def test_module_fast_dev_run_and_predict_probabilities(make_cfg):

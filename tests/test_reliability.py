@@ -23,6 +23,8 @@ from xor_lightning.validate import validate_train
 INVALID = [
     ("model.hidden=0", "model.hidden=0"),
     ("model.hidden=abc", "model.hidden='abc'"),
+    ("model.depth=0", "model.depth=0"),
+    ("data.problem=square", "data.problem='square'"),
     ("model.optimizer.lr=0", "model.optimizer.lr=0"),
     ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1"),
     ("data.n_samples=0", "data.n_samples=0"),
@@ -162,7 +164,7 @@ class CorruptWeights(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 12:
             with torch.no_grad():
-                pl_module.net.fc1.weight.fill_(float("nan"))
+                pl_module.net[0].weight.fill_(float("nan"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(make_cfg, tmp_path):

@@ -109,3 +109,42 @@ class GracefulStop(L.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class BoundaryPlot(L.Callback):
+    """The decision boundary: to TensorBoard every `every_n_epochs`, to a PNG at the end.
+
+    TensorBoard's image slider then shows the boundary forming over the training points;
+    `boundary.png` in the run dir shows the tested model on the test points.
+    """
+
+    def __init__(self, every_n_epochs: int = 50, filename: str = "boundary.png") -> None:
+        self.every_n_epochs, self.filename = every_n_epochs, filename
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        last = epoch == (trainer.max_epochs or 0) - 1
+        if self.every_n_epochs <= 0 or not (epoch % self.every_n_epochs == 0 or last):
+            return
+        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        if not writers or not trainer.is_global_zero:
+            return
+        from xor_lightning.plot import boundary_figure, to_array
+
+        data = trainer.datamodule.datasets["train"]
+        fig = boundary_figure(pl_module.net, data.X, data.y, f"epoch {epoch}")
+        image = to_array(fig)
+        for writer in writers:
+            writer.add_image("decision_boundary", image, trainer.global_step, dataformats="HWC")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        from xor_lightning.plot import save_boundary
+
+        data = trainer.datamodule.datasets["test"]
+        acc = trainer.callback_metrics.get("test/acc")
+        title = f"test set, accuracy {float(acc):.3f}" if acc is not None else "test set"
+        save_boundary(
+            pl_module.net, data.X, data.y, Path(trainer.default_root_dir) / self.filename, title
+        )

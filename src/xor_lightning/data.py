@@ -1,4 +1,7 @@
-"""XOR data in plain PyTorch: the generator, the Dataset and a whole-batch sampler.
+"""Toy data in plain PyTorch: the generators, the Dataset and a whole-batch sampler.
+
+XOR is the chapter's problem; circle, gaussians and spiral follow TensorFlow Playground,
+moons follows scikit-learn's `make_moons`.
 
 The data are tiny and live in memory, so a batch is one indexing of two tensors rather
 than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives in
@@ -7,6 +10,7 @@ than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -25,32 +29,90 @@ class Chunk(NamedTuple):
     batch_size: int
 
 
+def _xor(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform in [-1, 1]²; label 1 where exactly one coordinate is positive."""
+    X = torch.rand(n, 2, generator=g) * 2 - 1
+    return X, (X[:, 0] * X[:, 1] < 0).float()
+
+
+def _polar(r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.stack([r * torch.cos(t), r * torch.sin(t)], dim=1)
+
+
+def _circle(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label 1: radius U(0, 0.5); label 0: a ring, radius U(0.7, 1); angle U(0, 2π)."""
+    y = (torch.rand(n, generator=g) < 0.5).float()
+    u = torch.rand(n, generator=g)
+    r = torch.where(y == 1, 0.5 * u, 0.7 + 0.3 * u)
+    return _polar(r, 2 * math.pi * torch.rand(n, generator=g)), y
+
+
+def _gaussians(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two blobs of std 0.25: label 1 around (0.4, 0.4), label 0 around (-0.4, -0.4)."""
+    y = (torch.rand(n, generator=g) < 0.5).float()
+    centre = (2 * y - 1).unsqueeze(1) * 0.4
+    return centre + 0.25 * torch.randn(n, 2, generator=g), y
+
+
+def _spiral(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two interleaved arms: radius r ~ U(0, 1), angle 1.75·2π·r, plus π for label 0."""
+    y = (torch.rand(n, generator=g) < 0.5).float()
+    r = torch.rand(n, generator=g)
+    return _polar(r, 1.75 * 2 * math.pi * r + math.pi * (1 - y)), y
+
+
+def _moons(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's two moons, centred and scaled by 2/3 into [-1, 1] x [-0.5, 0.5].
+
+    Label 0: (cos t, sin t); label 1: (1 - cos t, 0.5 - sin t); t ~ U(0, π).
+    """
+    y = (torch.rand(n, generator=g) < 0.5).float()
+    t = math.pi * torch.rand(n, generator=g)
+    outer = torch.stack([torch.cos(t), torch.sin(t)], dim=1)
+    inner = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], dim=1)
+    X = torch.where(y.unsqueeze(1) == 1, inner, outer)
+    return (X - torch.tensor([0.5, 0.25])) * (2 / 3), y
+
+
+PROBLEMS = {
+    "xor": _xor,
+    "circle": _circle,
+    "gaussians": _gaussians,
+    "spiral": _spiral,
+    "moons": _moons,
+}
+
+
 def make_xor(
-    n: int, noise: float = 0.0, seed: int = 0, split: int = 0
+    n: int, noise: float = 0.0, seed: int = 0, split: int = 0, problem: str = "xor"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw `n` XOR points: X uniform in [-1, 1]², y = 1 where x1·x2 < 0.
+    """Draw `n` labelled points of a 2-D toy problem (XOR by default): X (n, 2), y (n, 1).
 
     Labels come from the clean points; Gaussian jitter of std `noise` is added afterwards,
-    so points near the axes become ambiguous. Split `k` (0 train, 1 val, 2 test) of `seed`
-    draws from a generator seeded with 3·seed + k: every (seed, split) pair is distinct.
+    so points near the class boundary become ambiguous. Split `k` (0 train, 1 val, 2 test)
+    of `seed` draws from a generator seeded with 3·seed + k: every (seed, split) pair is
+    distinct.
     """
+    if problem not in PROBLEMS:
+        raise ValueError(f"problem must be one of {sorted(PROBLEMS)}, got {problem!r}")
     g = torch.Generator().manual_seed(3 * seed + split)
-    X = torch.rand(n, 2, generator=g) * 2 - 1
-    y = (X[:, 0] * X[:, 1] < 0).float().unsqueeze(1)
+    X, y = PROBLEMS[problem](n, g)
     if noise > 0:
         X = X + noise * torch.randn(n, 2, generator=g)
-    return X, y
+    return X, y.unsqueeze(1)
 
 
 class XORDataset(Dataset):
-    """XOR points as two tensors, X (n, 2) and y (n, 1), both float32.
+    """Points of a toy problem (XOR by default) as two float32 tensors, X (n, 2), y (n, 1).
 
     Indexing takes an int, a slice or a tensor of indices, so one call yields a whole batch;
     a `Chunk` yields a list of batches.
     """
 
-    def __init__(self, n: int = 400, noise: float = 0.0, seed: int = 0, split: int = 0) -> None:
-        self.X, self.y = make_xor(n, noise, seed, split)
+    def __init__(
+        self, n: int = 400, noise: float = 0.0, seed: int = 0, split: int = 0, problem: str = "xor"
+    ) -> None:
+        self.X, self.y = make_xor(n, noise, seed, split, problem)
 
     def __len__(self) -> int:
         return len(self.X)

@@ -1,4 +1,4 @@
-"""The LightningDataModule: train, validation and test XOR sets from one seed."""
+"""The LightningDataModule: train, validation and test sets from one seed."""
 
 from __future__ import annotations
 
@@ -27,11 +27,12 @@ class XORDataModule(L.LightningDataModule):
         batch_size: int | None = None,
         seed: int = 0,
         batches_per_chunk: int = 64,
+        problem: str = "xor",
     ) -> None:
         super().__init__()
         self.sizes = {"train": n_samples, "val": n_val, "test": n_test}
         self.noise, self.batch_size, self.seed = noise, batch_size, seed
-        self.batches_per_chunk = batches_per_chunk
+        self.batches_per_chunk, self.problem = batches_per_chunk, problem
         self.datasets: dict[str, XORDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -39,7 +40,7 @@ class XORDataModule(L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
         for k, split in enumerate(SPLITS):
             if split not in self.datasets:
-                ds = XORDataset(self.sizes[split], self.noise, self.seed, k)
+                ds = XORDataset(self.sizes[split], self.noise, self.seed, k, self.problem)
                 self.datasets[split] = ds.to(device)
 
     def _loader(self, split: str, shuffle: bool = False, chunk: int | None = None) -> DataLoader:

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xor_lightning.config import UserError
+from xor_lightning.data import PROBLEMS
 from xor_lightning.model import ACTIVATIONS
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -65,6 +66,8 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.seed": SEED,
     "data.batches_per_chunk": at_least(1),
     "model.hidden": at_least(1),
+    "model.depth": at_least(1),
+    "data.problem": one_of(PROBLEMS),
     "model.activation": one_of(ACTIVATIONS),
     "model.optimizer.lr": POSITIVE,
     "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
@@ -80,8 +83,8 @@ TRAIN_KEYS = {
     "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "trainer",
          "logger", "callbacks", "paths", "hparams_search"},
     "data": {"_target_", "n_samples", "n_val", "n_test", "noise", "batch_size", "seed",
-             "batches_per_chunk"},
-    "model": {"hidden", "activation", "net", "optimizer", "gradient_clip_val"},
+             "batches_per_chunk", "problem"},
+    "model": {"hidden", "activation", "depth", "net", "optimizer", "gradient_clip_val"},
 }  # fmt: skip
 
 EVAL_RULES = {

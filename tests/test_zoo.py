@@ -1,0 +1,113 @@
+"""The toy-data zoo, the decision-boundary pictures, and the chapter's gotchas."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from xor_lightning import intro
+from xor_lightning.data import PROBLEMS, make_xor
+from xor_lightning.model import MLP
+from xor_lightning.plot import boundary_figure, to_array
+from xor_lightning.train import train
+
+
+@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+def test_every_problem_is_float32_balanced_and_seeded(problem):
+    X, y = make_xor(2000, seed=4, problem=problem)
+    assert X.shape == (2000, 2) and y.shape == (2000, 1) and X.dtype == y.dtype == torch.float32
+    assert set(y.unique().tolist()) == {0.0, 1.0} and 0.45 < y.mean() < 0.55
+    assert torch.equal(X, make_xor(2000, seed=4, problem=problem)[0])
+    noisy, noisy_y = make_xor(2000, noise=0.2, seed=4, problem=problem)
+    assert torch.equal(noisy_y, y) and 0.15 < (noisy - X).std() < 0.25
+
+
+def split(problem: str) -> tuple[torch.Tensor, torch.Tensor]:
+    X, y = make_xor(3000, seed=0, problem=problem)
+    y = y.squeeze(1).bool()
+    return X, y
+
+
+def test_circle_is_a_disc_inside_a_ring():
+    X, y = split("circle")
+    r = X.norm(dim=1)
+    assert (r[y] <= 0.5 + 1e-6).all()
+    assert ((r[~y] >= 0.7 - 1e-6) & (r[~y] <= 1 + 1e-6)).all()
+
+
+def test_gaussians_are_two_blobs():
+    X, y = split("gaussians")
+    torch.testing.assert_close(X[y].mean(0), torch.tensor([0.4, 0.4]), atol=0.03, rtol=0)
+    torch.testing.assert_close(X[~y].mean(0), torch.tensor([-0.4, -0.4]), atol=0.03, rtol=0)
+    assert 0.22 < X[y].std(0).mean() < 0.28
+
+
+def test_spiral_arms_follow_their_angle():
+    X, y = split("spiral")
+    r = X.norm(dim=1)
+    expected = 1.75 * 2 * math.pi * r + math.pi * (~y).float()
+    off = torch.remainder(torch.atan2(X[:, 1], X[:, 0]) - expected + math.pi, 2 * math.pi) - math.pi
+    assert off.abs().max() < 1e-3 and r.max() <= 1
+
+
+def test_moons_follow_make_moons():
+    X, y = split("moons")
+    raw = X * 1.5 + torch.tensor([0.5, 0.25])  # undo the centring and scaling
+    outer, inner = raw[~y], raw[y]
+    torch.testing.assert_close(outer.norm(dim=1), torch.ones(len(outer)), atol=1e-5, rtol=0)
+    assert (outer[:, 1] >= -1e-6).all()
+    centre = torch.tensor([1.0, 0.5])
+    torch.testing.assert_close(
+        (inner - centre).norm(dim=1), torch.ones(len(inner)), atol=1e-5, rtol=0
+    )
+    assert (inner[:, 1] <= 0.5 + 1e-6).all()
+
+
+@pytest.mark.slow
+def test_circle_in_150_epochs_with_the_default_model(make_cfg):
+    assert (
+        train(make_cfg("data=circle", "trainer.max_epochs=150", "logger=none"))["val/acc"] >= 0.95
+    )
+
+
+@pytest.mark.slow
+def test_spiral_experiment_reaches_good_accuracy(make_cfg):
+    assert train(make_cfg("experiment=spiral", "logger=none"))["val/acc"] >= 0.95
+
+
+def test_boundary_png_and_tensorboard_images(make_cfg, tmp_path):
+    train(make_cfg("debug=quick", "callbacks.boundary_plot.every_n_epochs=10"))
+    png = (tmp_path / "boundary.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    steps = []
+    for f in tmp_path.glob("events.out.tfevents.*"):
+        ea = EventAccumulator(str(f), size_guidance={"images": 0})
+        ea.Reload()
+        if "decision_boundary" in ea.Tags()["images"]:
+            steps += [e.step for e in ea.Images("decision_boundary")]
+    assert sorted(steps) == [1, 11, 20]  # epochs 0, 10 and the last, by global step
+
+
+def test_boundary_figure_marks_misclassified_points():
+    torch.manual_seed(0)
+    X, y = make_xor(200, seed=0)
+    net = MLP()  # untrained: about half wrong
+    wrong = int(((net(X) > 0).float() != y).sum())
+    fig = boundary_figure(net, X, y, "untrained")
+    _, labels = fig.axes[0].get_legend_handles_labels()
+    assert labels == [f"misclassified ({wrong})"] and wrong > 0
+    image = to_array(fig)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def test_gotchas_show_what_goes_wrong(capsys):
+    intro.main(["gotchas"])
+    out = capsys.readouterr().out
+    assert "x.grad = tensor([ 8., 12.]) (doubled)" in out
+    assert "(dropout differs)" in out and "(identical)" in out
+    assert "inside no_grad:  requires_grad=False, grad_fn=None" in out
+    assert "BCEWithLogitsLoss(logit=30, y=0):   30.0000" in out
+    assert "BCELoss(sigmoid(30), y=0):         100.0000" in out
+    assert "must have the same dtype" in out and "model(x.float()) works: (1, 1)" in out
