@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from xor_lightning import intro
 from xor_lightning.data import PROBLEMS, make_xor
 from xor_lightning.model import MLP
-from xor_lightning.plot import boundary_figure, to_array
+from xor_lightning.plot import boundary_figure, boundary_image, to_array
 from xor_lightning.train import train
 
 
@@ -111,3 +111,12 @@ def test_gotchas_show_what_goes_wrong(capsys):
     assert "BCEWithLogitsLoss(logit=30, y=0):   30.0000" in out
     assert "BCELoss(sigmoid(30), y=0):         100.0000" in out
     assert "must have the same dtype" in out and "model(x.float()) works: (1, 1)" in out
+
+
+def test_boundary_image_is_quick_pixels_with_errors_in_black():
+    torch.manual_seed(0)
+    X, y = make_xor(200, seed=0)
+    image = boundary_image(MLP(), X, y, size=120)
+    assert image.shape == (120, 120, 3) and image.dtype == np.uint8
+    assert (image == 0).all(axis=2).any()  # an untrained net gets points wrong: black dots
+    assert (image[..., 0] > image[..., 2]).any() and (image[..., 2] > image[..., 0]).any()

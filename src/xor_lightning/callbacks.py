@@ -114,8 +114,9 @@ class GracefulStop(L.Callback):
 class BoundaryPlot(L.Callback):
     """The decision boundary: to TensorBoard every `every_n_epochs`, to a PNG at the end.
 
-    TensorBoard's image slider then shows the boundary forming over the training points;
-    `boundary.png` in the run dir shows the tested model on the test points.
+    TensorBoard's image slider then shows the boundary forming over the training points
+    (a quick NumPy rendering); `boundary.png` in the run dir shows the tested model on the
+    test points (a Matplotlib figure, drawn once).
     """
 
     def __init__(self, every_n_epochs: int = 50, filename: str = "boundary.png") -> None:
@@ -129,11 +130,10 @@ class BoundaryPlot(L.Callback):
         writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
         if not writers or not trainer.is_global_zero:
             return
-        from xor_lightning.plot import boundary_figure, to_array
+        from xor_lightning.plot import boundary_image
 
         data = trainer.datamodule.datasets["train"]
-        fig = boundary_figure(pl_module.net, data.X, data.y, f"epoch {epoch}")
-        image = to_array(fig)
+        image = boundary_image(pl_module.net, data.X, data.y)
         for writer in writers:
             writer.add_image("decision_boundary", image, trainer.global_step, dataformats="HWC")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +122,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        log_hparams(trainer, cfg, metrics)
         _summary(metrics, best, out_dir)
     return metrics
 
@@ -164,9 +167,82 @@ def _summary(metrics: dict[str, float], best: str | None, out_dir: Path) -> None
     )
 
 
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """The run's hyperparameters with its final metrics, for TensorBoard's HPARAMS tab."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    params = {key: OmegaConf.select(cfg, key) for key in HPARAMS}
+    params["model.optimizer"] = str(params.pop("model.optimizer._target_")).rsplit(".", 1)[-1]
+    params = {k: "full" if v is None else v for k, v in params.items()}
+    scores = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    for lg in trainer.loggers:
+        if isinstance(lg, TensorBoardLogger):
+            lg.log_hyperparams(params, scores)
+            lg.finalize("success")
+
+
+HPARAMS = [
+    "seed",
+    "data.problem",
+    "data.n_samples",
+    "data.noise",
+    "data.batch_size",
+    "model.hidden",
+    "model.depth",
+    "model.activation",
+    "model.optimizer._target_",
+    "model.optimizer.lr",
+    "trainer.max_epochs",
+]
+
+
+def limit_threads() -> None:
+    """Under the joblib launcher, give each parallel job its share of the cores."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    if "Joblib" not in str(launcher.get("_target_", "")):
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    n_jobs = launcher.get("n_jobs") or -1
+    parallel = min(cores, n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs))
+    torch.set_num_threads(max(1, cores // parallel))
+
+
+def sweep_job(cfg: DictConfig) -> float:
+    """One job of a multirun: a failure is recorded in job.json, and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    record: dict[str, Any] = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
+    record.update(status="ok", error=None)
+    start, value = time.perf_counter(), float("nan")
+    try:
+        limit_threads()
+        value = train(cfg).get(cfg.get("optimized_metric", "val/acc"), float("nan"))
+    except Exception as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+        log.error("job %d failed: %s", hc.job.num, record["error"])
+    except BaseException:
+        record["status"] = "interrupted"
+        raise
+    finally:
+        record["wall_s"] = round(time.perf_counter() - start, 3)
+        out = Path(hc.runtime.output_dir) / "job.json"
+        out.write_text(json.dumps(record, indent=2) + "\n")
+    return value
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> Any:
     """Train; return the optimized metric, which Hydra's sweepers maximise."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return sweep_job(cfg)
     metrics = run_app(train, cfg)
     return metrics.get(cfg.get("optimized_metric", "val/acc"))
 

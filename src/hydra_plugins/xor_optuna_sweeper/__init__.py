@@ -1,0 +1,1 @@
+"""A Hydra sweeper over current Optuna (`hydra/sweeper=xor_optuna`), see `sweeper.py`."""

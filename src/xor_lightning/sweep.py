@@ -1,0 +1,88 @@
+"""What a multirun leaves at its root: `summary.csv` and `summary.md`, one row per job.
+
+Each job writes `job.json` (its overrides, status, error, wall time) beside its
+`metrics.json`; the `SweepSummary` Hydra callback gathers them when the multirun ends,
+whatever the launcher (basic, joblib, submitit) or sweeper (grid, Optuna).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
+
+
+def job_record(job_dir: Path) -> dict[str, Any] | None:
+    """One row: the job's overrides, status, metrics, best epoch and wall time."""
+    if not (job_dir / "job.json").is_file():
+        return None
+    row: dict[str, Any] = json.loads((job_dir / "job.json").read_text())
+    metrics_file = job_dir / "metrics.json"
+    if metrics_file.is_file():
+        row.update(json.loads(metrics_file.read_text()))
+    best = sorted(job_dir.glob("checkpoints/best-*.ckpt"))
+    if best:
+        import torch
+
+        row["best_epoch"] = torch.load(best[-1], map_location="cpu", weights_only=True)["epoch"]
+    return row
+
+
+def summarize(sweep_dir: Path, metric: str = "val/acc", mode: str = "max") -> list[dict[str, Any]]:
+    """Write summary.csv and summary.md at the sweep root; return the rows, best first."""
+    rows = [r for d in sorted(sweep_dir.iterdir()) if d.is_dir() and (r := job_record(d))]
+    if not rows:
+        return []
+
+    def key(row: dict[str, Any]) -> tuple[int, float]:
+        value = row.get(metric, math.nan)
+        bad = row["status"] != "ok" or not isinstance(value, float) or math.isnan(value)
+        return (bad, 0.0 if bad else (-value if mode == "max" else value))
+
+    rows.sort(key=key)
+    columns = ["job", "status", "overrides", *METRICS, "best_epoch", "wall_s", "error"]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "overrides": " ".join(row["overrides"])})
+    table = _markdown(rows, columns)
+    (sweep_dir / "summary.md").write_text(table + "\n")
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if not value.is_integer() or abs(value) < 1 else f"{value:.1f}"
+    if isinstance(value, list):
+        return " ".join(value)
+    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of every multirun, summarize its jobs."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        rows = summarize(sweep_dir, config.get("optimized_metric", "val/acc"))
+        if rows:
+            log.info("sweep summary, best %s first:\n%s", config.get("optimized_metric", "val/acc"),
+                     (sweep_dir / "summary.md").read_text())  # fmt: skip
+            log.info("written: %s, %s", sweep_dir / "summary.csv", sweep_dir / "summary.md")
