@@ -177,6 +177,8 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) 
     scores = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
+            # Lightning wrote an empty hparams.yaml after fit and never rewrites one.
+            (Path(lg.log_dir) / "hparams.yaml").unlink(missing_ok=True)
             lg.log_hyperparams(params, scores)
             lg.finalize("success")
 
@@ -229,7 +231,10 @@ def sweep_job(cfg: DictConfig) -> float:
         record["status"] = "interrupted"
         raise
     finally:
+        import torch
+
         record["wall_s"] = round(time.perf_counter() - start, 3)
+        record["threads"] = torch.get_num_threads()
         out = Path(hc.runtime.output_dir) / "job.json"
         out.write_text(json.dumps(record, indent=2) + "\n")
     return value

@@ -1,0 +1,139 @@
+"""Multirun sweeps: grid with a summary, HPARAMS, joblib, Optuna (resumable), submitit."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from xor_lightning.train import train
+
+
+def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "xor_lightning.train", *args, "debug=quick", "logger=none"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def rows(sweep_dir: Path) -> list[dict]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_grid_summary_sorted_with_the_failed_job(tmp_path):
+    d = tmp_path / "grid"
+    proc = sweep("-m", "model.hidden=0,2,8", f"hydra.sweep.dir={d}", cwd=tmp_path)
+    table = rows(d)
+    assert [r["overrides"].split()[0] for r in table] == [
+        "model.hidden=8",  # best val/acc first
+        "model.hidden=2",
+        "model.hidden=0",  # the failed job last, with its error
+    ]
+    assert [r["status"] for r in table] == ["ok", "ok", "failed"]
+    assert "model.hidden=0 is not allowed" in table[2]["error"]
+    for r in table[:2]:
+        job = d / r["job"]
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert float(r["val/acc"]) == pytest.approx(metrics["val/acc"])
+        assert float(r["test/acc"]) == pytest.approx(metrics["test/acc"])
+        assert 0 <= int(r["best_epoch"]) < 20 and float(r["wall_s"]) > 0
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert float(table[0]["val/acc"]) >= float(table[1]["val/acc"])
+    md = (d / "summary.md").read_text()
+    assert md.startswith("| job | status | overrides | val/acc |") and md.count("\n") == 5
+    assert "sweep summary" in proc.stdout + proc.stderr
+
+
+def test_every_run_logs_hparams_with_its_final_metrics(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=quick"))
+    tags, values = set(), {}
+    for f in tmp_path.glob("events.out.tfevents.*"):
+        ea = EventAccumulator(str(f))
+        ea.Reload()
+        tags |= set(ea.summary_metadata)
+        for t in ea.Tags()["scalars"]:
+            if t.startswith("hp/"):
+                values[t] = ea.Scalars(t)[-1].value
+    assert "_hparams_/experiment" in tags and "_hparams_/session_start_info" in tags
+    assert values["hp/val_acc"] == pytest.approx(metrics["val/acc"])
+    assert values["hp/test_acc"] == pytest.approx(metrics["test/acc"])
+    hparams = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
+    assert hparams["model.hidden"] == 8 and hparams["model.optimizer"] == "Adam"
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_path):
+    d = tmp_path / "jl"
+    sweep("-m", "model.hidden=2,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+          f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+    jobs = [json.loads((d / str(i) / "job.json").read_text()) for i in range(2)]
+    assert [j["status"] for j in jobs] == ["ok", "ok"]
+    cores = os.cpu_count() or 1
+    assert all(j["threads"] == max(1, cores // 2) for j in jobs)
+    assert len(rows(d)) == 2
+
+
+@pytest.mark.slow
+def test_optuna_search_records_failures_and_resumes(tmp_path):
+    d = tmp_path / "opt"
+    space = ["hparams_search=xor_optuna", f"hydra.sweep.dir={d}",
+             "model.hidden=choice(0,4,8)"]  # fmt: skip
+    sweep(*space, "hydra.sweeper.n_trials=4", cwd=tmp_path)
+    results = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    assert results["n_trials"] == 4 and set(results["best_params"]) == {
+        "model.optimizer.lr",
+        "model.hidden",
+        "model.activation",
+    }
+    assert (
+        results["best_value"]
+        == max(float(r["val/acc"]) for r in rows(d) if r["status"] == "ok")
+        == pytest.approx(results["best_value"])
+    )
+    assert (d / "optuna.db").is_file()
+    failed = [r for r in rows(d) if r["status"] == "failed"]
+    assert failed and results["n_failed"] == len(failed)  # seed 1234 tries hidden=0 early
+    assert all("model.hidden=0" in r["overrides"] for r in failed)
+    # rerun with the same sweep dir and a larger budget: it continues, it does not restart
+    proc = sweep(*space, "hydra.sweeper.n_trials=6", cwd=tmp_path)
+    assert "resuming study 'xor': 4 of 6 trials done" in proc.stdout + proc.stderr
+    assert sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) == list(range(6))
+    table = rows(d)
+    assert len(table) == 6
+    assert all("model.hidden=0" in r["overrides"] for r in table if r["status"] == "failed")
+    assert yaml.safe_load((d / "optimization_results.yaml").read_text())["n_trials"] == 6
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher(tmp_path):
+    d = tmp_path / "sl"
+    sweep("-m", "model.hidden=2,8", "hydra/launcher=submitit_local", f"hydra.sweep.dir={d}",
+          cwd=tmp_path)  # fmt: skip
+    assert [r["status"] for r in rows(d)] == ["ok", "ok"]
+    assert all((d / str(i) / "metrics.json").is_file() for i in range(2))
+
+
+def test_slurm_launcher_config_composes(make_cfg):
+    from hydra import compose, initialize_config_dir
+
+    from xor_lightning.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.gpus_per_node) == (30, 2, 0)
