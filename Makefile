@@ -10,7 +10,7 @@ ckpt ?=
 format ?= onnx
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval predict export test lint format bench tensorboard intro gotchas clean
+.PHONY: help install train sweep eval predict export test lint format bench tensorboard intro gotchas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(STAMP) ## create .venv and install the project with its dev tools
 
 train: $(STAMP) ## train (ARGS='model.hidden=4', ARGS='-m model.hidden=4,8', accelerator=gpu)
 	$(BIN)/xor-train $(if $(accelerator),trainer.accelerator=$(accelerator)) $(ARGS)
+
+sweep: $(STAMP) ## an example grid: hidden x lr, 6 jobs, with a summary table at the end
+	$(BIN)/xor-train -m model.hidden=4,8 model.optimizer.lr=0.01,0.05,0.1 $(ARGS)
 
 eval: $(STAMP) ## score a checkpoint: make eval ckpt=<file> [ARGS='data.n_test=10000']
 	$(BIN)/xor-eval ckpt_path=$(ckpt) $(ARGS)

@@ -13,6 +13,8 @@ The table goes to outputs/bench/<stamp>.md and outputs/bench/latest.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import statistics
@@ -53,8 +55,11 @@ def plain_cmd(device: str, *args: str) -> list[str]:
     return [sys.executable, str(HERE / "plain_xor.py"), f"--device={device}", *args]
 
 
-def fit_only(accelerator: str, repeats: int) -> tuple[list[float], list[float]]:
-    """The default run's trainer.fit vs plain_xor.fit, alternately, in this process."""
+def fit_only(
+    accelerator: str, repeats: int, overrides: tuple[str, ...] = (), n: int = 400, bs: int = 0
+) -> tuple[list[float], list[float]]:
+    """trainer.fit of the default run (or `overrides`) vs plain_xor.fit, alternately, in
+    this process: no start-up on either side."""
     import logging
 
     from hydra import compose, initialize_config_dir
@@ -76,7 +81,8 @@ def fit_only(accelerator: str, repeats: int) -> tuple[list[float], list[float]]:
             if device == "cuda":
                 torch.cuda.synchronize()
             ours.append(time.perf_counter() - start)
-            plain.append(plain_xor.fit(device=device))
+            with contextlib.redirect_stdout(io.StringIO()):
+                plain.append(plain_xor.fit(n, bs, cfg.trainer.max_epochs, device=device))
     return ours[1:], plain[1:]
 
 
@@ -130,7 +136,7 @@ def main() -> None:
             )
         )
 
-        steady_repeats = max(2, args.repeats // 2)
+        steady_repeats = args.repeats
         print(f"3/3 steady state, 1M points, batch 1024, {steady_repeats}x each ...")
         d_o, d_p, mem_o, mem_p = [], [], [], []
         for _ in range(steady_repeats):
@@ -173,8 +179,7 @@ def main() -> None:
 
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     lines = [
-        f"`make bench` ({acc}), {stamp}: medians of {args.repeats} alternated runs "
-        f"({steady_repeats} for the steady state)",
+        f"`make bench` ({acc}), {stamp}: medians of {args.repeats} alternated runs",
         "",
         f"Machine: {machine()}",
         "",

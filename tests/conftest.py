@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +20,18 @@ Composer = Callable[..., DictConfig]
 def compose_train(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def cli(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m xor_lightning.<module> *args` as a user would (no HYDRA_FULL_ERROR)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"xor_lightning.{module}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+    )
 
 
 def compose_app(name: str, *overrides: str) -> DictConfig:

@@ -1,7 +1,6 @@
 """The entry points as a user runs them: subprocesses, exit codes, what they print."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import cli
 from xor_lightning import intro
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,15 +17,7 @@ RUN_FILES = {".hydra", "checkpoints", "metrics.json", "train.log"}
 
 
 def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "xor_lightning.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    proc = cli("train", *args, cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

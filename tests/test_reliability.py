@@ -1,6 +1,5 @@
 """Bad input refused up front; interruptions lose nothing; divergence stops cleanly."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import compose_app, compose_train
+from tests.conftest import cli, compose_app, compose_train
 from xor_lightning.config import UserError
 from xor_lightning.evaluate import evaluate
 from xor_lightning.module import NonFiniteLossError
@@ -49,15 +48,7 @@ def load(path: Path) -> dict:
 
 
 def cli_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "xor_lightning.train", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    return cli("train", *args, cwd=cwd)
 
 
 # ---------------------------------------------------------------- validation

@@ -11,24 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import compose_app
+from tests.conftest import cli, compose_app
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.config import UserError
 from xor_lightning.evaluate import evaluate
 from xor_lightning.export import export
 from xor_lightning.predict import HEADER, predict
-
-
-def cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"xor_lightning.{module}", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-    )
-
 
 # ---------------------------------------------------------------- evaluate
 

@@ -114,9 +114,15 @@ def test_gotchas_show_what_goes_wrong(capsys):
 
 
 def test_boundary_image_is_quick_pixels_with_errors_in_black():
-    torch.manual_seed(0)
     X, y = make_xor(200, seed=0)
-    image = boundary_image(MLP(), X, y, size=120)
+    net = MLP(hidden=1)  # P(label 1) = sigmoid(5 tanh(5 x1)): label 1 on the right half
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[5.0, 0.0]]))
+        net[2].weight.fill_(5.0)
+        net[0].bias.zero_(), net[2].bias.zero_()
+    image = boundary_image(net, X, y, size=120)
     assert image.shape == (120, 120, 3) and image.dtype == np.uint8
-    assert (image == 0).all(axis=2).any()  # an untrained net gets points wrong: black dots
-    assert (image[..., 0] > image[..., 2]).any() and (image[..., 2] > image[..., 0]).any()
+    left, right = image[10:110, 5:50], image[10:110, 70:115]
+    assert left[..., 2].mean() > left[..., 0].mean()  # blue: label 0
+    assert right[..., 0].mean() > right[..., 2].mean()  # red: label 1
+    assert (image == 0).all(axis=2).any()  # XOR points on the wrong side: black dots

@@ -72,10 +72,13 @@ BLUE, RED = np.array([33, 102, 172]), np.array([178, 24, 43])  # label 0, label 
 
 
 @torch.no_grad()
-def boundary_image(net: nn.Module, X: torch.Tensor, y: torch.Tensor, size: int = 240) -> np.ndarray:
+def boundary_image(
+    net: nn.Module, X: torch.Tensor, y: torch.Tensor, size: int = 240, max_points: int = 2000
+) -> np.ndarray:
     """The boundary as an RGB uint8 array (size, size, 3), painted directly: a pale
-    blue-to-red heatmap of P(label 1), the 0.5 boundary in grey, the points as dots by
-    label, misclassified ones in black."""
+    blue-to-red heatmap of P(label 1), the 0.5 boundary in grey, the first `max_points`
+    points as dots by label, misclassified ones in black."""
+    X, y = X[:max_points], y[:max_points]
     p = probability_grid(net, size)[::-1]  # image rows run top to bottom
     image = 255 - 0.45 * (255 - (BLUE * (1 - p[..., None]) + RED * p[..., None]))
     side = p > 0.5
