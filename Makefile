@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
 train: $(STAMP) ## train (ARGS='model.hidden=4', ARGS='-m model.hidden=4,8', accelerator=gpu)
-	$(BIN)/xor-train $(if $(accelerator),trainer.accelerator=$(accelerator)) $(ARGS)
+	$(BIN)/xor-train $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
 
 sweep: $(STAMP) ## an example grid: hidden x lr, 6 jobs, with a summary table at the end
 	$(BIN)/xor-train -m model.hidden=4,8 model.optimizer.lr=0.01,0.05,0.1 $(ARGS)

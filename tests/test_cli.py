@@ -118,12 +118,18 @@ def test_multirun_puts_each_job_in_its_own_numbered_dir(tmp_path):
         assert ckpt["hyper_parameters"]["model"]["hidden"] == hidden
 
 
-def test_make_passes_accelerator_and_args():
-    out = subprocess.run(
-        ["make", "-n", "train", "accelerator=gpu", "ARGS=-m model.hidden=4,8"],
+@pytest.mark.slow
+def test_make_train_passes_accelerator_and_args_even_with_m(tmp_path):
+    sweep_dir = tmp_path / "sw"
+    args = f"-m model.hidden=2,4 debug=quick hydra.sweep.dir={sweep_dir}"
+    proc = subprocess.run(
+        ["make", "train", "accelerator=cpu", f"ARGS={args}"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    assert "xor-train trainer.accelerator=gpu -m model.hidden=4,8" in out
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trainer.accelerator=cpu" in proc.stdout  # the command make ran
+    for job in (0, 1):
+        assert_complete_run_dir(sweep_dir / str(job))
