@@ -92,14 +92,14 @@ class XORModule(L.LightningModule):
         logits_seen, losses, ys = [], [], []
         for x, y in chunk:
             opt.zero_grad()  # 1. clear last step's gradients
-            logits = self(x)  # 2. forward pass
+            logits = self.net(x)  # 2. forward pass
             loss = self.loss_fn(logits, y)
             self.manual_backward(loss)  # 3. autograd computes every .grad
             if self.gradient_clip_val:
                 self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
             opt.step()  # 4. the optimizer updates every parameter
             logits_seen.append(logits.detach())
-            losses.append(loss.detach() * len(y))
+            losses.append(loss.detach())
             ys.append(y)
             if 0 <= max_steps <= self.global_step:
                 stopping = True
@@ -114,7 +114,8 @@ class XORModule(L.LightningModule):
                 "still hold the last good state (try a smaller model.optimizer.lr)"
             )
         y_all = torch.cat(ys)
-        mean_loss = losses_t.sum() / len(y_all)
+        sizes = torch.tensor([len(y) for y in ys], dtype=losses_t.dtype, device=losses_t.device)
+        mean_loss = (losses_t * sizes).sum() / len(y_all)
         last = stopping or chunk_idx == self.trainer.num_training_batches - 1
         self._update_metrics("train", torch.cat(logits_seen), y_all, mean_loss, log=last)
 
