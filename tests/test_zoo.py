@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from xor_lightning import intro
 from xor_lightning.data import PROBLEMS, make_xor
 from xor_lightning.model import MLP
-from xor_lightning.plot import boundary_figure, boundary_image, to_array
+from xor_lightning.plot import boundary_figure, boundary_image
 from xor_lightning.train import train
 
 
@@ -98,8 +98,9 @@ def test_boundary_figure_marks_misclassified_points():
     fig = boundary_figure(net, X, y, "untrained")
     _, labels = fig.axes[0].get_legend_handles_labels()
     assert labels == [f"misclassified ({wrong})"] and wrong > 0
-    image = to_array(fig)
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())
+    assert image.shape == (420, 420, 4)  # 4.2 in at 100 dpi, drawn headless
 
 
 def test_gotchas_show_what_goes_wrong(capsys):

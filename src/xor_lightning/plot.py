@@ -98,11 +98,5 @@ def boundary_image(
     return image.astype(np.uint8)
 
 
-def to_array(fig: Figure) -> np.ndarray:
-    """The rendered figure as an RGB uint8 array (H, W, 3), e.g. for TensorBoard."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
 def save_boundary(net: nn.Module, X: torch.Tensor, y: torch.Tensor, path: Path, title: str) -> None:
     boundary_figure(net, X, y, title).savefig(path)

@@ -36,7 +36,6 @@ def optional(rule: tuple[Callable[[Any], bool], str], null_means: str) -> tuple[
     return (lambda v: v is None or check(v)), f"null ({null_means}) or {text}"
 
 
-INTEGER = (_int, "an integer")
 SEED = (lambda v: _int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
 POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
 NOISE = (
