@@ -14,6 +14,13 @@ import lightning as L
 log = logging.getLogger(__name__)
 
 
+def every_n_or_last(trainer: L.Trainer, every_n_epochs: int) -> bool:
+    """True on epochs 0, n, 2n, ... and on the last epoch; never when n <= 0."""
+    epoch = trainer.current_epoch
+    last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+    return every_n_epochs > 0 and (epoch % every_n_epochs == 0 or last)
+
+
 class LastCheckpoint(L.Callback):
     """Keeps `<dirpath>/last.ckpt` current: every `every_n_epochs` and when training ends.
 
@@ -54,14 +61,12 @@ class EpochPrinter(L.Callback):
         self.every_n_epochs = every_n_epochs
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        if self.every_n_epochs <= 0 or not (epoch % self.every_n_epochs == 0 or last):
+        if not every_n_or_last(trainer, self.every_n_epochs):
             return
         metrics = trainer.callback_metrics
         keys = ("train/loss", "train/acc", "val/loss", "val/acc")
         parts = [f"{k} {float(metrics[k]):.4f}" for k in keys if k in metrics]
-        log.info("epoch %4d  %s", epoch, "  ".join(parts))
+        log.info("epoch %4d  %s", trainer.current_epoch, "  ".join(parts))
 
 
 class GracefulStop(L.Callback):
@@ -123,9 +128,7 @@ class BoundaryPlot(L.Callback):
         self.every_n_epochs, self.filename = every_n_epochs, filename
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch
-        last = epoch == (trainer.max_epochs or 0) - 1
-        if self.every_n_epochs <= 0 or not (epoch % self.every_n_epochs == 0 or last):
+        if not every_n_or_last(trainer, self.every_n_epochs):
             return
         writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
         if not writers or not trainer.is_global_zero:
@@ -138,7 +141,7 @@ class BoundaryPlot(L.Callback):
             writer.add_image("decision_boundary", image, trainer.global_step, dataformats="HWC")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.log_dir is None:
+        if not trainer.is_global_zero:
             return
         from xor_lightning.plot import save_boundary
 
