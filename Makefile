@@ -1,9 +1,16 @@
 # xor-lightning: `make train` and `make test` set everything up on first use.
 SHELL := /bin/bash
 PYTHON ?= python3
-VENV := .venv
+# `VENV=` (empty) uses the environment $(PYTHON) belongs to instead of .venv: for a machine
+# whose image already has torch (install the project there with `pip install --no-deps -e .`).
+VENV ?= .venv
+ifeq ($(VENV),)
+BIN := $(patsubst %/,%,$(dir $(shell command -v $(PYTHON))))
+STAMP :=
+else
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+endif
 ARGS ?=
 accelerator ?=
 ckpt ?=
@@ -17,7 +24,7 @@ help: ## list the targets
 	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>"
 
 # Reinstalls only when pyproject.toml or constraints.txt change.
-$(STAMP): pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@

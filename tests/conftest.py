@@ -22,7 +22,9 @@ def compose_train(*overrides: str) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides))
 
 
-def cli(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def cli(
+    module: str, *args: str, cwd: Path, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m xor_lightning.<module> *args` as a user would (no HYDRA_FULL_ERROR)."""
     return subprocess.run(
         [sys.executable, "-m", f"xor_lightning.{module}", *args],
@@ -30,7 +32,7 @@ def cli(module: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.Co
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {}),
     )
 
 

@@ -69,9 +69,11 @@ def test_every_run_logs_hparams_with_its_final_metrics(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_path):
-    d = tmp_path / "jl"
+    # The default sweep dir: the workers must name the sweep's dir, not each its own.
     sweep("-m", "model.hidden=2,8", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-          f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+          cwd=tmp_path)  # fmt: skip
+    [d] = (tmp_path / "outputs" / "multirun").iterdir()
+    assert sorted(p.name for p in d.iterdir() if p.is_dir()) == ["0", "1"]
     jobs = [json.loads((d / str(i) / "job.json").read_text()) for i in range(2)]
     assert [j["status"] for j in jobs] == ["ok", "ok"]
     cores = os.cpu_count() or 1

@@ -22,8 +22,10 @@ CONF_DIR = str(
     else _HERE / "conf"
 )
 
-# The process id makes run dirs unique: two runs started in the same second differ.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+# The process id makes run dirs unique: two runs started in the same second differ. It is
+# cached in the config, which Hydra copies to every job of a sweep: jobs that run in other
+# processes (joblib, submitit) then name the sweep's own dir, not one of their own.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 # The first argument that is not null: `resume=<dir>` takes the place of a new run dir.
 OmegaConf.register_new_resolver(
     "coalesce", lambda *args: next((a for a in args if a is not None), None), replace=True
@@ -74,6 +76,12 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     # Lightning 2.6 and torch.export on torch >= 2.10 use a torch API that now warns.
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)", FutureWarning)
+    # Lightning's hint to use `srun` on any machine with SLURM installed: jobs go to SLURM
+    # through Hydra's submitit launcher here, never by running xor-train under srun.
+    warnings.filterwarnings("ignore", ".*The `srun` command is available.*")
+    # DDP on a GPU: Lightning wraps the model in DDP on a side CUDA stream, and torch >= 2.11
+    # then warns at every backward that the gradient accumulators' streams differ.
+    warnings.filterwarnings("ignore", ".*AccumulateGrad node's stream does not match.*")
 
 
 def check_accelerator(accelerator: Any) -> None:

@@ -137,6 +137,12 @@ class BatchIndexSampler(Sampler):
     runs one optimizer step each (see `module.py`). The permutation of epoch e comes
     from `seed` and e (Lightning calls `set_epoch`), so a resumed run sees the same batches
     as an uninterrupted one.
+
+    Under DDP, rank r of `world_size` takes the r-th of `world_size` equal blocks of the
+    epoch's order (the same permutation on every rank), and `batch_size` is per rank.
+    With `pad=True` (training) the last blocks wrap around to the start so that every rank
+    runs the same number of steps, as DDP requires; without it (evaluation) every point is
+    scored exactly once and the last rank may get fewer.
     """
 
     def __init__(
@@ -146,28 +152,42 @@ class BatchIndexSampler(Sampler):
         shuffle: bool = False,
         seed: int = 0,
         chunk: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = False,
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.chunk = chunk
+        self.chunk, self.rank, self.world_size, self.pad = chunk, rank, world_size, pad
         self.epoch = 0
+        self.block = -(-n // world_size)  # the same on every rank
+        self.start = rank * self.block
+        self.stop = self.start + self.block if pad else min(self.start + self.block, n)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-self.n // self._step)
+        return -(-max(0, self.stop - self.start) // self._step)
 
     @property
     def _step(self) -> int:
         return self.batch_size * (self.chunk or 1)
 
+    def _pieces(self) -> list[Index]:
+        start, stop, step = self.start, self.stop, self._step
+        permute = self.shuffle and self.batch_size < self.block  # every rank decides alike
+        if not permute and stop <= self.n:  # in order: slices, i.e. views without a copy
+            return [slice(i, min(i + step, stop)) for i in range(start, stop, step)]
+        if permute:
+            g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        mine = order[start:stop] if stop <= self.n else order[torch.arange(start, stop) % self.n]
+        return list(mine.split(step))
+
     def __iter__(self) -> Iterator[Index | Chunk]:
         # A generator: the permutation is drawn at the first batch, not when the iterator is
         # made. Lightning may make it before calling `set_epoch` when it resumes a run.
-        if not self.shuffle or self.batch_size >= self.n:
-            pieces: list[Index] = [slice(i, i + self._step) for i in range(0, self.n, self._step)]
-        else:
-            g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-            pieces = list(torch.randperm(self.n, generator=g).split(self._step))
-        for piece in pieces:
+        for piece in self._pieces():
             yield Chunk(piece, self.batch_size) if self.chunk else piece

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader
 
+from xor_lightning.config import UserError
 from xor_lightning.data import SPLITS, BatchIndexSampler, XORDataset
 
 
@@ -15,7 +16,8 @@ class XORDataModule(L.LightningDataModule):
     reshuffles the training set every epoch. The training loader hands the module chunks
     of up to `batches_per_chunk` mini-batches, one optimizer step each. The validation and
     test sets have fixed sizes of their own, so changing `n_samples` does not change what
-    the model is scored on.
+    the model is scored on. Under DDP each rank gets its own block of every set (see
+    `BatchIndexSampler`): Lightning's `use_distributed_sampler` is off for that reason.
     """
 
     def __init__(
@@ -38,6 +40,10 @@ class XORDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         # The data live on the training device (e.g. the GPU) from the start.
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
+        world = self.trainer.world_size if self.trainer is not None else 1
+        for split, n in self.sizes.items():
+            if n < world:
+                raise UserError(f"{split} set: {n} points cannot be split across {world} ranks")
         for k, split in enumerate(SPLITS):
             if split not in self.datasets:
                 ds = XORDataset(self.sizes[split], self.noise, self.seed, k, self.problem)
@@ -45,7 +51,12 @@ class XORDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False, chunk: int | None = None) -> DataLoader:
         n = self.sizes[split]
-        sampler = BatchIndexSampler(n, self.batch_size or n, shuffle, self.seed, chunk)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        batch_size = self.batch_size or -(-n // world)  # full batch: the rank's whole block
+        sampler = BatchIndexSampler(
+            n, batch_size, shuffle, self.seed, chunk, rank, world, pad=split == "train"
+        )
         return DataLoader(self.datasets[split], batch_size=None, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:

@@ -105,8 +105,10 @@ class XORModule(L.LightningModule):
                 stopping = True
                 break
         losses_t = torch.stack(losses)
-        if not torch.isfinite(losses_t).all():  # one host sync per chunk, not per step
-            first = int((~torch.isfinite(losses_t)).nonzero()[0])
+        bad = ~torch.isfinite(losses_t)
+        # One host sync per chunk, not per step; under DDP all ranks stop if any diverged.
+        if self.trainer.strategy.reduce_boolean_decision(bool(bad.any()), all=False):
+            first = int(bad.nonzero()[0]) if bad.any() else len(losses) - 1
             step = self.global_step - len(losses) + first + 1
             raise NonFiniteLossError(
                 f"the loss became {float(losses_t[first]):g} at epoch {self.current_epoch}, "

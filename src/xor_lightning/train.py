@@ -25,6 +25,7 @@ from xor_lightning.config import (
     quiet_known_warnings,
     run_app,
 )
+from xor_lightning.ddp import release, use_job_dir_for_ranks
 from xor_lightning.validate import validate_train
 
 if TYPE_CHECKING:
@@ -95,12 +96,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         load_checkpoint(cfg.ckpt_path)  # refuse a missing, corrupt or unsafe file up front
 
     import torch
+    from lightning.pytorch.strategies import DDPStrategy
+    from lightning.pytorch.utilities import rank_zero_only
 
+    if rank_zero_only.rank > 0:  # a DDP rank started by Lightning or SLURM: rank 0 reports
+        logging.getLogger().setLevel(logging.WARNING)
     trainer, module, datamodule = build(cfg)
     out_dir = Path(cfg.paths.output_dir)
     n_params = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
     log.info("model: %s, %d learnable parameters", type(module.net).__name__, n_params)
     log.info("run dir: %s", _shown(out_dir))
+    if isinstance(trainer.strategy, DDPStrategy):
+        use_job_dir_for_ranks()
+        if rank_zero_only.rank == 0:  # printed, not logged: shown whatever the log level
+            print(f"world size: {trainer.num_devices * trainer.num_nodes}", flush=True)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     _exit_if_stopped(trainer, out_dir)
@@ -232,11 +241,15 @@ def sweep_job(cfg: DictConfig) -> float:
         raise
     finally:
         import torch
+        from lightning.pytorch.utilities import rank_zero_only
 
+        release()  # a DDP job's process group and launcher settings
         record["wall_s"] = round(time.perf_counter() - start, 3)
         record["threads"] = torch.get_num_threads()
-        out = Path(hc.runtime.output_dir) / "job.json"
-        out.write_text(json.dumps(record, indent=2) + "\n")
+        record["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
+        if rank_zero_only.rank == 0:  # under SLURM every DDP rank runs this function
+            out = Path(hc.runtime.output_dir) / "job.json"
+            out.write_text(json.dumps(record, indent=2) + "\n")
     return value
 
 

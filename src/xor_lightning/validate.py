@@ -55,6 +55,9 @@ def _devices(v: Any) -> bool:
     return v == "auto" or (_int(v) and (v >= 1 or v == -1))
 
 
+# The strategies the project is tested with: one process, or DDP (see ddp.py).
+STRATEGIES = ("auto", "ddp")
+
 TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": SEED,
     "data.n_samples": at_least(1),
@@ -76,6 +79,8 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "trainer.accelerator": one_of(ACCELERATORS),
     "trainer.devices": (_devices, "an integer >= 1, -1 (all), 'auto' or a list of device ids"),
+    "trainer.strategy": one_of(STRATEGIES),
+    "trainer.num_nodes": at_least(1),
     "callbacks.last_checkpoint.every_n_epochs": at_least(1),
 }
 TRAIN_KEYS = {

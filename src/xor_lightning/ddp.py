@@ -1,0 +1,50 @@
+"""DDP under Hydra: every rank of a job runs in that job's dir, with that job's config.
+
+Lightning's `ddp` strategy starts ranks 1..N-1 by running the command line again with
+`hydra.run.dir` added. Under `-m` that command is the whole sweep, so each rank would
+start a new multirun in a new dir. `child_command` replaces the command with this job's
+own overrides, run as a single run in this job's output dir; `release` undoes what the
+launcher left in the environment, so the next job of the same sweep process (basic or
+joblib launcher) starts its own ranks again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Set by Lightning's launcher in the process that starts the ranks.
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def child_command(local_rank: int) -> tuple[list[str], str]:
+    """The command and working directory of rank `local_rank` of the current Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hc = HydraConfig.get()
+    command = [sys.executable, "-m", "xor_lightning.train", *hc.overrides.task]
+    command += [
+        f'hydra.run.dir="{hc.runtime.output_dir}"',
+        "hydra.output_subdir=null",  # rank 0 already wrote .hydra/
+        f"hydra.job.name=rank{local_rank}",  # its log: <job dir>/rank<k>.log
+    ]
+    return command, get_original_cwd()
+
+
+def use_job_dir_for_ranks() -> None:
+    """Make Lightning start the other ranks with `child_command`."""
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    subprocess_script._hydra_subprocess_cmd = child_command
+
+
+def release() -> None:
+    """After a DDP job: close the process group and forget the launcher's settings."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if "LOCAL_RANK" in os.environ and os.environ["LOCAL_RANK"] == "0":
+        for key in _LAUNCHER_ENV:
+            os.environ.pop(key, None)
