@@ -5,7 +5,9 @@ Both sides run alternately, several times; the table shows medians and their rat
      TensorBoard, test) vs `plain_xor.py` (imports torch, 401 full-batch steps);
   2. fit only: the same 401 steps, in this process, after a warm-up;
   3. steady state on 1M points, batch 1024: process time with 3 epochs minus with 1
-     epoch, for both sides, so start-up cancels out;
+     epoch, for both sides, so start-up cancels out (wall time, with the range of the
+     per-repeat ratios, and CPU time, which other load on the machine barely moves),
+     then the same in this process, with no start-up at all;
   4. peak memory (max RSS) of the processes in 1 and 3.
 The table goes to outputs/bench/<stamp>.md and outputs/bench/latest.md.
 """
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -34,15 +37,21 @@ import plain_xor  # noqa: E402
 STEADY = ["data.n_samples=1000000", "data.batch_size=1024"]
 
 
-def run(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one process."""
+class Proc(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # user + system seconds: barely moved by other load on a shared machine
+    rss: float  # peak resident memory, MB
+
+
+def run(cmd: list[str]) -> Proc:
+    """Wall and CPU seconds and peak RSS of one process."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return Proc(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def train_cmd(tmp: str, accelerator: str, *overrides: str) -> list[str]:
@@ -56,10 +65,15 @@ def plain_cmd(device: str, *args: str) -> list[str]:
 
 
 def fit_only(
-    accelerator: str, repeats: int, overrides: tuple[str, ...] = (), n: int = 400, bs: int = 0
+    accelerator: str,
+    repeats: int,
+    overrides: tuple[str, ...] = (),
+    n: int = 400,
+    bs: int = 0,
+    warmup: bool = True,
 ) -> tuple[list[float], list[float]]:
     """trainer.fit of the default run (or `overrides`) vs plain_xor.fit, alternately, in
-    this process: no start-up on either side."""
+    this process: no start-up on either side. A first round warms up and is dropped."""
     import logging
 
     from hydra import compose, initialize_config_dir
@@ -71,7 +85,7 @@ def fit_only(
     device = "cuda" if accelerator == "gpu" else "cpu"
     ours, plain = [], []
     with tempfile.TemporaryDirectory() as tmp, initialize_config_dir(CONF_DIR, version_base="1.3"):
-        for i in range(repeats + 1):  # the first round warms up
+        for i in range(repeats + warmup):
             overrides_i = [f"paths.output_dir={tmp}/{i}", f"trainer.accelerator={accelerator}"]
             cfg = compose("train", [*overrides_i, *overrides])
             trainer, module, datamodule = build(cfg)
@@ -82,7 +96,21 @@ def fit_only(
             ours.append(time.perf_counter() - start)
             with contextlib.redirect_stdout(io.StringIO()):
                 plain.append(plain_xor.fit(n, bs, cfg.trainer.max_epochs, device=device))
-    return ours[1:], plain[1:]
+    return ours[warmup:], plain[warmup:]
+
+
+def steady_in_process(accelerator: str, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per epoch on 1M points, in this process: (fit of 3 epochs - fit of 1) / 2
+    for both sides, so the fixed costs of a fit (sanity check, checkpoints, teardown) cancel."""
+    one, three = (*STEADY, "trainer.max_epochs=1"), (*STEADY, "trainer.max_epochs=3")
+    fit_only(accelerator, 1, one, 10**6, 1024, warmup=False)  # warm-up
+    ours, plain = [], []
+    for _ in range(repeats):  # 1 and 3 epochs alternate, so load that drifts hits both
+        (o1,), (p1,) = fit_only(accelerator, 1, one, 10**6, 1024, warmup=False)
+        (o3,), (p3,) = fit_only(accelerator, 1, three, 10**6, 1024, warmup=False)
+        ours.append((o3 - o1) / 2)
+        plain.append((p3 - p1) / 2)
+    return ours, plain
 
 
 def machine() -> str:
@@ -118,11 +146,11 @@ def main() -> None:
         for _ in range(args.repeats):
             ours.append(run(train_cmd(tmp, acc)))
             plain.append(run(plain_cmd(device)))
-        t_o, t_p = med(w for w, _ in ours), med(w for w, _ in plain)
+        t_o, t_p = med(r.wall for r in ours), med(r.wall for r in plain)
         rows.append(
             ("default run, whole process (s)", f"{t_o:.2f}", f"{t_p:.2f}", f"{t_o / t_p:.2f}x")
         )
-        m_o, m_p = max(m for _, m in ours), max(m for _, m in plain)
+        m_o, m_p = max(r.rss for r in ours), max(r.rss for r in plain)
 
         print(f"2/3 fit only, 401 full-batch steps, {args.repeats}x each ...")
         f_o, f_p = fit_only(acc, args.repeats)
@@ -137,23 +165,31 @@ def main() -> None:
 
         steady_repeats = args.repeats
         print(f"3/3 steady state, 1M points, batch 1024, {steady_repeats}x each ...")
-        d_o, d_p, mem_o, mem_p = [], [], [], []
-        for _ in range(steady_repeats):
-            o1, o1m = run(train_cmd(tmp, acc, *STEADY, "trainer.max_epochs=1"))
-            p1, p1m = run(plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=1"))
-            o3, o3m = run(train_cmd(tmp, acc, *STEADY, "trainer.max_epochs=3"))
-            p3, p3m = run(plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=3"))
-            d_o.append((o3 - o1) / 2)
-            d_p.append((p3 - p1) / 2)
-            mem_o += [o1m, o3m]
-            mem_p += [p1m, p3m]
+        d_o, d_p, c_o, c_p, mem_o, mem_p = [], [], [], [], [], []
+        for i in range(steady_repeats):
+            o1, o3, p1, p3 = [], [], [], []
+            jobs = [
+                (o1, train_cmd(tmp, acc, *STEADY, "trainer.max_epochs=1")),
+                (p1, plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=1")),
+                (o3, train_cmd(tmp, acc, *STEADY, "trainer.max_epochs=3")),
+                (p3, plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=3")),
+            ]
+            for out, cmd in jobs if i % 2 == 0 else jobs[::-1]:  # alternate the order too
+                out.append(run(cmd))
+            d_o.append((o3[0].wall - o1[0].wall) / 2)
+            d_p.append((p3[0].wall - p1[0].wall) / 2)
+            c_o.append((o3[0].cpu - o1[0].cpu) / 2)
+            c_p.append((p3[0].cpu - p1[0].cpu) / 2)
+            mem_o += [o1[0].rss, o3[0].rss]
+            mem_p += [p1[0].rss, p3[0].rss]
         e_o, e_p = med(d_o), med(d_p)
+        spread = sorted(o / p for o, p in zip(d_o, d_p, strict=True))
         rows.append(
             (
                 "steady state, s per epoch of 1M points",
                 f"{e_o:.2f}",
                 f"{e_p:.2f}",
-                f"{e_o / e_p:.2f}x",
+                f"{e_o / e_p:.2f}x (runs: {spread[0]:.2f}-{spread[-1]:.2f}x)",
             )
         )
         rows.append(
@@ -164,9 +200,13 @@ def main() -> None:
                 f"{e_p / e_o:.2f}x",
             )
         )
-        print("    ... and in this process (no start-up): fit of 2 epochs, 1M points, batch 1024")
-        i_o, i_p = fit_only(acc, steady_repeats, (*STEADY, "trainer.max_epochs=2"), 10**6, 1024)
-        s_o, s_p = med(i_o) / 2, med(i_p) / 2
+        u_o, u_p = med(c_o), med(c_p)
+        rows.append(
+            ("steady state, CPU s per epoch", f"{u_o:.2f}", f"{u_p:.2f}", f"{u_o / u_p:.2f}x")
+        )
+        print("    ... and in this process (no start-up): 3 epochs minus 1, 1M points")
+        i_o, i_p = steady_in_process(acc, steady_repeats)
+        s_o, s_p = med(i_o), med(i_p)
         rows.append(
             (
                 "steady state in-process, s per epoch",

@@ -1,6 +1,11 @@
 """DDP: the data split across ranks, and real two-process runs under Hydra (single and -m)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -109,7 +114,7 @@ def test_ddp_run_matches_one_process_and_only_rank_0_writes(tmp_path):
 def test_ddp_inside_a_multirun_keeps_each_job_in_its_dir(tmp_path):
     proc = cli(
         "train", "-m", "trainer=ddp", "model.hidden=4,8", "trainer.max_epochs=20",
-        "logger=none", cwd=tmp_path,
+        "data.batch_size=64", "logger=none", cwd=tmp_path,  # mini-batches: 4 steps per epoch
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("world size: 2") == 2
@@ -119,6 +124,8 @@ def test_ddp_inside_a_multirun_keeps_each_job_in_its_dir(tmp_path):
     for job in ("0", "1"):
         assert json.loads((sweep / job / "job.json").read_text())["status"] == "ok"
         assert (sweep / job / "metrics.json").is_file() and (sweep / job / "rank1.log").is_file()
+        ckpt = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ckpt["global_step"] == 20 * 4  # 400 points, 200 per rank, batches of 64
     summary = (sweep / "summary.csv").read_text()
     assert summary.count(",ok,") == 2
 
@@ -139,5 +146,37 @@ def test_ddp_on_gpus_with_nccl(tmp_path):
 def test_an_untested_strategy_is_refused(make_cfg):
     from xor_lightning.validate import validate_train
 
-    with pytest.raises(UserError, match="trainer.strategy='fsdp' is not allowed: use one of auto"):
+    with pytest.raises(UserError, match=r"trainer.strategy='fsdp' is not allowed: use one of auto"):
         validate_train(make_cfg("+trainer.strategy=fsdp"))
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_0_stops_every_rank_and_the_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    cmd = [sys.executable, "-m", "xor_lightning.train", "trainer=ddp", "trainer.max_epochs=100000",
+           "logger=none", "callbacks.boundary_plot=null", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not last.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # rank 0 only, as `kill <pid>` would
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Resume with: xor-train resume=" in out and "Traceback" not in err
+    time.sleep(1)
+    assert not any(str(run_dir) in cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit())
+    stopped = torch.load(last, weights_only=True)["global_step"]
+    resumed = cli("train", f"resume={run_dir}", "trainer.max_epochs=" + str(stopped + 20),
+                  cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "world size: 2" in resumed.stdout
+    assert torch.load(last, weights_only=True)["global_step"] == stopped + 20
+
+
+def cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""

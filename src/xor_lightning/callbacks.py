@@ -99,7 +99,9 @@ class GracefulStop(L.Callback):
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.signal is not None:
+        # Under DDP every rank stops at the same epoch, whichever rank got the signal.
+        if trainer.strategy.reduce_boolean_decision(self.signal is not None, all=False):
+            self.signal = self.signal or signal.SIGTERM  # told through another rank
             trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

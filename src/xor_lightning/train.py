@@ -81,7 +81,10 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         overrides.append(o.lstrip("+"))
     merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
     merged.ckpt_path, merged.resume, merged.paths.output_dir = str(last), None, str(run_dir)
-    if (run_dir / ".hydra").is_dir():  # Hydra just wrote the resume command's config there
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if (run_dir / ".hydra").is_dir() and rank_zero_only.rank == 0:
+        # Hydra just wrote the resume command's config there: the run's own replaces it
         OmegaConf.save(merged, run_dir / ".hydra" / "config.yaml")
     return merged
 
@@ -142,6 +145,8 @@ def _exit_if_stopped(trainer: L.Trainer, out_dir: Path) -> None:
 
     for cb in trainer.callbacks:
         if isinstance(cb, GracefulStop) and cb.signal is not None:
+            if not trainer.is_global_zero:
+                raise SystemExit(0)  # rank 0 reports; a failing rank would make DDP kill it
             log.warning(
                 "stopped after epoch %d (step %d); checkpoints/last.ckpt holds it. "
                 "Resume with: xor-train resume=%s",
