@@ -92,6 +92,12 @@ EOF
 stop() {
     export SLURM_CONF=$dir/slurm.conf
     [ -f "$SLURM_CONF" ] || die "no cluster config in $dir"
+    # Jobs first: a job step whose slurmd has gone lingers as an orphaned slurmstepd.
+    squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
+    for _ in $(seq 60); do
+        [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+        sleep 0.5
+    done
     scontrol shutdown >/dev/null 2>&1 || true
     for pidfile in "$dir/slurmctld.pid" "$dir/slurmd.pid"; do
         for _ in $(seq 20); do
