@@ -33,7 +33,11 @@ def child_command(local_rank: int) -> tuple[list[str], str]:
 
 
 def use_job_dir_for_ranks() -> None:
-    """Make Lightning start the other ranks with `child_command`."""
+    """Make Lightning start the other ranks with `child_command`.
+
+    It replaces a private function of Lightning's launcher (lightning is pinned below 2.7);
+    tests/test_ddp.py fails if that function moves.
+    """
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     subprocess_script._hydra_subprocess_cmd = child_command

@@ -65,6 +65,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     Value overrides given with it apply on top, e.g. `trainer.max_epochs=600` to go on.
     """
     from hydra.core.hydra_config import HydraConfig
+    from lightning.pytorch.utilities import rank_zero_only
 
     run_dir = Path(cfg.resume).resolve()
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -81,8 +82,6 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         overrides.append(o.lstrip("+"))
     merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides))
     merged.ckpt_path, merged.resume, merged.paths.output_dir = str(last), None, str(run_dir)
-    from lightning.pytorch.utilities import rank_zero_only
-
     if (run_dir / ".hydra").is_dir() and rank_zero_only.rank == 0:
         # Hydra just wrote the resume command's config there: the run's own replaces it
         OmegaConf.save(merged, run_dir / ".hydra" / "config.yaml")
