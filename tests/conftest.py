@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -34,6 +36,20 @@ def cli(
         timeout=timeout,
         env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {}),
     )
+
+
+def load(path: Path) -> dict:
+    """A checkpoint, loaded the safe way (as the project does)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `path` exists; fail if `proc` exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def compose_app(name: str, *overrides: str) -> DictConfig:

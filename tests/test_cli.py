@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import cli
+from tests.conftest import cli, load
 from xor_lightning import intro
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def test_multirun_puts_each_job_in_its_own_numbered_dir(tmp_path):
     run("-m", "model.hidden=2,4", "debug=quick", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     for job, hidden in [(0, 2), (1, 4)]:
         assert_complete_run_dir(sweep / str(job))
-        ckpt = torch.load(sweep / str(job) / "checkpoints" / "last.ckpt", weights_only=True)
+        ckpt = load(sweep / str(job) / "checkpoints" / "last.ckpt")
         assert ckpt["hyper_parameters"]["model"]["hidden"] == hidden
 
 

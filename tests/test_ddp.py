@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import cli
+from tests.conftest import cli, load, wait_for
 from xor_lightning.config import UserError
 from xor_lightning.data import BatchIndexSampler, Chunk
 from xor_lightning.datamodule import XORDataModule
@@ -76,7 +76,7 @@ def test_more_ranks_than_points_is_refused():
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = load(run_dir / "checkpoints" / "last.ckpt")
     return {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
 
 
@@ -124,7 +124,7 @@ def test_ddp_inside_a_multirun_keeps_each_job_in_its_dir(tmp_path):
     for job in ("0", "1"):
         assert json.loads((sweep / job / "job.json").read_text())["status"] == "ok"
         assert (sweep / job / "metrics.json").is_file() and (sweep / job / "rank1.log").is_file()
-        ckpt = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        ckpt = load(sweep / job / "checkpoints" / "last.ckpt")
         assert ckpt["global_step"] == 20 * 4  # 400 points, 200 per rank, batches of 64
     summary = (sweep / "summary.csv").read_text()
     assert summary.count(",ok,") == 2
@@ -157,22 +157,19 @@ def test_sigterm_to_rank_0_stops_every_rank_and_the_run_resumes(tmp_path):
     cmd = [sys.executable, "-m", "xor_lightning.train", "trainer=ddp", "trainer.max_epochs=100000",
            "logger=none", "callbacks.boundary_plot=null", f"hydra.run.dir={run_dir}"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not last.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.05)
+    wait_for(last, proc)
     proc.send_signal(signal.SIGTERM)  # rank 0 only, as `kill <pid>` would
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Resume with: xor-train resume=" in out and "Traceback" not in err
     time.sleep(1)
     assert not any(str(run_dir) in cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit())
-    stopped = torch.load(last, weights_only=True)["global_step"]
+    stopped = load(last)["global_step"]
     resumed = cli("train", f"resume={run_dir}", "trainer.max_epochs=" + str(stopped + 20),
                   cwd=tmp_path)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "world size: 2" in resumed.stdout
-    assert torch.load(last, weights_only=True)["global_step"] == stopped + 20
+    assert load(last)["global_step"] == stopped + 20
 
 
 def cmdline(pid: str) -> str:

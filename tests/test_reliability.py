@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import cli, compose_app, compose_train
+from tests.conftest import cli, compose_app, compose_train, load, wait_for
 from xor_lightning.config import UserError
 from xor_lightning.evaluate import evaluate
 from xor_lightning.module import NonFiniteLossError
@@ -41,10 +41,6 @@ INVALID = [
     ("+data.nosie=0.1", "unknown key data.nosie"),
     ("+trainer.max_epoch=3", "unknown key trainer.max_epoch"),
 ]
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def cli_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -214,14 +210,6 @@ LONG = ("data.n_samples=64", "data.batch_size=16", "trainer.max_epochs=400", "lo
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "xor_lightning.train", *LONG, f"hydra.run.dir={run_dir}", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

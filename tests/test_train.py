@@ -7,6 +7,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.conftest import load
 from xor_lightning.train import train
 
 SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
@@ -21,10 +22,6 @@ def scalar_tags(run_dir: Path) -> dict[str, list[float]]:
         for tag in ea.Tags()["scalars"]:
             tags.setdefault(tag, []).extend(e.value for e in ea.Scalars(tag))
     return tags
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):

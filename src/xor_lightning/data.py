@@ -157,8 +157,7 @@ class BatchIndexSampler(Sampler):
         pad: bool = False,
     ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.chunk, self.rank, self.world_size, self.pad = chunk, rank, world_size, pad
-        self.epoch = 0
+        self.chunk, self.epoch = chunk, 0
         self.block = -(-n // world_size)  # the same on every rank
         self.start = rank * self.block
         self.stop = self.start + self.block if pad else min(self.start + self.block, n)

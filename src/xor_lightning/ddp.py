@@ -49,6 +49,6 @@ def release() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-    if "LOCAL_RANK" in os.environ and os.environ["LOCAL_RANK"] == "0":
+    if os.environ.get("LOCAL_RANK") == "0":
         for key in _LAUNCHER_ENV:
             os.environ.pop(key, None)

@@ -19,9 +19,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from xor_lightning.config import UserError
+from xor_lightning.data import Batch
 
 STAGES = ("train", "val", "test")
-Batch = tuple[Tensor, Tensor]
 
 
 class NonFiniteLossError(UserError):
@@ -128,7 +128,7 @@ class XORModule(L.LightningModule):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Probabilities of class 1: the one place a sigmoid is applied."""
+        """Probabilities of class 1: the sigmoid of the net's logits."""
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return torch.sigmoid(self(x))
 

@@ -36,6 +36,12 @@ def probability_grid(net: nn.Module, steps: int = 121) -> np.ndarray:
 
 
 @torch.no_grad()
+def misclassified(net: nn.Module, X: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """A boolean mask of the points the net labels wrongly (logit > 0 means label 1)."""
+    return ((net(X).flatten() > 0).float() != y.flatten()).cpu().numpy()
+
+
+@torch.no_grad()
 def boundary_figure(
     net: nn.Module, X: torch.Tensor, y: torch.Tensor, title: str = "", max_points: int = 1000
 ) -> Figure:
@@ -53,7 +59,7 @@ def boundary_figure(
     ax.contour(axis, axis, grid, levels=[0.5], colors="k", linewidths=1)
 
     X, y = X[:max_points], y[:max_points].flatten()
-    wrong = ((net(X).flatten() > 0).float() != y).cpu().numpy()
+    wrong = misclassified(net, X, y)
     X, y = X.cpu().numpy(), y.cpu().numpy()
     for label, colour in ((0, "#2166ac"), (1, "#b2182b")):
         ok = (y == label) & ~wrong
@@ -86,7 +92,7 @@ def boundary_image(
     edge[:-1] |= side[:-1] != side[1:]
     edge[:, :-1] |= side[:, :-1] != side[:, 1:]
     image[edge] = 90
-    wrong = ((net(X).flatten() > 0).float() != y.flatten()).cpu().numpy()
+    wrong = misclassified(net, X, y)
     labels = y.flatten().cpu().numpy()
     cols = np.round((X[:, 0].cpu().numpy() + LIM) / (2 * LIM) * (size - 1)).astype(int)
     rows = np.round((LIM - X[:, 1].cpu().numpy()) / (2 * LIM) * (size - 1)).astype(int)

@@ -81,8 +81,8 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        rows = summarize(sweep_dir, config.get("optimized_metric", "val/acc"))
-        if rows:
-            log.info("sweep summary, best %s first:\n%s", config.get("optimized_metric", "val/acc"),
+        metric = config.get("optimized_metric", "val/acc")
+        if summarize(sweep_dir, metric):
+            log.info("sweep summary, best %s first:\n%s", metric,
                      (sweep_dir / "summary.md").read_text())  # fmt: skip
             log.info("written: %s, %s", sweep_dir / "summary.csv", sweep_dir / "summary.md")
