@@ -37,14 +37,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
-    """Seed, then build the Trainer, the module and the datamodule the config names."""
+def build_module(cfg: DictConfig) -> tuple[XORModule, XORDataModule]:
+    """Seed, then build the module and the datamodule the config names."""
     import lightning as L
     from hydra.utils import instantiate
 
     from xor_lightning.module import XORModule
 
-    quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     module = XORModule(
@@ -53,6 +52,15 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
         gradient_clip_val=cfg.model.get("gradient_clip_val"),
         hparams=OmegaConf.to_container(cfg, resolve=True),
     )
+    return module, datamodule
+
+
+def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
+    """Seed, then build the Trainer, the module and the datamodule the config names."""
+    from hydra.utils import instantiate
+
+    quiet_known_warnings()
+    module, datamodule = build_module(cfg)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -1,0 +1,87 @@
+"""Job configs at sweep speed: compose once per set of group choices, then set values.
+
+Hydra composes every job of a sweep from scratch (about 80 ms here: the defaults tree,
+the YAML files, the merge), and the sweeper composes each job once more to check it.
+Most jobs of a sweep differ from each other only in values (`seed=3`,
+`model.optimizer.lr=0.01`), which Hydra applies after composition anyway. So this loader
+composes each distinct set of the other overrides (group choices, `hydra.*`, `+`/`~`)
+once with Hydra, keeps it pickled (a copy then costs ~1 ms) and applies the job's value
+overrides the way Hydra's `ConfigLoaderImpl` does. Anything it does not recognise as a
+plain value override goes to Hydra's own composition. tests/test_vectorized_compose.py
+checks that the result equals Hydra's composition of the same job.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+
+class FastSweepConfigLoader:
+    """Wraps Hydra's config loader; `load_sweep_config` takes the fast path when it can."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.parser = OverridesParser.create()
+        self._bases: dict[tuple[str, ...], bytes] = {}
+
+    def __getattr__(self, name: str) -> Any:  # everything else is Hydra's loader
+        return getattr(self.inner, name)
+
+    def load_sweep_config(
+        self, master_config: DictConfig, sweep_overrides: list[str]
+    ) -> DictConfig:
+        parsed = self.parser.parse_overrides(list(sweep_overrides))
+        choices = master_config.hydra.runtime.choices
+        values = [o for o in parsed if _is_value(o, choices)]
+        structural = tuple(o.input_line for o in parsed if not _is_value(o, choices))
+        if structural not in self._bases:
+            base = self.inner.load_sweep_config(master_config, list(structural))
+            with open_dict(base.hydra):
+                base.hydra.overrides.task = []
+            self._bases[structural] = pickle.dumps(base)
+        cfg: DictConfig = pickle.loads(self._bases[structural])
+        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
+        for o in values:
+            _set_value(cfg, o)
+        task = [o for o in parsed if not o.is_hydra_override()]
+        job = cfg.hydra.job
+        with open_dict(cfg.hydra):
+            cfg.hydra.overrides.task = [o.input_line for o in task]
+            job.override_dirname = overrides_dirname(task, job.config.override_dirname)
+        return cfg
+
+
+def _is_value(o: Override, choices: DictConfig) -> bool:
+    """A plain `key=value` of a config key: no group choice, no `+`/`~`, no `hydra.` key."""
+    return (
+        o.type == OverrideType.CHANGE
+        and o.package is None
+        and not o.is_hydra_override()
+        and not o.is_sweep_override()
+        and o.key_or_group not in choices
+        and not isinstance(o.value(), (dict, list))
+    )
+
+
+def _set_value(cfg: DictConfig, o: Override) -> None:
+    """What Hydra's `ConfigLoaderImpl._apply_overrides_to_config` does for a CHANGE."""
+    try:
+        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+    except (ConfigAttributeError, ConfigKeyError) as ex:
+        raise ConfigCompositionException(
+            f"Could not override '{o.key_or_group}'.\nTo append to your config use +{o.input_line}"
+        ) from ex
+
+
+def overrides_dirname(overrides: list[Override], conf: Any) -> str:
+    """`hydra.job.override_dirname`, as Hydra's `get_overrides_dirname` builds it."""
+    lines = sorted(o.input_line for o in overrides if o.key_or_group not in conf.exclude_keys)
+    return re.sub("[=]", conf.kv_sep, conf.item_sep.join(lines))

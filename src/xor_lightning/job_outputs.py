@@ -1,0 +1,124 @@
+"""What each job of a vectorised fit leaves in its dir: what its own run would leave.
+
+Checkpoints are written by a run's own machinery, not assembled by hand: a Trainer,
+callbacks and `XORModule` built by `train.build` from the job's config, given the job's
+weights, optimizer state, loop state and metrics, and saved with `trainer.save_checkpoint`
+(and `LastCheckpoint.save`), so `on_save_checkpoint` hooks and Lightning's format apply
+to them exactly as to a run's. `xor-eval`, `xor-predict`, `xor-export` and `resume=`
+therefore work on them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from xor_lightning.callbacks import LastCheckpoint
+
+log = logging.getLogger(__name__)
+
+
+def model_slice(stacked: list[Tensor], shapes: list[tuple[int, int]], k: int) -> list[Tensor]:
+    """Model k's own tensors (weights and biases in MLP order) out of stacked, padded ones."""
+    out = []
+    for i, (rows, cols) in enumerate(shapes):
+        out.append(stacked[2 * i][k, :rows, :cols].clone())
+        out.append(stacked[2 * i + 1][k, :rows].clone())
+    return out
+
+
+class CheckpointWriter:
+    """A run's Trainer, built once for a group, that saves checkpoints for its jobs."""
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from xor_lightning.train import build
+
+        c = OmegaConf.create(cfg)
+        c.logger = None
+        c.trainer.limit_val_batches = 0
+        self.trainer, module, datamodule = build(c)
+        # Attaches the module and the datamodule as a run's fit does; runs no batch.
+        self.trainer.validate(module, datamodule=datamodule, verbose=False)
+        cbs = self.trainer.callbacks
+        self.best_cb = next((cb for cb in cbs if isinstance(cb, ModelCheckpoint)), None)
+        self.last_cb = next((cb for cb in cbs if isinstance(cb, LastCheckpoint)), None)
+
+    def load(
+        self, cfg: dict[str, Any], weights: list[Tensor], adam: list[dict[str, Tensor]]
+    ) -> None:
+        """Make the job's own module (hyperparameters, weights) and optimizer the trainer's."""
+        from xor_lightning.train import build_module
+
+        module, datamodule = build_module(OmegaConf.create(cfg))
+        params = list(module.net.parameters())
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                p.copy_(w)
+        trainer = self.trainer
+        module.trainer = trainer
+        trainer.strategy.connect(module)
+        optimizer = module.configure_optimizers()
+        for p, state in zip(params, adam, strict=True):
+            optimizer.state[p] = {k: v.clone() for k, v in state.items()}
+        trainer.strategy.optimizers = [optimizer]
+        if datamodule.hparams and trainer.datamodule is not None:
+            trainer.datamodule.save_hyperparameters(dict(datamodule.hparams), logger=False)
+
+    def save(
+        self,
+        path: Path,
+        loops: dict[str, Any],
+        metrics: dict[str, float],
+        best: tuple[Path, float, float] | None,
+    ) -> None:
+        """Save what `load` made current, at the loop state `loops` with these metrics.
+
+        `best` is the job's best checkpoint so far (path, score) and the latest score, as
+        its `ModelCheckpoint` would hold them.
+        """
+        trainer = self.trainer
+        trainer.fit_loop.load_state_dict(loops)
+        trainer.callback_metrics.clear()
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+        cb = self.best_cb
+        if cb is not None:
+            cb.dirpath = str(path.parent)
+            if best is not None:
+                best_path, score, current = (
+                    str(best[0]),
+                    torch.tensor(best[1]),
+                    torch.tensor(best[2]),
+                )
+                cb.best_model_path, cb.best_model_score = best_path, score
+                cb.best_k_models = {best_path: score}
+                cb.kth_best_model_path, cb.kth_value, cb.current_score = best_path, score, current
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.name == "last.ckpt" and self.last_cb is not None:
+            self.last_cb.path = path
+            self.last_cb.save(trainer)
+        else:
+            trainer.save_checkpoint(path, weights_only=bool(cb and cb.save_weights_only))
+
+
+def best_filename(cfg: dict[str, Any], epoch: int, step: int) -> str:
+    """The best checkpoint's file name as the job's `ModelCheckpoint` formats it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    best = (cfg.get("callbacks") or {}).get("best_checkpoint") or {}
+    fmt = ModelCheckpoint(
+        filename=best.get("filename"),
+        auto_insert_metric_name=best.get("auto_insert_metric_name", True),
+    )
+    return fmt.format_checkpoint_name({"epoch": epoch, "step": step})
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")

@@ -1,0 +1,172 @@
+"""The vectorised launcher's LightningModule: K jobs' training loops as one.
+
+The same loop as `XORModule.training_step` (zero_grad, forward, backward, step for each
+mini-batch of a chunk, under manual optimization), with a `StackedMLP` and a
+`StackedAdam`, so the Trainer counts the same epochs, steps and validations as a run
+alone and its loop state is every job's loop state. Each model's loss is a mean over
+its own batch; the sum over models is what is differentiated, so each gets its own
+gradient. Metrics are per model: (K,) tensors kept on the device, read at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xor_lightning.data import Batch
+from xor_lightning.stacked import StackedAdam, StackedMLP
+
+
+class StackedModule(L.LightningModule):
+    """`hyper` holds the optimizer's per-model values (lr, beta1, beta2, eps, weight_decay).
+
+    A model whose loss becomes non-finite is frozen from that step on (`alive` False,
+    `failed_at` its epoch and step); the others go on. `monitor`/`mode` say which
+    validation metric makes a model's best weights, as the best checkpoint of a run does.
+    """
+
+    def __init__(
+        self,
+        net: StackedMLP,
+        hyper: dict[str, Tensor],
+        decoupled: bool = False,
+        gradient_clip_val: float | None = None,
+        monitor: str = "val/acc",
+        mode: str = "max",
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net, self.hyper, self.decoupled = net, hyper, decoupled
+        self.gradient_clip_val = gradient_clip_val
+        self.monitor, self.mode = monitor, mode
+        K = len(net)
+        self.register_buffer("alive", torch.ones(K, dtype=torch.bool))
+        self.register_buffer("failed_at", torch.full((K, 2), -1, dtype=torch.long))
+        self.history: dict[str, list[tuple[int, int, Tensor]]] = {}  # key -> [(epoch, step, (K,))]
+        self.best: dict[str, Any] = {}
+        self.tested: dict[str, Tensor] = {}
+        self._sums: dict[str, Tensor] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _losses(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Each model's mean BCE-with-logits over its batch: (K,)."""
+        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=(1, 2))
+
+    def _accumulate(self, stage: str, logits: Tensor, y: Tensor, losses: Tensor) -> None:
+        n = y.shape[1]
+        correct = ((logits > 0).float() == y).float().sum(dim=(1, 2))
+        for name, value in (("loss", losses.detach() * n), ("correct", correct)):
+            key = f"{stage}/{name}"
+            self._sums[key] = self._sums.get(key, 0) + value
+        self._sums[f"{stage}/n"] = self._sums.get(f"{stage}/n", 0) + n
+
+    def _epoch_metrics(self, stage: str) -> dict[str, Tensor]:
+        n = self._sums.pop(f"{stage}/n", 0)
+        loss, correct = (
+            self._sums.pop(f"{stage}/loss", None),
+            self._sums.pop(f"{stage}/correct", None),
+        )
+        if loss is None:
+            return {}
+        return {f"{stage}/loss": loss / n, f"{stage}/acc": correct / n}
+
+    def training_step(self, chunk: Sequence[Batch] | Batch, chunk_idx: int) -> None:
+        if isinstance(chunk[0], Tensor):
+            chunk = [chunk]  # type: ignore[list-item]
+        opt = self.optimizers()
+        max_steps = self.trainer.max_steps
+        for x, y in chunk:
+            opt.zero_grad()
+            logits = self.net(x)
+            losses = self._losses(logits, y)
+            finite = torch.isfinite(losses)
+            # A model whose loss is no longer finite stops here: this step is not applied.
+            dying = self.alive & ~finite
+            when = torch.tensor([self.current_epoch, self.global_step + 1], device=x.device)
+            self.failed_at = torch.where(dying[:, None], when, self.failed_at)
+            self.alive &= finite
+            opt.optimizer.alive = self.alive
+            self.manual_backward(torch.where(self.alive, losses, 0).sum())
+            if self.gradient_clip_val:
+                self._clip(self.gradient_clip_val)
+            opt.step()
+            self._accumulate("train", logits.detach(), y, torch.where(self.alive, losses, 0))
+            if 0 <= max_steps <= self.global_step:
+                break
+
+    @torch.no_grad()
+    def _clip(self, max_norm: float) -> None:
+        """`clip_grad_norm_` for every model on its own parameters."""
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+    def _record(self, metrics: dict[str, Tensor]) -> None:
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append((self.current_epoch, self.global_step, value))
+
+    def on_train_epoch_end(self) -> None:
+        self._record(self._epoch_metrics("train"))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self._accumulate("val", logits, y, self._losses(logits, y))
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._epoch_metrics("val")
+        if self.trainer.sanity_checking or not metrics:
+            return
+        self._record(metrics)
+        self._update_best(metrics[self.monitor])
+
+    def _update_best(self, current: Tensor) -> None:
+        """Keep each model's best weights and optimizer state, as its best checkpoint would.
+
+        Like `ModelCheckpoint(save_top_k=1)`: the first validation is the best so far, then
+        only a strictly better value replaces it.
+        """
+        params = self.net.flat_params()
+        opt = self.optimizers().optimizer
+        if not self.best:
+            self.best = {
+                "score": torch.full_like(current, float("nan")),
+                "epoch": torch.full(current.shape, -1, dtype=torch.long, device=current.device),
+                "step": torch.full(current.shape, -1, dtype=torch.long, device=current.device),
+                "params": [p.detach().clone() for p in params],
+                "state": [{k: v.clone() for k, v in opt.state[p].items()} for p in params],
+                "loops": {},
+            }
+        best = self.best
+        better = current > best["score"] if self.mode == "max" else current < best["score"]
+        better = (better | (best["epoch"] < 0)) & self.alive & ~torch.isnan(current)
+        best["score"] = torch.where(better, current, best["score"])
+        best["epoch"] = torch.where(better, self.current_epoch, best["epoch"])
+        best["step"] = torch.where(better, self.global_step, best["step"])
+        for i, p in enumerate(params):
+            view = better.view(-1, *([1] * (p.dim() - 1)))
+            best["params"][i] = torch.where(view, p.detach(), best["params"][i])
+            for k, v in opt.state[p].items():
+                shaped = better if v.dim() == 1 else view
+                best["state"][i][k] = torch.where(shaped, v, best["state"][i][k])
+        best["loops"][self.current_epoch] = self.trainer.fit_loop.state_dict()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self._accumulate("test", logits, y, self._losses(logits, y))
+
+    def on_test_epoch_end(self) -> None:
+        self.tested = self._epoch_metrics("test")
+
+    def configure_optimizers(self) -> StackedAdam:
+        return StackedAdam(self.net.flat_params(), decoupled=self.decoupled, **self.hyper)

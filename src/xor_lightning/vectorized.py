@@ -1,0 +1,250 @@
+"""One Lightning fit for a group of sweep jobs: the vectorised launcher's engine.
+
+`stack_problem` says why a job cannot share a fit (then it runs as a run of its own),
+`stack_key` which jobs can share one, and `fit_group` trains them: each job's net
+initialised from its own seed as `train.build` does, its own data and batches (its own
+`XORDataModule`), its own optimizer values, all in a `StackedModule` that the Trainer
+runs with the job's own trainer settings. What each job leaves behind is written by
+`job_outputs.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+# Keys whose values may differ between the jobs of one fit; everything else must match.
+VARYING = (
+    "seed",
+    "data.seed",
+    "data.noise",
+    "data.problem",
+    "model.hidden",
+    "model.activation",
+    "model.net.hidden",
+    "model.net.activation",
+    "model.optimizer.lr",
+    "model.optimizer.betas",
+    "model.optimizer.eps",
+    "model.optimizer.weight_decay",
+)
+ADAM = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # target -> decoupled decay
+ADAM_KEYS = {"_target_", "_partial_", "lr", "betas", "eps", "weight_decay", "fused", "foreach"}
+CALLBACKS = {
+    "xor_lightning.callbacks.LastCheckpoint",
+    "xor_lightning.callbacks.EpochPrinter",
+    "xor_lightning.callbacks.GracefulStop",
+    "xor_lightning.callbacks.BoundaryPlot",
+    "lightning.pytorch.callbacks.ModelCheckpoint",
+}
+LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger"}
+
+
+def _get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
+    for part in key.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return default
+        cfg = cfg[part]
+    return cfg
+
+
+def stack_problem(cfg: dict[str, Any]) -> str | None:
+    """Why this job (its resolved config) must run as a fit of its own; None if it can stack."""
+    opt = cfg["model"]["optimizer"]
+    if opt.get("_target_") not in ADAM:
+        return f"model.optimizer._target_={opt.get('_target_')} (stacked: Adam, AdamW)"
+    if set(opt) - ADAM_KEYS:
+        return f"model.optimizer.{sorted(set(opt) - ADAM_KEYS)[0]} (stacked: lr, betas, eps, weight_decay)"
+    if cfg["model"]["net"].get("_target_") != "xor_lightning.model.MLP":
+        return f"model.net._target_={cfg['model']['net'].get('_target_')}"
+    if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":
+        return f"data._target_={cfg['data'].get('_target_')}"
+    if cfg.get("ckpt_path") or cfg.get("resume"):
+        return "ckpt_path/resume (a job that continues a checkpoint)"
+    for name, cb in (cfg.get("callbacks") or {}).items():
+        if cb and cb.get("_target_") not in CALLBACKS:
+            return f"callbacks.{name} ({cb.get('_target_')})"
+    for name, lg in (cfg.get("logger") or {}).items():
+        if lg and lg.get("_target_") not in LOGGERS:
+            return f"logger.{name} ({lg.get('_target_')})"
+    devices = cfg["trainer"].get("devices", 1)
+    if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
+        return f"trainer.devices={devices} (stacked fits use one device)"
+    return None
+
+
+def stack_key(unresolved: dict[str, Any]) -> str:
+    """The job's config without the keys that may differ: equal keys share a fit."""
+    pruned = json.loads(json.dumps(unresolved, default=str))
+    for key in VARYING:
+        *parents, last = key.split(".")
+        node = _get(pruned, ".".join(parents)) if parents else pruned
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return json.dumps(pruned, sort_keys=True)
+
+
+def split_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += split_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def init_net(cfg: dict[str, Any]) -> Any:
+    """The job's freshly initialised net and its datamodule, drawn as `train.build` draws them."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    datamodule = instantiate(cfg["data"])
+    return instantiate(cfg["model"]["net"]), datamodule
+
+
+@dataclass
+class GroupResult:
+    """What a group's fit leaves for its jobs' outputs (all tensors on the CPU)."""
+
+    last: list[Tensor]  # stacked params, MLP order
+    last_state: list[dict[str, Tensor]]  # stacked Adam state per param
+    loops: dict[str, Any]
+    epoch: int
+    global_step: int
+    best: dict[str, Any]
+    history: dict[str, list[tuple[int, int, Tensor]]]
+    tested: dict[str, Tensor]
+    failed_at: Tensor
+    signal: int | None
+    net: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _hyper(cfgs: list[dict[str, Any]], decoupled: bool) -> dict[str, Tensor]:
+    """Each job's optimizer values, with torch's defaults for those it leaves out."""
+
+    def values(key: str, default: Any) -> Tensor:
+        return torch.tensor(
+            [c["model"]["optimizer"].get(key, default) for c in cfgs], dtype=torch.float64
+        )
+
+    betas = values("betas", (0.9, 0.999))
+    return {
+        "lr": values("lr", 1e-3),
+        "beta1": betas[:, 0],
+        "beta2": betas[:, 1],
+        "eps": values("eps", 1e-8),
+        "weight_decay": values("weight_decay", 1e-2 if decoupled else 0.0),
+    }
+
+
+def fit_group(cfgs: list[dict[str, Any]], root_dir: str) -> GroupResult:
+    """Train the jobs whose resolved configs are `cfgs` as one fit; test each best model."""
+    from hydra.utils import instantiate
+
+    from xor_lightning.callbacks import GracefulStop
+    from xor_lightning.stacked import StackedMLP
+    from xor_lightning.stacked_data import StackedDataModule
+    from xor_lightning.stacked_module import StackedModule
+
+    first = cfgs[0]
+    nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
+    net = StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
+    decoupled = ADAM[first["model"]["optimizer"]["_target_"]]
+    best_cfg = _get(first, "callbacks.best_checkpoint") or {}
+    module = StackedModule(
+        net,
+        _hyper(cfgs, decoupled),
+        decoupled,
+        first["model"].get("gradient_clip_val"),
+        monitor=best_cfg.get("monitor", "val/acc"),
+        mode=best_cfg.get("mode", "max"),
+    )
+    printer = _get(first, "callbacks.epoch_printer") or {}
+    stop = GracefulStop()
+    callbacks = [stop, GroupPrinter(printer.get("every_n_epochs", 100))]
+    trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
+    trainer = instantiate(
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=root_dir,
+    )
+    datamodule = StackedDataModule(list(datamodules))
+    trainer.fit(module, datamodule=datamodule)
+    params = net.flat_params()
+    opt = trainer.optimizers[0]
+    result = GroupResult(
+        last=[p.detach().cpu().clone() for p in params],
+        last_state=[{k: v.cpu().clone() for k, v in opt.state[p].items()} for p in params],
+        loops=trainer.fit_loop.state_dict(),
+        epoch=trainer.current_epoch,
+        global_step=trainer.global_step,
+        best=module.best,
+        history=module.history,
+        tested={},
+        failed_at=module.failed_at.cpu(),
+        signal=stop.signal,
+        net=net,
+    )
+    if stop.signal is None:
+        if module.best:  # the best weights are what is tested, as in a run alone
+            with torch.no_grad():
+                for p, b in zip(params, module.best["params"], strict=True):
+                    p.copy_(b)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        result.tested = {k: v.cpu() for k, v in module.tested.items()}
+    result.best = _to_cpu(module.best)
+    result.history = {k: [(e, s, v.cpu()) for e, s, v in vs] for k, vs in module.history.items()}
+    return result
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+class GroupPrinter(L.Callback):
+    """A run's progress line, for a group: median [min, max] of each metric over its models."""
+
+    def __init__(self, every_n_epochs: int = 100) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: Any) -> None:
+        from xor_lightning.callbacks import every_n_or_last
+
+        if not every_n_or_last(trainer, self.every_n_epochs):
+            return
+        alive, parts = module.alive, []
+        for key in ("train/loss", "train/acc", "val/acc"):
+            if module.history.get(key):
+                v = module.history[key][-1][2][alive].float()
+                if len(v):
+                    lo, mid, hi = torch.quantile(v, torch.tensor([0.0, 0.5, 1.0], device=v.device))
+                    parts.append(f"{key} {mid:.4f} [{lo:.4f}, {hi:.4f}]")
+        failed = int((~alive).sum())
+        log.info(
+            "epoch %4d  %d models  %s%s",
+            trainer.current_epoch,
+            len(alive),
+            "  ".join(parts),
+            f"  failed {failed}" if failed else "",
+        )
