@@ -10,6 +10,7 @@ gradient. Metrics are per model: (K,) tensors kept on the device, read at the en
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xor_lightning.callbacks import every_n_or_last
 from xor_lightning.data import Batch
 from xor_lightning.stacked import StackedAdam, StackedMLP
+
+log = logging.getLogger(__name__)
 
 
 class StackedModule(L.LightningModule):
@@ -47,10 +51,12 @@ class StackedModule(L.LightningModule):
         K = len(net)
         self.register_buffer("alive", torch.ones(K, dtype=torch.bool))
         self.register_buffer("failed_at", torch.full((K, 2), -1, dtype=torch.long))
+        self.register_buffer("failed_loss", torch.zeros(K))
         self.history: dict[str, list[tuple[int, int, Tensor]]] = {}  # key -> [(epoch, step, (K,))]
         self.best: dict[str, Any] = {}
         self.tested: dict[str, Tensor] = {}
         self._sums: dict[str, Tensor] = {}
+        self.print_every_n_epochs = 100
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -91,6 +97,7 @@ class StackedModule(L.LightningModule):
             dying = self.alive & ~finite
             when = torch.tensor([self.current_epoch, self.global_step + 1], device=x.device)
             self.failed_at = torch.where(dying[:, None], when, self.failed_at)
+            self.failed_loss = torch.where(dying, losses.detach(), self.failed_loss)
             self.alive &= finite
             opt.optimizer.alive = self.alive
             self.manual_backward(torch.where(self.alive, losses, 0).sum())
@@ -116,6 +123,26 @@ class StackedModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._record(self._epoch_metrics("train"))
+        if every_n_or_last(self.trainer, self.print_every_n_epochs):
+            self._print()
+
+    def _print(self) -> None:
+        """A run's progress line, for K models: median [min, max] of each metric."""
+        alive, parts = self.alive, []
+        for key in ("train/loss", "train/acc", "val/acc"):
+            if self.history.get(key):
+                v = self.history[key][-1][2][alive].float()
+                if len(v):
+                    lo, mid, hi = torch.quantile(v, torch.tensor([0.0, 0.5, 1.0], device=v.device))
+                    parts.append(f"{key} {mid:.4f} [{lo:.4f}, {hi:.4f}]")
+        failed = int((~alive).sum())
+        log.info(
+            "epoch %4d  %d models  %s%s",
+            self.current_epoch,
+            len(alive),
+            "  ".join(parts),
+            f"  failed {failed}" if failed else "",
+        )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch
@@ -145,6 +172,7 @@ class StackedModule(L.LightningModule):
                 "params": [p.detach().clone() for p in params],
                 "state": [{k: v.clone() for k, v in opt.state[p].items()} for p in params],
                 "loops": {},
+                "metrics": {},  # job -> its best checkpoint's metrics, when resumed
             }
         best = self.best
         better = current > best["score"] if self.mode == "max" else current < best["score"]
@@ -159,6 +187,24 @@ class StackedModule(L.LightningModule):
                 shaped = better if v.dim() == 1 else view
                 best["state"][i][k] = torch.where(shaped, v, best["state"][i][k])
         best["loops"][self.current_epoch] = self.trainer.fit_loop.state_dict()
+        if best["metrics"]:  # a resumed model's new best replaces the one it came with
+            for k in better.nonzero().flatten().tolist():
+                best["metrics"].pop(k, None)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["stacked_best"] = self.best
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        def to(obj: Any) -> Any:
+            if isinstance(obj, Tensor):
+                return obj.to(self.device)
+            if isinstance(obj, dict):
+                return {k: to(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [to(v) for v in obj]
+            return obj
+
+        self.best = to(checkpoint.get("stacked_best") or {})
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
@@ -127,6 +128,7 @@ class GroupResult:
     history: dict[str, list[tuple[int, int, Tensor]]]
     tested: dict[str, Tensor]
     failed_at: Tensor
+    failed_loss: Tensor
     signal: int | None
     net: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -150,8 +152,13 @@ def _hyper(cfgs: list[dict[str, Any]], decoupled: bool) -> dict[str, Tensor]:
     }
 
 
-def fit_group(cfgs: list[dict[str, Any]], root_dir: str) -> GroupResult:
-    """Train the jobs whose resolved configs are `cfgs` as one fit; test each best model."""
+def fit_group(
+    cfgs: list[dict[str, Any]], root_dir: str, resume: list[Path] | None = None
+) -> GroupResult:
+    """Train the jobs whose resolved configs are `cfgs` as one fit; test each best model.
+
+    `resume`: the jobs' own `last.ckpt` files (all saved at the same step) to continue from.
+    """
     from hydra.utils import instantiate
 
     from xor_lightning.callbacks import GracefulStop
@@ -173,8 +180,9 @@ def fit_group(cfgs: list[dict[str, Any]], root_dir: str) -> GroupResult:
         mode=best_cfg.get("mode", "max"),
     )
     printer = _get(first, "callbacks.epoch_printer") or {}
+    module.print_every_n_epochs = printer.get("every_n_epochs", 100)
     stop = GracefulStop()
-    callbacks = [stop, GroupPrinter(printer.get("every_n_epochs", 100))]
+    callbacks = [stop]
     trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
     trainer = instantiate(
         trainer_cfg,
@@ -184,7 +192,18 @@ def fit_group(cfgs: list[dict[str, Any]], root_dir: str) -> GroupResult:
         default_root_dir=root_dir,
     )
     datamodule = StackedDataModule(list(datamodules))
-    trainer.fit(module, datamodule=datamodule)
+    if resume:
+        from xor_lightning.stacked_resume import stacked_checkpoint
+
+        ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in resume]
+        joined = Path(root_dir) / f".resume-{os.getpid()}.ckpt"
+        torch.save(stacked_checkpoint(module, ckpts, [p.parent for p in resume]), joined)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=joined)
+        finally:
+            joined.unlink(missing_ok=True)
+    else:
+        trainer.fit(module, datamodule=datamodule)
     params = net.flat_params()
     opt = trainer.optimizers[0]
     result = GroupResult(
@@ -197,6 +216,7 @@ def fit_group(cfgs: list[dict[str, Any]], root_dir: str) -> GroupResult:
         history=module.history,
         tested={},
         failed_at=module.failed_at.cpu(),
+        failed_loss=module.failed_loss.cpu(),
         signal=stop.signal,
         net=net,
     )
@@ -220,31 +240,3 @@ def _to_cpu(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_to_cpu(v) for v in obj]
     return obj
-
-
-class GroupPrinter(L.Callback):
-    """A run's progress line, for a group: median [min, max] of each metric over its models."""
-
-    def __init__(self, every_n_epochs: int = 100) -> None:
-        self.every_n_epochs = every_n_epochs
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: Any) -> None:
-        from xor_lightning.callbacks import every_n_or_last
-
-        if not every_n_or_last(trainer, self.every_n_epochs):
-            return
-        alive, parts = module.alive, []
-        for key in ("train/loss", "train/acc", "val/acc"):
-            if module.history.get(key):
-                v = module.history[key][-1][2][alive].float()
-                if len(v):
-                    lo, mid, hi = torch.quantile(v, torch.tensor([0.0, 0.5, 1.0], device=v.device))
-                    parts.append(f"{key} {mid:.4f} [{lo:.4f}, {hi:.4f}]")
-        failed = int((~alive).sum())
-        log.info(
-            "epoch %4d  %d models  %s%s",
-            trainer.current_epoch,
-            len(alive),
-            "  ".join(parts),
-            f"  failed {failed}" if failed else "",
-        )

@@ -28,17 +28,25 @@ from xor_lightning.vectorized import GroupResult, fit_group, split_keys
 log = logging.getLogger(__name__)
 
 
-def finished(job_dir: Path, metric: str) -> JobReturn | None:
-    """The result of a job an earlier launch of this sweep finished (ok or failed)."""
+def earlier(job_dir: Path, metric: str) -> tuple[JobReturn | None, Path | None]:
+    """What an earlier launch of this sweep left in `job_dir`.
+
+    A finished job (ok or failed, or finished since by `resume=<job dir>`) is kept: its
+    result is returned. An interrupted one is continued: its last.ckpt is returned.
+    """
     from hydra_plugins.xor_vectorized_launcher.launcher import Job, job_return, read_value
 
-    record = job_dir / "job.json"
-    if not record.is_file():
-        return None
-    status = json.loads(record.read_text()).get("status")
-    if status not in ("ok", "failed"):
-        return None
-    return job_return(Job(-1, [], job_dir), read_value(job_dir, metric))
+    record_file = job_dir / "job.json"
+    if not record_file.is_file():
+        return None, None
+    record = json.loads(record_file.read_text())
+    if record.get("status") == "interrupted" and (job_dir / "metrics.json").is_file():
+        record["status"] = "ok"  # resumed alone since, and finished
+        write_json(record_file, record)
+    if record.get("status") in ("ok", "failed"):
+        return job_return(Job(-1, [], job_dir), read_value(job_dir, metric)), None
+    last = job_dir / "checkpoints" / "last.ckpt"
+    return None, last if record.get("status") == "interrupted" and last.is_file() else None
 
 
 def run_jobs(
@@ -56,7 +64,10 @@ def run_jobs(
             _record(job, {"status": "failed", "error": job.error, "wall_s": 0.0})
             returns[job.num] = job_return(job, math.nan)
         elif job.problem is None:
-            groups.setdefault(job.key, []).append(job)
+            step = None
+            if job.resume is not None:
+                step = torch.load(job.resume, map_location="cpu", weights_only=True)["global_step"]
+            groups.setdefault(f"{job.key}@{step}", []).append(job)
     kept = sum(j.done is not None for j in jobs)
     if kept:
         log.info("%d jobs already finished in %s: kept", kept, sweep_dir)
@@ -68,7 +79,8 @@ def run_jobs(
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             tic = time.perf_counter()
-            result = fit_group([j.resolved for j in chunk], str(sweep_dir))
+            resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
+            result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume)
             fit_s = time.perf_counter() - tic
             info = {"group": g, "models": len(chunk), "fit_s": round(fit_s, 3)}
             write_outputs(chunk, result, info, settings)
@@ -174,6 +186,7 @@ def write_job(
         at_best = {key: _history(result, key, k, epoch, before=key.startswith("train/"))
                    for key in latest}  # fmt: skip
         at_best = {key: v for key, v in at_best.items() if v is not None}
+        at_best = result.best.get("metrics", {}).get(k) or at_best  # from before a resume
         writer.load(
             cfg,
             model_slice(result.best["params"], shapes, k),
@@ -181,6 +194,10 @@ def write_job(
         )
         writer.save(best_path, result.best["loops"][epoch], at_best, (best_path, score, score))
         best = (best_path, score, at_best)
+    if job.resume is not None and best is not None:  # a best from before the resume, replaced
+        old = _best_path(job.resume)
+        if old is not None and old.name != best[0].name:
+            (ckpt_dir / old.name).unlink(missing_ok=True)
     current = latest.get(monitor) if monitor else None
     writer.load(cfg, model_slice(result.last, shapes, k), _adam(result.last_state, shapes, k))
     writer.save(
@@ -196,9 +213,10 @@ def write_job(
     elif failed_epoch >= 0:
         record["status"] = "failed"
         record["error"] = (
-            f"NonFiniteLossError: the loss became non-finite at epoch {failed_epoch}, optimizer "
-            f"step {failed_step}: this model stopped there; last.ckpt and the best checkpoint "
-            "hold its last good state (try a smaller model.optimizer.lr)"
+            f"NonFiniteLossError: the loss became {float(result.failed_loss[k]):g} at epoch "
+            f"{failed_epoch}, optimizer step {failed_step}: this model stopped there, the others "
+            "went on; last.ckpt and the best checkpoint hold its last good state "
+            "(try a smaller model.optimizer.lr)"
         )
     else:
         metrics = {
@@ -224,3 +242,10 @@ def _adam(
         {"step": s["step"][k].clone(), "exp_avg": a, "exp_avg_sq": q}
         for s, a, q in zip(stacked, avg, sq, strict=True)
     ]
+
+
+def _best_path(last: Path) -> Path | None:
+    from xor_lightning.stacked_resume import _best_state
+
+    state = _best_state(torch.load(last, map_location="cpu", weights_only=True))
+    return Path(state["best_model_path"]) if state else None

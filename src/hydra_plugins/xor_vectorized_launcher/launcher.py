@@ -51,6 +51,7 @@ class Job:
     problem: str | None = None  # why it must run as a fit of its own
     key: str = ""
     done: JobReturn | None = None  # finished in an earlier launch of the same sweep
+    resume: Path | None = None  # interrupted in an earlier launch: its last.ckpt
 
 
 class VectorizedLauncher(Launcher):
@@ -103,7 +104,7 @@ class VectorizedLauncher(Launcher):
     def _prepare(self, num: int, overrides: list[str]) -> Job:
         """Compose the job's config, check it, write its .hydra/ as Hydra would."""
         from xor_lightning.vectorized import stack_key, stack_problem
-        from xor_lightning.vectorized_run import finished
+        from xor_lightning.vectorized_run import earlier
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(cfg):
@@ -114,7 +115,7 @@ class VectorizedLauncher(Launcher):
             cfg.hydra.runtime.output_dir = str(job_dir.resolve())
         job = Job(num, overrides, job_dir)
         log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-        job.done = finished(job_dir, cfg.get("optimized_metric", "val/acc"))
+        job.done, job.resume = earlier(job_dir, cfg.get("optimized_metric", "val/acc"))
         if job.done is not None:
             return job
         HydraConfig.instance().cfg = cfg  # what run_job does, without copying the config

@@ -1,0 +1,119 @@
+"""Continue a vectorised group from its jobs' own `last.ckpt` files.
+
+The jobs' checkpoints are the only record of an interrupted group (each can also be
+resumed alone with `resume=<job dir>`), so resuming the group means joining them: each
+job's weights, Adam state and best checkpoint go into its slice of the stacked module,
+and the loop state, the same for every job stopped at the same step, is the group's.
+The result is an ordinary Lightning checkpoint of the stacked module, which `fit`
+restores as it restores any.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from xor_lightning.stacked_module import StackedModule
+
+
+def _net_state(ckpt: dict[str, Any]) -> dict[str, Tensor]:
+    return {
+        k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
+    }
+
+
+def _adam(ckpt: dict[str, Any]) -> list[dict[str, Tensor]]:
+    state = ckpt["optimizer_states"][0]["state"]
+    return [state[i] for i in sorted(state)]
+
+
+def _best_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The job's ModelCheckpoint state stored in its checkpoint, if any."""
+    for key, value in ckpt.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+            return value
+    return None
+
+
+def stacked_checkpoint(
+    module: StackedModule, ckpts: list[dict[str, Any]], ckpt_dirs: list[Path]
+) -> dict[str, Any]:
+    """A checkpoint of `module` that holds job k's `ckpts[k]` (its last.ckpt) in slice k."""
+    net = module.net
+    opt = module.configure_optimizers()
+    params = net.flat_params()
+    for p in params:
+        opt.state[p] = {
+            "step": torch.zeros(len(p)),
+            "exp_avg": torch.zeros_like(p),
+            "exp_avg_sq": torch.zeros_like(p),
+        }
+    best: dict[str, Any] = {}
+    for k, (ckpt, ckpt_dir) in enumerate(zip(ckpts, ckpt_dirs, strict=True)):
+        net.load_net_state(k, _net_state(ckpt))
+        _load_adam(opt, params, net, k, _adam(ckpt))
+        state = _best_state(ckpt)
+        if state is not None:
+            path = ckpt_dir / Path(state["best_model_path"]).name
+            if path.is_file():
+                _join_best(
+                    best, module, opt, k, torch.load(path, map_location="cpu", weights_only=True)
+                )
+    first = ckpts[0]
+    return {
+        "epoch": first["epoch"],
+        "global_step": first["global_step"],
+        "pytorch-lightning_version": first["pytorch-lightning_version"],
+        "state_dict": module.state_dict(),
+        "loops": first["loops"],
+        "callbacks": {},
+        "optimizer_states": [opt.state_dict()],
+        "lr_schedulers": [],
+        "stacked_best": best,
+    }
+
+
+def _load_adam(
+    opt: Any, params: list[Tensor], net: Any, k: int, states: list[dict[str, Tensor]]
+) -> None:
+    for i, (p, st) in enumerate(zip(params, states, strict=True)):
+        rows, cols = net.shapes[k][i // 2]
+        idx = (k, slice(0, rows), slice(0, cols)) if i % 2 == 0 else (k, slice(0, rows))
+        s = opt.state[p]
+        s["step"][k] = st["step"]
+        s["exp_avg"][idx] = st["exp_avg"]
+        s["exp_avg_sq"][idx] = st["exp_avg_sq"]
+
+
+def _join_best(
+    best: dict[str, Any], module: StackedModule, opt: Any, k: int, ckpt: dict[str, Any]
+) -> None:
+    """Job k's best checkpoint into the module's record of each model's best."""
+    net, K = module.net, len(module.net)
+    params = net.flat_params()
+    if not best:
+        best.update(
+            score=torch.full((K,), float("nan")),
+            epoch=torch.full((K,), -1, dtype=torch.long),
+            step=torch.full((K,), -1, dtype=torch.long),
+            params=[torch.zeros_like(p) for p in params],
+            state=[{n: torch.zeros_like(v) for n, v in opt.state[p].items()} for p in params],
+            loops={},
+            metrics={},
+        )
+    state = _best_state(ckpt)
+    best["score"][k] = float(state["best_model_score"]) if state else float("nan")
+    best["epoch"][k], best["step"][k] = ckpt["epoch"], ckpt["global_step"]
+    weights = _net_state(ckpt)
+    for i, adam in enumerate(_adam(ckpt)):
+        rows, cols = net.shapes[k][i // 2]
+        idx = (k, slice(0, rows), slice(0, cols)) if i % 2 == 0 else (k, slice(0, rows))
+        best["params"][i][idx] = weights[f"{2 * (i // 2)}.{'weight' if i % 2 == 0 else 'bias'}"]
+        best["state"][i]["step"][k] = adam["step"]
+        best["state"][i]["exp_avg"][idx] = adam["exp_avg"]
+        best["state"][i]["exp_avg_sq"][idx] = adam["exp_avg_sq"]
+    best["loops"][int(ckpt["epoch"])] = ckpt["loops"]["fit_loop"]
+    best["metrics"][k] = dict(ckpt.get("metrics", {}))
