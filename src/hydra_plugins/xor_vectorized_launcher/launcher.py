@@ -3,7 +3,7 @@
 The launcher takes the batch of jobs any sweeper hands it, composes each job's config
 (`compose.py`: once per set of group choices, then the job's values), checks it as a run
 alone would, and sorts the jobs into groups that can share one computation: the same
-config but for the keys in `xor_lightning.vectorized.VARYING`. Each group (in fits of at
+config but for the keys in `xor_lightning.stacked.fit.VARYING`. Each group (in fits of at
 most `max_models_per_fit` models) is one Lightning fit of a stacked module; then every
 job's dir is written as its own run would have left it. Jobs the stacked module cannot
 train run as ordinary jobs, one after another, as the basic launcher runs them.
@@ -12,20 +12,16 @@ Hydra imports this module on every start (without registering it, so no `from __
 import annotations` here): torch and Lightning are imported in `launch`.
 """
 
-import json
 import logging
-import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
-    JobStatus,
     configure_log,
     filter_overrides,
     run_job,
@@ -38,20 +34,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Job:
-    num: int
-    overrides: list[str]
-    dir: Path
-    resolved: dict[str, Any] = field(default_factory=dict)  # the task config, resolved
-    unresolved: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None  # refused before training, as a run alone would refuse it
-    problem: str | None = None  # why it must run as a fit of its own
-    key: str = ""
-    done: JobReturn | None = None  # finished in an earlier launch of the same sweep
-    resume: Path | None = None  # interrupted in an earlier launch: its last.ckpt
 
 
 class VectorizedLauncher(Launcher):
@@ -96,15 +78,15 @@ class VectorizedLauncher(Launcher):
             ]
         finally:
             HydraConfig.instance().cfg = original
-        from xor_lightning.vectorized_run import run_jobs
+        from xor_lightning.stacked.run import run_jobs
 
         returns = run_jobs(jobs, self.settings, sweep_dir, self._run_alone)
         return [returns[job.num] for job in jobs]
 
-    def _prepare(self, num: int, overrides: list[str]) -> Job:
+    def _prepare(self, num: int, overrides: list[str]) -> Any:
         """Compose the job's config, check it, write its .hydra/ as Hydra would."""
-        from xor_lightning.vectorized import stack_key, stack_problem
-        from xor_lightning.vectorized_run import earlier
+        from xor_lightning.stacked.fit import stack_key, stack_problem
+        from xor_lightning.stacked.run import Job, earlier
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(cfg):
@@ -115,7 +97,7 @@ class VectorizedLauncher(Launcher):
             cfg.hydra.runtime.output_dir = str(job_dir.resolve())
         job = Job(num, overrides, job_dir)
         log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-        job.done, job.resume = earlier(job_dir, cfg.get("optimized_metric", "val/acc"))
+        earlier(job, cfg.get("optimized_metric", "val/acc"))
         if job.done is not None:
             return job
         HydraConfig.instance().cfg = cfg  # what run_job does, without copying the config
@@ -144,7 +126,7 @@ class VectorizedLauncher(Launcher):
         job.key = "" if job.problem else stack_key(task)
         return job
 
-    def _run_alone(self, job: Job) -> JobReturn:
+    def _run_alone(self, job: Any) -> JobReturn:
         """A job the stacked module cannot train: an ordinary run, as the basic launcher runs it."""
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
         with open_dict(cfg):
@@ -177,18 +159,3 @@ def _write_hydra_files(job_dir: Path, cfg: DictConfig, task: dict[str, Any]) -> 
     ):
         text = yaml.dump(content, Dumper=yaml.CSafeDumper, sort_keys=False, allow_unicode=True)
         (out / name).write_text(text)
-
-
-def job_return(job: Job, value: Any, status: JobStatus = JobStatus.COMPLETED) -> JobReturn:
-    ret = JobReturn(
-        overrides=job.overrides, status=status, working_dir=os.getcwd(), task_name="train"
-    )
-    ret.return_value = value if value is not None else math.nan
-    return ret
-
-
-def read_value(job_dir: Path, metric: str) -> float:
-    path = job_dir / "metrics.json"
-    if not path.is_file():
-        return math.nan
-    return float(json.loads(path.read_text()).get(metric, math.nan))

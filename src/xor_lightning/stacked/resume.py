@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xor_lightning.stacked_module import StackedModule
+from xor_lightning.stacked.checkpoints import best_state
+from xor_lightning.stacked.module import StackedModule
 
 
 def _net_state(ckpt: dict[str, Any]) -> dict[str, Tensor]:
@@ -30,18 +31,10 @@ def _adam(ckpt: dict[str, Any]) -> list[dict[str, Tensor]]:
     return [state[i] for i in sorted(state)]
 
 
-def _best_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
-    """The job's ModelCheckpoint state stored in its checkpoint, if any."""
-    for key, value in ckpt.get("callbacks", {}).items():
-        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
-            return value
-    return None
-
-
-def stacked_checkpoint(
-    module: StackedModule, ckpts: list[dict[str, Any]], ckpt_dirs: list[Path]
-) -> dict[str, Any]:
-    """A checkpoint of `module` that holds job k's `ckpts[k]` (its last.ckpt) in slice k."""
+def stacked_checkpoint(module: StackedModule, lasts: list[Path]) -> dict[str, Any]:
+    """A checkpoint of `module` that holds job k's `lasts[k]` (its last.ckpt) in slice k."""
+    ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in lasts]
+    ckpt_dirs = [p.parent for p in lasts]
     net = module.net
     opt = module.configure_optimizers()
     params = net.flat_params()
@@ -55,7 +48,7 @@ def stacked_checkpoint(
     for k, (ckpt, ckpt_dir) in enumerate(zip(ckpts, ckpt_dirs, strict=True)):
         net.load_net_state(k, _net_state(ckpt))
         _load_adam(opt, params, net, k, _adam(ckpt))
-        state = _best_state(ckpt)
+        state = best_state(ckpt)
         if state is not None:
             path = ckpt_dir / Path(state["best_model_path"]).name
             if path.is_file():
@@ -104,7 +97,7 @@ def _join_best(
             loops={},
             metrics={},
         )
-    state = _best_state(ckpt)
+    state = best_state(ckpt)
     best["score"][k] = float(state["best_model_score"]) if state else float("nan")
     best["epoch"][k], best["step"][k] = ckpt["epoch"], ckpt["global_step"]
     weights = _net_state(ckpt)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from xor_lightning.callbacks import every_n_or_last
 from xor_lightning.data import Batch
-from xor_lightning.stacked import StackedAdam, StackedMLP
+from xor_lightning.stacked.net import StackedAdam, StackedMLP
 
 log = logging.getLogger(__name__)
 

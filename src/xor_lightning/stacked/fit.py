@@ -162,9 +162,11 @@ def fit_group(
     from hydra.utils import instantiate
 
     from xor_lightning.callbacks import GracefulStop
-    from xor_lightning.stacked import StackedMLP
-    from xor_lightning.stacked_data import StackedDataModule
-    from xor_lightning.stacked_module import StackedModule
+    from xor_lightning.stacked.checkpoints import quiet_lightning
+    from xor_lightning.stacked.data import StackedDataModule
+    from xor_lightning.stacked.module import StackedModule
+    from xor_lightning.stacked.net import StackedMLP
+    from xor_lightning.stacked.resume import stacked_checkpoint
 
     first = cfgs[0]
     nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
@@ -192,18 +194,16 @@ def fit_group(
         default_root_dir=root_dir,
     )
     datamodule = StackedDataModule(list(datamodules))
-    if resume:
-        from xor_lightning.stacked_resume import stacked_checkpoint
-
-        ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in resume]
-        joined = Path(root_dir) / f".resume-{os.getpid()}.ckpt"
-        torch.save(stacked_checkpoint(module, ckpts, [p.parent for p in resume]), joined)
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=joined)
-        finally:
-            joined.unlink(missing_ok=True)
-    else:
-        trainer.fit(module, datamodule=datamodule)
+    with quiet_lightning():
+        if resume:  # an ordinary checkpoint of the stacked module, joined from the jobs' own
+            joined = Path(root_dir) / f".resume-{os.getpid()}.ckpt"
+            torch.save(stacked_checkpoint(module, resume), joined)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=joined)
+            finally:
+                joined.unlink(missing_ok=True)
+        else:
+            trainer.fit(module, datamodule=datamodule)
     params = net.flat_params()
     opt = trainer.optimizers[0]
     result = GroupResult(
@@ -225,7 +225,8 @@ def fit_group(
             with torch.no_grad():
                 for p, b in zip(params, module.best["params"], strict=True):
                     p.copy_(b)
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        with quiet_lightning():
+            trainer.test(module, datamodule=datamodule, verbose=False)
         result.tested = {k: v.cpu() for k, v in module.tested.items()}
     result.best = _to_cpu(module.best)
     result.history = {k: [(e, s, v.cpu()) for e, s, v in vs] for k, vs in module.history.items()}

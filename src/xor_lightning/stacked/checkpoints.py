@@ -1,4 +1,4 @@
-"""What each job of a vectorised fit leaves in its dir: what its own run would leave.
+"""A job's checkpoints, written by the machinery that writes a run's.
 
 Checkpoints are written by a run's own machinery, not assembled by hand: a Trainer,
 callbacks and `XORModule` built by `train.build` from the job's config, given the job's
@@ -10,8 +10,9 @@ therefore work on them.
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,6 @@ from xor_lightning.callbacks import LastCheckpoint
 log = logging.getLogger(__name__)
 
 
-def model_slice(stacked: list[Tensor], shapes: list[tuple[int, int]], k: int) -> list[Tensor]:
-    """Model k's own tensors (weights and biases in MLP order) out of stacked, padded ones."""
-    out = []
-    for i, (rows, cols) in enumerate(shapes):
-        out.append(stacked[2 * i][k, :rows, :cols].clone())
-        out.append(stacked[2 * i + 1][k, :rows].clone())
-    return out
-
-
 class CheckpointWriter:
     """A run's Trainer, built once for a group, that saves checkpoints for its jobs."""
 
@@ -43,10 +35,13 @@ class CheckpointWriter:
 
         c = OmegaConf.create(cfg)
         c.logger = None
-        c.trainer.limit_val_batches = 0
-        self.trainer, module, datamodule = build(c)
+        # On the CPU: it may run in a forked process, where CUDA cannot start again.
+        c.trainer.update(limit_val_batches=0, accelerator="cpu", devices=1)
+        with quiet_lightning():
+            self.trainer, module, datamodule = build(c)
         # Attaches the module and the datamodule as a run's fit does; runs no batch.
-        self.trainer.validate(module, datamodule=datamodule, verbose=False)
+        with quiet_lightning():
+            self.trainer.validate(module, datamodule=datamodule, verbose=False)
         cbs = self.trainer.callbacks
         self.best_cb = next((cb for cb in cbs if isinstance(cb, ModelCheckpoint)), None)
         self.last_cb = next((cb for cb in cbs if isinstance(cb, LastCheckpoint)), None)
@@ -120,5 +115,29 @@ def best_filename(cfg: dict[str, Any], epoch: int, step: int) -> str:
     return fmt.format_checkpoint_name({"epoch": epoch, "step": step})
 
 
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(content, indent=2) + "\n")
+def best_path_in(last: Path) -> Path | None:
+    """The best checkpoint a job's `last.ckpt` names (its ModelCheckpoint state)."""
+    state = best_state(torch.load(last, map_location="cpu", weights_only=True))
+    return Path(state["best_model_path"]) if state else None
+
+
+def best_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The ModelCheckpoint state stored in a run's checkpoint, if it has a best."""
+    for key, value in ckpt.get("callbacks", {}).items():
+        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+            return value
+    return None
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO lines (GPU available, ...), which a run sends to its train.log only."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

@@ -1,0 +1,194 @@
+"""What each job of a stacked fit leaves in its dir: what its own run would have left.
+
+`checkpoints/` (best and last, written by a run's own Trainer: `checkpoints.py`),
+`metrics.json`, `job.json`, `train.log` and TensorBoard curves, from the job's slice of
+the group's results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename, best_path_in
+from xor_lightning.stacked.fit import GroupResult
+
+log = logging.getLogger(__name__)
+CURVES = ("train/loss", "train/acc", "val/loss", "val/acc")
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def record_job(job: Any, fields: dict[str, Any]) -> None:
+    """`job.json`, as `train.sweep_job` writes it for a job of any other launcher."""
+    job.dir.mkdir(parents=True, exist_ok=True)
+    record = {"job": job.num, "overrides": job.overrides, "status": "ok", "error": None}
+    record.update(fields)
+    record.update(threads=torch.get_num_threads(), slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+    write_json(job.dir / "job.json", record)
+
+
+def model_slice(stacked: list[Tensor], shapes: list[tuple[int, int]], k: int) -> list[Tensor]:
+    """Model k's own tensors (weights and biases in MLP order) out of stacked, padded ones."""
+    out = []
+    for i, (rows, cols) in enumerate(shapes):
+        out.append(stacked[2 * i][k, :rows, :cols].clone())
+        out.append(stacked[2 * i + 1][k, :rows].clone())
+    return out
+
+
+def adam_slice(
+    stacked: list[dict[str, Tensor]], shapes: list[tuple[int, int]], k: int
+) -> list[dict[str, Tensor]]:
+    """Model k's Adam state per parameter, shaped as its own optimizer holds it."""
+    avg = model_slice([s["exp_avg"] for s in stacked], shapes, k)
+    sq = model_slice([s["exp_avg_sq"] for s in stacked], shapes, k)
+    return [
+        {"step": s["step"][k].clone(), "exp_avg": a, "exp_avg_sq": q}
+        for s, a, q in zip(stacked, avg, sq, strict=True)
+    ]
+
+
+def at_epoch(
+    result: GroupResult, key: str, k: int, epoch: int, before: bool = False
+) -> float | None:
+    """Model k's latest value of `key` logged at `epoch` (or before it)."""
+    value = None
+    for e, _step, v in result.history.get(key, []):
+        if e < epoch or (e == epoch and not before):
+            value = float(v[k])
+    return value
+
+
+_GROUP: tuple[list[Any], GroupResult, dict[str, Any]] | None = None  # for forked writers
+
+
+def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], workers: int) -> None:
+    """Every job's dir, written by up to `workers` processes (forked: they share `result`)."""
+    global _GROUP
+    workers = min(workers, len(jobs) // 64)  # a process costs ~0.3 s to start: worth it for many
+    if workers <= 1:
+        _write_range((0, len(jobs)), (jobs, result, info))
+        return
+    import multiprocessing
+
+    _GROUP = (jobs, result, info)
+    bounds = [(i, min(i + 64, len(jobs))) for i in range(0, len(jobs), 64)]
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            pool.map(_write_range, bounds, chunksize=1)
+    finally:
+        _GROUP = None
+
+
+def _write_range(bounds: tuple[int, int], group: tuple | None = None) -> None:
+    jobs, result, info = group or _GROUP  # type: ignore[misc]
+    if group is None:
+        torch.set_num_threads(1)  # a forked worker: the parent's thread pool is not its own
+    writer = CheckpointWriter(jobs[0].resolved)
+    for k in range(*bounds):
+        write_job(jobs[k], k, result, writer, info)
+
+
+def write_job(
+    job: Any, k: int, result: GroupResult, writer: CheckpointWriter, info: dict[str, Any]
+) -> None:
+    """Job k's checkpoints, metrics.json, job.json and train.log."""
+    cfg, shapes = job.resolved, result.net.shapes[k]
+    ckpt_dir = Path(cfg["paths"]["ckpt_dir"])
+    final = max(result.epoch - 1, 0)
+    latest = {key: at_epoch(result, key, k, final) for key in CURVES}
+    latest = {key: v for key, v in latest.items() if v is not None}
+    best = None
+    if result.best and int(result.best["epoch"][k]) >= 0:
+        epoch, step = int(result.best["epoch"][k]), int(result.best["step"][k])
+        path, score = ckpt_dir / best_filename(cfg, epoch, step), float(result.best["score"][k])
+        # What the best checkpoint's ModelCheckpoint saw: this validation, the epoch before's training.
+        seen = {
+            key: at_epoch(result, key, k, epoch, before=key.startswith("train/")) for key in CURVES
+        }
+        seen = result.best["metrics"].get(k) or {key: v for key, v in seen.items() if v is not None}
+        writer.load(
+            cfg,
+            model_slice(result.best["params"], shapes, k),
+            adam_slice(result.best["state"], shapes, k),
+        )
+        writer.save(path, result.best["loops"][epoch], seen, (path, score, score))
+        best = (path, score, seen)
+        old = best_path_in(job.resume) if job.resume is not None else None
+        if old is not None and old.name != path.name:  # the best from before a resume, replaced
+            (ckpt_dir / old.name).unlink(missing_ok=True)
+    monitor = writer.best_cb.monitor if writer.best_cb is not None else None
+    current = latest.get(monitor, best[1] if best else math.nan) if monitor else math.nan
+    writer.load(cfg, model_slice(result.last, shapes, k), adam_slice(result.last_state, shapes, k))
+    writer.save(
+        ckpt_dir / "last.ckpt", result.loops, latest, (best[0], best[1], current) if best else None
+    )
+
+    record: dict[str, Any] = {"wall_s": info["fit_s"], "vectorized": info}
+    failed_epoch, failed_step = (int(v) for v in result.failed_at[k])
+    if result.signal is not None:
+        record["status"] = "interrupted"
+    elif failed_epoch >= 0:
+        record["status"] = "failed"
+        record["error"] = (
+            f"NonFiniteLossError: the loss became {float(result.failed_loss[k]):g} at epoch "
+            f"{failed_epoch}, optimizer step {failed_step}: this model stopped there, the others "
+            "went on; last.ckpt and the best checkpoint hold its last good state "
+            "(try a smaller model.optimizer.lr)"
+        )
+    else:
+        metrics = {
+            "train/loss": latest.get("train/loss", math.nan),
+            "val/loss": best[2].get("val/loss", math.nan) if best else math.nan,
+            "val/acc": best[2].get("val/acc", math.nan) if best else math.nan,
+            "test/loss": float(result.tested["test/loss"][k]),
+            "test/acc": float(result.tested["test/acc"][k]),
+        }
+        write_json(job.dir / "metrics.json", metrics)
+    if best:
+        record["best_epoch"] = int(result.best["epoch"][k])
+    record_job(job, record)
+    _train_log(job, k, result, info, best, record)
+
+
+def _train_log(
+    job: Any, k: int, result: GroupResult, info: dict[str, Any], best: Any, record: dict[str, Any]
+) -> None:
+    """`train.log`: the lines a run alone logs, from the job's slice of the fit."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    n_params = sum(rows * cols + rows for rows, cols in result.net.shapes[k])
+    lines = [
+        f"model: MLP, {n_params} learnable parameters",
+        f"run dir: {job.dir}",
+        f"trained in one fit of {info['models']} models (hydra/launcher=vectorized, group {info['group']})",
+    ]
+    every = (job.resolved.get("callbacks") or {}).get("epoch_printer", {}) or {}
+    every = every.get("every_n_epochs", 100)
+    for e, _step, v in result.history.get("train/loss", []):
+        if every > 0 and (e % every == 0 or e == result.epoch - 1):
+            values = {key: at_epoch(result, key, k, e) for key in CURVES}
+            lines.append(
+                f"epoch {e:4d}  "
+                + "  ".join(f"{key} {x:.4f}" for key, x in values.items() if x is not None)
+            )
+    if record.get("status", "ok") == "ok" and best:
+        lines.append(
+            f"best val/acc {best[2].get('val/acc', math.nan):.4f} ({best[0].name})  "
+            f"test/acc {float(result.tested['test/acc'][k]):.4f}  test/loss {float(result.tested['test/loss'][k]):.4f}"
+        )
+    elif record.get("error"):
+        lines.append(f"error: {record['error']}")
+    text = "".join(f"[{stamp}][xor_lightning.train][INFO] {line}\n" for line in lines)
+    with open(job.dir / "train.log", "a") as f:
+        f.write(text)
