@@ -143,9 +143,9 @@ def write_job(
         record["status"] = "failed"
         record["error"] = (
             f"NonFiniteLossError: the loss became {float(result.failed_loss[k]):g} at epoch "
-            f"{failed_epoch}, optimizer step {failed_step}: this model stopped there, the others "
-            "went on; last.ckpt and the best checkpoint hold its last good state "
-            "(try a smaller model.optimizer.lr)"
+            f"{failed_epoch}, optimizer step {failed_step}: this model stopped there (last.ckpt "
+            "holds the weights it stopped with, the best checkpoint its best before), the "
+            "others went on (try a smaller model.optimizer.lr)"
         )
     else:
         metrics = {

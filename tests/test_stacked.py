@@ -1,0 +1,190 @@
+"""The stacked computation and the launcher's composition, checked against their originals."""
+
+import copy
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
+from xor_lightning.config import CONF_DIR
+from xor_lightning.data import make_xor
+from xor_lightning.model import MLP
+from xor_lightning.seeds import success_rates, wilson
+from xor_lightning.stacked.fit import init_net, stack_key, stack_problem
+from xor_lightning.stacked.net import StackedAdam, StackedMLP
+from xor_lightning.train import build
+
+# (hidden, activation, lr, betas, eps, weight_decay, data seed)
+SPECS = [
+    (8, "tanh", 0.05, (0.9, 0.999), 1e-8, 0.0, 1),
+    (2, "relu", 0.01, (0.8, 0.99), 1e-6, 0.0, 2),
+    (5, "sigmoid", 0.1, (0.9, 0.999), 1e-8, 0.01, 3),
+    (8, "gelu", 0.2, (0.95, 0.9), 1e-4, 0.1, 4),
+    (1, "tanh", 0.05, (0.9, 0.999), 1e-8, 0.0, 5),
+]
+
+
+def _hyper(specs):
+    t = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
+    return dict(lr=t([s[2] for s in specs]), beta1=t([s[3][0] for s in specs]),
+                beta2=t([s[3][1] for s in specs]), eps=t([s[4] for s in specs]),
+                weight_decay=t([s[5] for s in specs]))  # fmt: skip
+
+
+@pytest.mark.parametrize("decoupled", [False, True], ids=["Adam", "AdamW"])
+def test_stacked_models_train_as_each_alone_would(decoupled):
+    """Ten Adam steps of five different MLPs, stacked, against torch's Adam on each alone."""
+    nets, alone = [], []
+    for hidden, act, lr, betas, eps, wd, seed in SPECS:
+        torch.manual_seed(seed)
+        nets.append(MLP(hidden=hidden, activation=act))
+        net = copy.deepcopy(nets[-1])
+        X, y = make_xor(400, 0.1, seed, 0)
+        kind = torch.optim.AdamW if decoupled else torch.optim.Adam
+        opt = kind(net.parameters(), lr=lr, betas=betas, eps=eps, weight_decay=wd, fused=True)
+        for _ in range(10):
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(net(X), y).backward()
+            opt.step()
+        alone.append(net)
+    stacked = StackedMLP(nets, [s[1] for s in SPECS])
+    opt = StackedAdam(stacked.flat_params(), decoupled=decoupled, **_hyper(SPECS))
+    X = torch.stack([make_xor(400, 0.1, s[6], 0)[0] for s in SPECS])
+    y = torch.stack([make_xor(400, 0.1, s[6], 0)[1] for s in SPECS])
+    for _ in range(10):
+        opt.zero_grad()
+        losses = F.binary_cross_entropy_with_logits(stacked(X), y, reduction="none")
+        losses.mean(dim=(1, 2)).sum().backward()
+        opt.step()
+    for k, net in enumerate(alone):
+        mine = stacked.net_state(k)
+        for name, value in net.state_dict().items():
+            assert mine[name].shape == value.shape
+            torch.testing.assert_close(mine[name], value, atol=1e-5, rtol=0)
+    # the padding of the narrow nets is exactly zero still, weights and outputs alike
+    assert (
+        stacked.weights[0][4, 1:].abs().sum() == 0 and stacked.weights[1][4, :, 1:].abs().sum() == 0
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(stacked(X)[1], alone[1](X[1]), atol=1e-6, rtol=0)
+
+
+def test_a_frozen_model_keeps_its_weights_and_state():
+    nets = [MLP(hidden=3), MLP(hidden=3)]
+    stacked = StackedMLP(nets, ["tanh", "tanh"])
+    opt = StackedAdam(stacked.flat_params(), **_hyper(SPECS[:2]))
+    X, y = torch.randn(2, 50, 2), (torch.rand(2, 50, 1) > 0.5).float()
+    opt.alive = torch.tensor([True, False])
+    before = [p.detach().clone() for p in stacked.flat_params()]
+    for _ in range(3):
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(stacked(X), y).backward()
+        opt.step()
+    for p, b in zip(stacked.flat_params(), before, strict=True):
+        assert torch.equal(p[1], b[1]) and not torch.equal(p[0], b[0])
+    assert opt.state[stacked.weights[0]]["step"].tolist() == [3.0, 0.0]
+
+
+def test_initial_weights_are_drawn_as_the_run_alone_draws_them(make_cfg):
+    for overrides in (("seed=7",), ("seed=123", "model.hidden=3", "model.activation=relu")):
+        cfg = make_cfg(*overrides)
+        _, module, _ = build(cfg)
+        net, _ = init_net(OmegaConf.to_container(cfg, resolve=True))
+        for a, b in zip(net.parameters(), module.net.parameters(), strict=True):
+            assert torch.equal(a, b)  # bitwise
+
+
+def test_jobs_that_may_share_a_fit_and_those_that_may_not(make_cfg):
+    def key(*overrides):
+        return stack_key(OmegaConf.to_container(make_cfg(*overrides), resolve=False))
+
+    assert key("seed=1", "model.hidden=2", "model.optimizer.lr=0.1", "data.noise=0.2") == key()
+    assert key("model.activation=relu", "+model.optimizer.eps=1e-6") == key()
+    assert key("data.batch_size=64") != key()
+    assert key("trainer.max_epochs=10") != key()
+    plain = lambda *o: OmegaConf.to_container(make_cfg(*o), resolve=True)  # noqa: E731
+    assert stack_problem(plain()) is None
+    assert "SGD" in stack_problem(plain("model.optimizer._target_=torch.optim.SGD"))
+    assert "amsgrad" in stack_problem(plain("+model.optimizer.amsgrad=true"))
+
+
+@pytest.fixture
+def loader():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        yield GlobalHydra.instance().config_loader()
+
+
+JOBS = [
+    ["seed=3"],
+    ["model.hidden=4", "model.optimizer.lr=0.01", "seed=9"],
+    ["data=moons", "seed=2"],  # a group choice: composed by Hydra, then values set
+    ["data.batch_size=null", "model.activation=relu", "trainer.max_epochs=7"],
+    ["+trainer.deterministic=true", "seed=1"],  # an addition
+    ["hydra.job.chdir=false", "data.noise=0.25"],
+    ["experiment=noisy", "+model.optimizer.betas=[0.8,0.9]", "trainer.devices=[0]"],  # lists
+    ["paths.output_dir='a b'", "trainer.accelerator=cpu"],  # a quoted string
+]
+
+
+@pytest.mark.parametrize("overrides", JOBS, ids=[" ".join(j) for j in JOBS])
+def test_fast_composition_equals_hydras(loader, overrides):
+    master = loader.load_configuration(
+        "train", overrides=["model.hidden=2,8"], run_mode=RunMode.MULTIRUN
+    )
+    fast = FastSweepConfigLoader(loader)
+    fast.load_sweep_config(master, ["seed=0"])  # a first job: the composition is cached
+    mine = fast.load_sweep_config(master, overrides)
+    theirs = loader.load_sweep_config(master, overrides)
+    assert OmegaConf.to_container(mine) == OmegaConf.to_container(theirs)
+    if not any(o.startswith("paths.") for o in overrides):
+        theirs.hydra.runtime.output_dir = mine.hydra.runtime.output_dir = "/tmp/x"
+        from hydra.core.hydra_config import HydraConfig
+
+        for cfg in (mine, theirs):
+            HydraConfig.instance().set_config(cfg)
+        resolved = [OmegaConf.to_container(c.model, resolve=True) for c in (mine, theirs)]
+        assert resolved[0] == resolved[1]
+
+
+def test_a_bad_key_fails_as_hydra_fails(loader):
+    from hydra.errors import ConfigCompositionException
+
+    master = loader.load_configuration("train", overrides=[], run_mode=RunMode.MULTIRUN)
+    with pytest.raises(ConfigCompositionException, match="Could not override 'model.hiden'"):
+        FastSweepConfigLoader(loader).load_sweep_config(master, ["model.hiden=4"])
+
+
+def test_wilson_interval_by_hand():
+    # 0 of 10: the upper end is z²/(n + z²) = 3.8415 / 13.8415
+    assert wilson(0, 10) == (0.0, pytest.approx(0.27754, abs=1e-5))
+    # 5 of 10: centre 0.5, half-width z·sqrt(0.025 + z²/400)/(1 + z²/10) = 0.2634
+    low, high = wilson(5, 10)
+    assert low == pytest.approx(0.23659, abs=1e-5) and high == pytest.approx(0.76341, abs=1e-5)
+    assert wilson(10, 10)[1] == pytest.approx(1.0) and wilson(10, 10)[1] <= 1.0
+
+
+def test_success_rates_count_failed_and_missing_jobs_as_not_learned(tmp_path):
+    rows = [  # width 2: one learned, one below 0.95, one failed; width 1: none reported
+        ("ok", "seed=0 model.hidden=2", "0.96"),
+        ("ok", "seed=1 model.hidden=2", "0.90"),
+        ("failed", "seed=2 model.hidden=2", ""),
+        ("ok", "seed=0 model.hidden=8", "0.95"),
+    ]
+    with open(tmp_path / "summary.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["job", "status", "overrides", "test/acc"])
+        w.writerows((i, *r) for i, r in enumerate(rows))
+    table = {r["hidden"]: r for r in success_rates(tmp_path / "summary.csv", seeds=3)}
+    assert (table[2]["learned"], table[2]["seeds"]) == (1, 3)
+    assert table[2]["rate"] == pytest.approx(1 / 3)
+    assert (table[8]["learned"], table[1]["learned"]) == (1, 0)
+    assert (table[2]["ci_low"], table[2]["ci_high"]) == pytest.approx(wilson(1, 3))
+    assert not math.isnan(table[1]["ci_high"])

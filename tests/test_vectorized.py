@@ -1,0 +1,168 @@
+"""`hydra/launcher=vectorized`: every job of a stacked fit is the run it would be alone."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import cli, compose_train, load, wait_for
+from xor_lightning.train import train
+
+VEC = "hydra/launcher=vectorized"
+
+
+def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    proc = cli("train", "-m", VEC, "logger=none", *args, cwd=cwd, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def summary(sweep_dir: Path) -> dict[str, dict]:
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        return {r["job"]: r for r in csv.DictReader(f)}
+
+
+def alone(tmp_path: Path, job_dir: Path) -> dict:
+    """The job's own overrides run as a single run, in-process: its metrics and checkpoint."""
+    overrides = json.loads((job_dir / "job.json").read_text())["overrides"]
+    out = tmp_path / "alone" / job_dir.name
+    metrics = train(compose_train(*overrides, f"paths.output_dir={out}"))
+    return {"metrics": metrics, "last": load(out / "checkpoints" / "last.ckpt"), "dir": out}
+
+
+def same_structure(a, b, path=""):
+    """The same keys, types and tensor shapes all the way down (values aside)."""
+    if isinstance(a, dict):
+        keys = {k for k in a if "dir" not in str(k) and "/" not in str(k)}
+        assert keys == {k for k in b if "dir" not in str(k) and "/" not in str(k)}, path
+        for k in keys:
+            same_structure(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype, path
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same_structure(x, y, f"{path}[{i}]")
+    else:
+        assert type(a) is type(b), path
+
+
+@pytest.mark.slow
+def test_after_ten_steps_every_job_has_the_weights_of_its_run_alone(tmp_path):
+    """Widths, activations and data seeds differ inside a fit; full batch and shuffled
+    mini-batches (64 of 400 points) make two groups."""
+    d = tmp_path / "s"
+    proc = sweep("seed=1,2", "model.hidden=3,8", "model.activation=tanh,sigmoid",
+                 "data.batch_size=null,64", "model.optimizer.lr=0.1", "+trainer.max_steps=10",
+                 "trainer.check_val_every_n_epoch=1",
+                 "callbacks.boundary_plot=null", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "16 jobs in 2 group(s)" in log and "apart from group 0 by: data.batch_size" in log
+    for job in sorted(d.glob("[0-9]*")):
+        ref = alone(tmp_path, job)
+        last = load(job / "checkpoints" / "last.ckpt")
+        assert last["global_step"] == ref["last"]["global_step"] == 10
+        for name, value in ref["last"]["state_dict"].items():
+            torch.testing.assert_close(last["state_dict"][name], value, atol=1e-5, rtol=0)
+        same_structure(last, ref["last"])  # a run's own checkpoint, key for key
+        assert last["loops"] == ref["last"]["loops"]
+        assert last["hyper_parameters"]["model"] == ref["last"]["hyper_parameters"]["model"]
+        best = next((job / "checkpoints").glob("best-*.ckpt"))
+        assert best.name == next((ref["dir"] / "checkpoints").glob("best-*.ckpt")).name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """Four 150-epoch jobs, left alone: the results a vectorised sweep must give."""
+    tmp = tmp_path_factory.mktemp("ref")
+    d = tmp / "s"
+    sweep("model.hidden=3,8", "model.activation=tanh,relu", "trainer.max_epochs=150",
+          f"hydra.sweep.dir={d}", cwd=tmp)  # fmt: skip
+    return d
+
+
+@pytest.mark.slow
+def test_results_equal_those_of_the_runs_alone(reference, tmp_path):
+    for job in sorted(reference.glob("[0-9]*")):
+        mine = json.loads((job / "metrics.json").read_text())
+        ref = alone(tmp_path, job)["metrics"]
+        for key in ("val/acc", "test/acc"):
+            assert abs(mine[key] - ref[key]) <= 0.01, (job.name, key)
+        for key in ("val/loss", "test/loss", "train/loss"):
+            assert mine[key] == pytest.approx(ref[key], abs=0.01)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_job_then_each_resumes(reference, tmp_path):
+    d = tmp_path / "s"
+    args = [sys.executable, "-m", "xor_lightning.train", "-m", VEC, "logger=none",
+            "model.hidden=3,8", "model.activation=tanh,relu", "trainer.max_epochs=150",
+            f"hydra.sweep.dir={d}"]  # fmt: skip
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        wait_for(d / "0" / ".hydra", proc)
+        while "epoch    0" not in log.read_text():
+            assert proc.poll() is None
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    rows = summary(d)
+    assert {r["status"] for r in rows.values()} == {"interrupted"}
+    steps = {load(j / "checkpoints" / "last.ckpt")["global_step"] for j in d.glob("[0-9]*")}
+    assert len(steps) == 1 and 0 < steps.pop() < 150  # every job at the same epoch
+    # one job alone, then the whole sweep: the others continue, the finished one is kept
+    resumed = cli("train", f"resume={d / '1'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    kept = (d / "1" / "metrics.json").read_text()
+    proc = sweep("model.hidden=3,8", "model.activation=tanh,relu", "trainer.max_epochs=150",
+                 f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+    assert "1 job(s) finished in an earlier launch of this sweep: kept" in proc.stderr + proc.stdout
+    assert (d / "1" / "metrics.json").read_text() == kept
+    for job in sorted(d.glob("[0-9]*")):
+        mine = json.loads((job / "metrics.json").read_text())
+        ref = json.loads((reference / job.name / "metrics.json").read_text())
+        assert abs(mine["val/acc"] - ref["val/acc"]) <= 0.01
+        assert abs(mine["test/acc"] - ref["test/acc"]) <= 0.01
+        assert len(list((job / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert {r["status"] for r in summary(d).values()} == {"ok"}
+
+
+@pytest.mark.slow
+def test_failures_stay_with_their_job(tmp_path):
+    """A diverging job stops alone, a bad value is refused in its row, an optimizer the
+    stacked module does not have runs as a fit of its own; the rest train as usual."""
+    d = tmp_path / "s"
+    proc = sweep("model.optimizer.lr=0.05,1e38,-1",
+                 "model.optimizer._target_=torch.optim.Adam,torch.optim.SGD",
+                 "trainer.max_epochs=20", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+    by = {}
+    for r in summary(d).values():
+        o = dict(x.split("=", 1) for x in r["overrides"].split())
+        by[(o["model.optimizer.lr"], o["model.optimizer._target_"].rsplit(".", 1)[1])] = r
+    ok, nan = by[("0.05", "Adam")], by[("1e+38", "Adam")]
+    assert ok["status"] == "ok" and nan["status"] == "failed"
+    assert "the loss became nan at epoch 1, optimizer step 2" in nan["error"]
+    assert load(d / nan["job"] / "checkpoints" / "last.ckpt")["global_step"] == 20
+    for opt in ("Adam", "SGD"):
+        refused = by[("-1", opt)]
+        assert refused["status"] == "failed" and not refused["val/acc"]
+        assert "model.optimizer.lr=-1 is not allowed: use a number > 0" in refused["error"]
+    assert by[("0.05", "SGD")]["status"] == "ok" and by[("1e+38", "SGD")]["status"] == "failed"
+    log = proc.stdout + proc.stderr
+    assert "runs as a fit of its own: model.optimizer._target_=torch.optim.SGD" in log
+    ref = alone(tmp_path, d / ok["job"])["metrics"]
+    assert float(ok["val/acc"]) == pytest.approx(ref["val/acc"], abs=0.01)
+
+
+def test_ddp_is_refused_in_one_line(tmp_path):
+    proc = cli("train", "-m", VEC, "trainer=ddp", "seed=1,2", f"hydra.sweep.dir={tmp_path}/s",
+               cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: trainer.strategy=ddp")
+    assert "Traceback" not in proc.stderr
