@@ -1,12 +1,16 @@
-"""An 8-job sweep with Hydra's basic launcher (one job after another, in one process) vs
-`hydra/launcher=joblib` (jobs in parallel worker processes, each with its share of the
-CPU threads). Alternated, medians of the wall times; the table goes to
-outputs/bench/sweep-latest.md.
+"""A seed sweep of the default run (401 epochs, outputs included), by launcher.
+
+- `hydra/launcher=vectorized`: the whole N-job sweep, timed.
+- the basic launcher (one job after another, one process) and joblib (worker processes):
+  N jobs would take too long, so each is timed on a small and a larger sweep, alternated,
+  and projected to N as (time of the small sweep) + (N - small) x (cost of one more job).
+The table goes to outputs/bench/sweep-latest.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,40 +23,65 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench import machine  # noqa: E402
 
-GRID = "model.hidden=1,2,3,4,5,6,7,8"
 
-
-def sweep(launcher: list[str], sweep_dir: str) -> float:
-    cmd = [sys.executable, "-m", "xor_lightning.train", "-m", GRID, *launcher,
-           f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+def sweep(n: int, launcher: list[str], sweep_dir: Path, extra: list[str]) -> float:
+    cmd = [sys.executable, "-m", "xor_lightning.train", "-m", f"seed=range({n})", *launcher,
+           f"hydra.sweep.dir={sweep_dir}", *extra]  # fmt: skip
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
+def disk(path: Path) -> tuple[int, float]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files) / 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=1024, help="the sweep's size")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--small", type=int, default=2, help="the small sweep of the projection")
+    parser.add_argument("--large", type=int, default=6, help="the larger sweep of the projection")
+    parser.add_argument("--accelerator", default="cpu")
     args = parser.parse_args()
-    sides = {
-        "basic launcher (sequential)": [],
-        "joblib launcher (parallel)": ["hydra/launcher=joblib"],
-    }
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
-            for name, launcher in sides.items():
-                times[name].append(sweep(launcher, f"{tmp}/{len(times[name])}-{name[:5]}"))
-                print(f"{name}: {times[name][-1]:.1f} s", flush=True)
-    base = statistics.median(times["basic launcher (sequential)"])
+    extra = [f"trainer.accelerator={args.accelerator}"]
+    launchers = {"basic": [], "joblib": ["hydra/launcher=joblib"]}
+    times: dict[tuple[str, int], list[float]] = {}
+    vec: list[float] = []
+    with tempfile.TemporaryDirectory(dir=REPO / "outputs") as tmp:
+        for r in range(args.repeats):
+            for name, launcher in launchers.items():
+                for n in (args.small, args.large):
+                    t = sweep(n, launcher, Path(tmp) / f"{name}-{n}-{r}", extra)
+                    times.setdefault((name, n), []).append(t)
+                    print(f"{name}, {n} jobs: {t:.1f} s", flush=True)
+            d = Path(tmp) / f"vectorized-{r}"
+            vec.append(sweep(args.jobs, ["hydra/launcher=vectorized"], d, extra))
+            files, mb = disk(d)
+            print(f"vectorized, {args.jobs} jobs: {vec[-1]:.1f} s ({files} files, {mb:.0f} MB)",
+                  flush=True)  # fmt: skip
+            if r < args.repeats - 1:
+                shutil.rmtree(d)
+    n, small, large = args.jobs, args.small, args.large
+    vec_s = statistics.median(vec)
+    rows = []
+    for name in launchers:
+        t_small = statistics.median(times[(name, small)])
+        per_job = (statistics.median(times[(name, large)]) - t_small) / (large - small)
+        projected = t_small + (n - small) * per_job
+        rows.append((name, f"{per_job:.2f}", f"{projected:.0f} (projected)", projected / vec_s))
+    rows.append(("vectorized", f"{vec_s / n * 1000:.1f} ms", f"{vec_s:.1f} (measured)", 1.0))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    lines = [f"8-job sweep (`{GRID}`, the default 401-epoch run each), {stamp}, "
-             f"medians of {args.repeats} alternated runs", "", f"Machine: {machine()}", "",
-             "| launcher | wall time (s) | speedup |", "| --- | ---: | ---: |"]  # fmt: skip
-    for name, ts in times.items():
-        lines.append(
-            f"| {name} | {statistics.median(ts):.1f} | {base / statistics.median(ts):.2f}x |"
-        )
+    lines = [f"{n}-job seed sweep (`seed=range({n})`, the default 401-epoch run each, outputs "
+             f"included, `trainer.accelerator={args.accelerator}`), {stamp}, medians of "
+             f"{args.repeats} alternated runs", "", f"Machine: {machine()}", "",
+             f"Vectorised sweep's output: {files} files, {mb:.0f} MB.", "",
+             "| launcher | cost of one more job (s) | N jobs (s) | vectorised is |",
+             "| --- | ---: | ---: | ---: |"]  # fmt: skip
+    for name, per_job, total, ratio in rows:
+        lines.append(f"| {name} | {per_job} | {total} | {ratio:.0f}x faster |"
+                     if name != "vectorized" else f"| {name} | {per_job} | {total} | |")  # fmt: skip
     table = "\n".join(lines) + "\n"
     out = REPO / "outputs" / "bench"
     out.mkdir(parents=True, exist_ok=True)

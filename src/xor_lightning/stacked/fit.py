@@ -153,11 +153,15 @@ def _hyper(cfgs: list[dict[str, Any]], decoupled: bool) -> dict[str, Tensor]:
 
 
 def fit_group(
-    cfgs: list[dict[str, Any]], root_dir: str, resume: list[Path] | None = None
+    cfgs: list[dict[str, Any]],
+    root_dir: str,
+    resume: list[Path] | None = None,
+    callbacks: list[Any] = (),
 ) -> GroupResult:
     """Train the jobs whose resolved configs are `cfgs` as one fit; test each best model.
 
     `resume`: the jobs' own `last.ckpt` files (all saved at the same step) to continue from.
+    `callbacks`: more Lightning callbacks for the fit (they may call `snapshot`).
     """
     from hydra.utils import instantiate
 
@@ -181,20 +185,20 @@ def fit_group(
         monitor=best_cfg.get("monitor", "val/acc"),
         mode=best_cfg.get("mode", "max"),
     )
-    printer = _get(first, "callbacks.epoch_printer") or {}
-    module.print_every_n_epochs = printer.get("every_n_epochs", 100)
-    stop = GracefulStop()
-    callbacks = [stop]
-    trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
-    trainer = instantiate(
-        trainer_cfg,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        default_root_dir=root_dir,
+    module.print_every_n_epochs = (_get(first, "callbacks.epoch_printer") or {}).get(
+        "every_n_epochs", 100
     )
+    stop = GracefulStop()
+    trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
     datamodule = StackedDataModule(list(datamodules))
     with quiet_lightning():
+        trainer = instantiate(
+            trainer_cfg,
+            callbacks=[stop, *callbacks],
+            logger=False,
+            enable_checkpointing=False,
+            default_root_dir=root_dir,
+        )
         if resume:  # an ordinary checkpoint of the stacked module, joined from the jobs' own
             joined = Path(root_dir) / f".resume-{os.getpid()}.ckpt"
             torch.save(stacked_checkpoint(module, resume), joined)
@@ -204,33 +208,37 @@ def fit_group(
                 joined.unlink(missing_ok=True)
         else:
             trainer.fit(module, datamodule=datamodule)
-    params = net.flat_params()
+    result = snapshot(trainer, module)
+    result.signal = stop.signal
+    if stop.signal is None:
+        if module.best:  # the best weights are what is tested, as in a run alone
+            with torch.no_grad():
+                for p, b in zip(net.flat_params(), module.best["params"], strict=True):
+                    p.copy_(b)
+        with quiet_lightning():
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        result.tested = {k: v.cpu() for k, v in module.tested.items()}
+    return result
+
+
+def snapshot(trainer: Any, module: Any) -> GroupResult:
+    """The group's state now, on the CPU: what its jobs' outputs are written from."""
+    params = module.net.flat_params()
     opt = trainer.optimizers[0]
-    result = GroupResult(
+    return GroupResult(
         last=[p.detach().cpu().clone() for p in params],
         last_state=[{k: v.cpu().clone() for k, v in opt.state[p].items()} for p in params],
         loops=trainer.fit_loop.state_dict(),
         epoch=trainer.current_epoch,
         global_step=trainer.global_step,
-        best=module.best,
-        history=module.history,
+        best=_to_cpu(module.best),
+        history={k: [(e, s, v.cpu()) for e, s, v in vs] for k, vs in module.history.items()},
         tested={},
         failed_at=module.failed_at.cpu(),
         failed_loss=module.failed_loss.cpu(),
-        signal=stop.signal,
-        net=net,
+        signal=None,
+        net=module.net,
     )
-    if stop.signal is None:
-        if module.best:  # the best weights are what is tested, as in a run alone
-            with torch.no_grad():
-                for p, b in zip(params, module.best["params"], strict=True):
-                    p.copy_(b)
-        with quiet_lightning():
-            trainer.test(module, datamodule=datamodule, verbose=False)
-        result.tested = {k: v.cpu() for k, v in module.tested.items()}
-    result.best = _to_cpu(module.best)
-    result.history = {k: [(e, s, v.cpu()) for e, s, v in vs] for k, vs in module.history.items()}
-    return result
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
 from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename, best_path_in
-from xor_lightning.stacked.fit import GroupResult
+from xor_lightning.stacked.fit import GroupResult, snapshot
 
 log = logging.getLogger(__name__)
 CURVES = ("train/loss", "train/acc", "val/loss", "val/acc")
@@ -91,6 +92,19 @@ def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], work
         _GROUP = None
 
 
+class PeriodicSave(L.Callback):
+    """Every job's checkpoints every `every_n_epochs` epochs, for crash safety (a sweep
+    killed outright then resumes from them); by default only the end of a fit saves them."""
+
+    def __init__(self, jobs: list[Any], every_n_epochs: int, workers: int) -> None:
+        self.jobs, self.every_n_epochs, self.workers = jobs, every_n_epochs, workers
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            info = {"group": -1, "models": len(self.jobs), "fit_s": 0.0, "final": False}
+            write_group(self.jobs, snapshot(trainer, pl_module), info, self.workers)
+
+
 def _write_range(bounds: tuple[int, int], group: tuple | None = None) -> None:
     jobs, result, info = group or _GROUP  # type: ignore[misc]
     if group is None:
@@ -103,7 +117,8 @@ def _write_range(bounds: tuple[int, int], group: tuple | None = None) -> None:
 def write_job(
     job: Any, k: int, result: GroupResult, writer: CheckpointWriter, info: dict[str, Any]
 ) -> None:
-    """Job k's checkpoints, metrics.json, job.json and train.log."""
+    """Job k's checkpoints, metrics.json, job.json and train.log (only the first three, with
+    status `running`, for a periodic save during the fit: `info["final"]` False)."""
     cfg, shapes = job.resolved, result.net.shapes[k]
     ckpt_dir = Path(cfg["paths"]["ckpt_dir"])
     final = max(result.epoch - 1, 0)
@@ -137,6 +152,10 @@ def write_job(
 
     record: dict[str, Any] = {"wall_s": info["fit_s"], "vectorized": info}
     failed_epoch, failed_step = (int(v) for v in result.failed_at[k])
+    if not info.get("final", True):  # a periodic save: resumable if the process dies
+        record["status"] = "running"
+        record_job(job, record)
+        return
     if result.signal is not None:
         record["status"] = "interrupted"
     elif failed_epoch >= 0:

@@ -21,7 +21,7 @@ import torch
 from hydra.core.utils import JobReturn, JobStatus
 
 from xor_lightning.stacked.fit import VARYING, fit_group, split_keys
-from xor_lightning.stacked.outputs import record_job, write_group
+from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def earlier(job: Job, metric: str) -> None:
     last = job.dir / "checkpoints" / "last.ckpt"
     if record.get("status") in ("ok", "failed"):
         job.done = job_return(job, read_value(job.dir, metric))
-    elif record.get("status") == "interrupted" and last.is_file():
+    elif record.get("status") in ("interrupted", "running") and last.is_file():
         job.resume = last
 
 
@@ -105,7 +105,9 @@ def run_jobs(
             chunk = members[start : start + size]
             tic = time.perf_counter()
             resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
-            result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume)
+            every = settings["last_every_n_epochs"]
+            periodic = [PeriodicSave(chunk, every, settings["workers"])] if every > 0 else []
+            result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume, periodic)
             info = {"group": g, "models": len(chunk), "fit_s": round(time.perf_counter() - tic, 3)}
             write_group(chunk, result, info, settings["workers"])
             for job in chunk:
