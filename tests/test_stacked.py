@@ -12,7 +12,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
+from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader, task_containers
 from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
@@ -150,8 +150,10 @@ def test_fast_composition_equals_hydras(loader, overrides):
 
         for cfg in (mine, theirs):
             HydraConfig.instance().set_config(cfg)
-        resolved = [OmegaConf.to_container(c.model, resolve=True) for c in (mine, theirs)]
-        assert resolved[0] == resolved[1]
+        raw, resolved = task_containers(mine)
+        plain = lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v  # noqa: E731
+        assert resolved == {k: plain(theirs[k]) for k in theirs if k != "hydra"}
+        assert raw == {k: v for k, v in OmegaConf.to_container(theirs).items() if k != "hydra"}
 
 
 def test_a_bad_key_fails_as_hydra_fails(loader):

@@ -31,7 +31,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
+from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader, task_containers
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +71,38 @@ class VectorizedLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs, vectorised", len(job_overrides))
-        original = HydraConfig.instance().cfg
-        try:
-            jobs = [
-                self._prepare(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)
-            ]
-        finally:
-            HydraConfig.instance().cfg = original
+        import xor_lightning.stacked.run  # noqa: F401  (torch, Lightning: once, before any fork)
+        import xor_lightning.validate  # noqa: F401
+
+        jobs = self._prepare_all(initial_job_idx, [list(o) for o in job_overrides])
+        for job in jobs:
+            log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+        fatal = next((job.fatal for job in jobs if job.fatal), None)
+        if fatal:
+            print(f"error: {fatal}", file=sys.stderr)
+            sys.exit(2)
         from xor_lightning.stacked.run import run_jobs
 
         returns = run_jobs(jobs, self.settings, sweep_dir, self._run_alone)
         return [returns[job.num] for job in jobs]
+
+    def _prepare_all(self, first: int, overrides: list[list[str]]) -> list[Any]:
+        """`_prepare` every job: in forked worker processes when there are many."""
+        global _LAUNCHER
+        numbered = [(first + i, o) for i, o in enumerate(overrides)]
+        workers = min(self.settings["workers"], len(numbered) // 128)
+        original = HydraConfig.instance().cfg
+        try:
+            if workers <= 1:
+                return [self._prepare(num, o) for num, o in numbered]
+            import multiprocessing
+
+            _LAUNCHER = self
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                return pool.starmap(_prepare, numbered, chunksize=64)
+        finally:
+            _LAUNCHER = None
+            HydraConfig.instance().cfg = original
 
     def _prepare(self, num: int, overrides: list[str]) -> Any:
         """Compose the job's config, check it, write its .hydra/ as Hydra would."""
@@ -96,19 +117,17 @@ class VectorizedLauncher(Launcher):
         with open_dict(cfg.hydra.runtime):
             cfg.hydra.runtime.output_dir = str(job_dir.resolve())
         job = Job(num, overrides, job_dir)
-        log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
         earlier(job, cfg.get("optimized_metric", "val/acc"))
         if job.done is not None:
             return job
         HydraConfig.instance().cfg = cfg  # what run_job does, without copying the config
         if "ddp" in str(OmegaConf.select(cfg, "trainer.strategy", default="")):
-            print(
-                "error: trainer.strategy=ddp cannot run under hydra/launcher=vectorized "
-                "(it trains many models in one process); use the basic, joblib or slurm launcher",
-                file=sys.stderr,
+            job.fatal = (
+                "trainer.strategy=ddp cannot run under hydra/launcher=vectorized (it trains "
+                "many models in one process); use the basic, joblib or slurm launcher"
             )
-            sys.exit(2)
-        task = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}
+            return job
+        task, resolved = task_containers(cfg)
         job.unresolved = task
         _write_hydra_files(job_dir, cfg, task)
         from xor_lightning.config import UserError, check_accelerator
@@ -120,8 +139,7 @@ class VectorizedLauncher(Launcher):
         except UserError as e:
             job.error = f"UserError: {e}"
             return job
-        job.resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
-                        for k in task}  # fmt: skip
+        job.resolved = resolved
         job.problem = stack_problem(job.resolved)
         job.key = "" if job.problem else stack_key(task)
         return job
@@ -141,6 +159,14 @@ class VectorizedLauncher(Launcher):
         )
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
+
+
+_LAUNCHER: VectorizedLauncher | None = None  # the launcher whose jobs forked workers prepare
+
+
+def _prepare(num: int, overrides: list[str]) -> Any:
+    assert _LAUNCHER is not None
+    return _LAUNCHER._prepare(num, overrides)
 
 
 def _write_hydra_files(job_dir: Path, cfg: DictConfig, task: dict[str, Any]) -> None:

@@ -106,13 +106,19 @@ def split_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[s
 
 
 def init_net(cfg: dict[str, Any]) -> Any:
-    """The job's freshly initialised net and its datamodule, drawn as `train.build` draws them."""
+    """The job's freshly initialised net and its datamodule, drawn as `train.build` draws them
+    (seeded, then built in the same order; tests/test_stacked.py checks it bit for bit)."""
     import lightning as L
-    from hydra.utils import instantiate
+
+    from xor_lightning.datamodule import XORDataModule
+    from xor_lightning.model import MLP
+
+    def args(node: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in node.items() if not k.startswith("_")}
 
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    datamodule = instantiate(cfg["data"])
-    return instantiate(cfg["model"]["net"]), datamodule
+    datamodule = XORDataModule(**args(cfg["data"]))  # `stack_problem` checked the targets
+    return MLP(**args(cfg["model"]["net"])), datamodule
 
 
 @dataclass

@@ -38,6 +38,7 @@ class Job:
     key: str = ""  # jobs with the same key can share a fit
     done: JobReturn | None = None  # finished in an earlier launch of the same sweep
     resume: Path | None = None  # interrupted in an earlier launch: its last.ckpt
+    fatal: str | None = None  # a setting the launcher refuses outright
 
 
 def job_return(job: Job, value: float) -> JobReturn:
