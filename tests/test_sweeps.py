@@ -63,8 +63,6 @@ def test_every_run_logs_hparams_with_its_final_metrics(make_cfg, tmp_path):
     assert "_hparams_/experiment" in tags and "_hparams_/session_start_info" in tags
     assert values["hp/val_acc"] == pytest.approx(metrics["val/acc"])
     assert values["hp/test_acc"] == pytest.approx(metrics["test/acc"])
-    hparams = yaml.safe_load((tmp_path / "hparams.yaml").read_text())
-    assert hparams["model.hidden"] == 8 and hparams["model.optimizer"] == "Adam"
 
 
 @pytest.mark.slow
@@ -93,11 +91,8 @@ def test_optuna_search_records_failures_and_resumes(tmp_path):
         "model.hidden",
         "model.activation",
     }
-    assert (
-        results["best_value"]
-        == max(float(r["val/acc"]) for r in rows(d) if r["status"] == "ok")
-        == pytest.approx(results["best_value"])
-    )
+    best = max(float(r["val/acc"]) for r in rows(d) if r["status"] == "ok")
+    assert results["best_value"] == pytest.approx(best)  # the best ok trial's, as recorded
     assert (d / "optuna.db").is_file()
     failed = [r for r in rows(d) if r["status"] == "failed"]
     assert failed and results["n_failed"] == len(failed)  # seed 1234 tries hidden=0 early
