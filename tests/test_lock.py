@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from tests.conftest import cli, load, wait_for
 from xor_lightning.config import CONF_DIR
@@ -21,6 +22,14 @@ REFUSED = (
     "error: {run} is in use by another run (pid {pid}): wait for it to end, or stop it first "
     "(Ctrl-C saves last.ckpt); nothing was changed\n"
 )
+
+
+@pytest.fixture(autouse=True)
+def keep_hydra_config():
+    """The callback sets Hydra's global config, as in a run: put back the one before."""
+    before = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = before
 
 
 @pytest.fixture

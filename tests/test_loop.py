@@ -147,3 +147,18 @@ def test_lightning_options_manual_optimization_cannot_honour_are_refused(
     key, value = override.lstrip("+").split("=")
     with pytest.raises(UserError, match=rf"^{key}={value} is not allowed: .*; {instead}"):
         validate_train(make_cfg(override))
+
+
+def test_training_hands_its_metrics_to_lightning_once_per_epoch(make_cfg):
+    from xor_lightning.checkpoint import module_kwargs
+
+    cfg = make_cfg(*SMALL, "data.batches_per_chunk=2", "trainer.max_epochs=2")  # 5 chunks
+    module = XORModule(**module_kwargs(cfg))
+    calls, log = [], module.log
+    module.log = lambda name, *args, **kwargs: calls.append(name) or log(name, *args, **kwargs)
+    fit(cfg, module=module)
+    assert [c for c in calls if c.startswith("train/")] == [
+        "train/loss",
+        "train/acc",
+        "train/lr",
+    ] * 2

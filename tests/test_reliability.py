@@ -325,3 +325,20 @@ def test_a_refusal_is_one_line_unless_hydra_full_error_asks_for_the_traceback(mo
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(UserError, match=r"^data\.noise=2 is not allowed$"):
         run_app(refuse, None)
+
+
+class OtherRankDiverges(L.Callback):
+    """From epoch 3 on, the DDP vote says some other rank's loss is not finite."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 3:
+            trainer.strategy.reduce_boolean_decision = lambda decision, all=True: True
+
+
+def test_a_non_finite_loss_on_another_rank_stops_this_one_too(make_cfg, tmp_path):
+    trainer, module, datamodule = build(make_cfg("debug=quick", "logger=none"))
+    trainer.callbacks.append(OtherRankDiverges())
+    with pytest.raises(NonFiniteLossError, match=r"^the loss became non-finite on another DDP "
+                       r"rank at epoch 3: training stopped"):  # fmt: skip
+        trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 4  # this rank's own loss was finite all along

@@ -121,11 +121,15 @@ class XORModule(L.LightningModule):
         bad = ~torch.isfinite(losses_t)
         # One host sync per chunk, not per step; under DDP all ranks stop if any diverged.
         if self.trainer.strategy.reduce_boolean_decision(bool(bad.any()), all=False):
-            first = int(bad.nonzero()[0]) if bad.any() else len(losses) - 1
-            step = self.global_step - len(losses) + first + 1
+            if bad.any():
+                first = int(bad.nonzero()[0])
+                step = self.global_step - len(losses) + first + 1
+                epoch = self.current_epoch
+                where = f"{float(losses_t[first]):g} at epoch {epoch}, optimizer step {step}"
+            else:
+                where = f"non-finite on another DDP rank at epoch {self.current_epoch}"
             raise NonFiniteLossError(
-                f"the loss became {float(losses_t[first]):g} at epoch {self.current_epoch}, "
-                f"optimizer step {step}: training stopped; last.ckpt and the best checkpoint "
+                f"the loss became {where}: training stopped; last.ckpt and the best checkpoint "
                 "still hold the last good state (try a smaller model.optimizer.lr)"
             )
         y_all = torch.cat(ys)
