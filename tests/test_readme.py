@@ -127,9 +127,8 @@ def test_the_configuration_errors_shown_are_the_ones_given(make_cfg):
     assert len(pairs) == 3
     for command, error in pairs:
         overrides = command.removeprefix("$ xor-train ").split()
-        with pytest.raises(UserError) as refused:
+        with pytest.raises(UserError, match=f"^{re.escape(error.removeprefix('error: '))}$"):
             validate_train(make_cfg(*overrides))
-        assert f"error: {refused.value}" == error
 
 
 def readme_python(n: int) -> str:

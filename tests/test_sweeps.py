@@ -11,7 +11,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import cli, readme_block
+from tests.conftest import README, cli, readme_block
 from xor_lightning.train import train
 
 
@@ -24,6 +24,15 @@ def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def rows(sweep_dir: Path) -> list[dict]:
     with open(sweep_dir / "summary.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+# val/acc of `-m model.hidden=2,8 debug=quick` run one after the other in one process (the
+# basic launcher): the same runs in other processes must score the same.
+BASIC = {"model.hidden=2": 0.6875, "model.hidden=8": 0.953125}
+
+
+def scores(sweep_dir: Path) -> dict[str, float]:
+    return {r["overrides"].split()[0]: float(r["val/acc"]) for r in rows(sweep_dir)}
 
 
 @pytest.mark.slow
@@ -80,7 +89,7 @@ def test_joblib_runs_jobs_in_parallel_with_a_share_of_the_threads(tmp_path):
     assert [j["status"] for j in jobs] == ["ok", "ok"]
     cores = os.cpu_count() or 1
     assert all(j["threads"] == max(1, cores // 2) for j in jobs)
-    assert len(rows(d)) == 2
+    assert scores(d) == BASIC
 
 
 @pytest.mark.slow
@@ -117,10 +126,10 @@ def test_submitit_local_launcher(tmp_path):
     sweep("-m", "model.hidden=2,8", "hydra/launcher=submitit_local", f"hydra.sweep.dir={d}",
           cwd=tmp_path)  # fmt: skip
     assert [r["status"] for r in rows(d)] == ["ok", "ok"]
-    assert all((d / str(i) / "metrics.json").is_file() for i in range(2))
+    assert scores(d) == BASIC
 
 
-def test_slurm_launcher_config_composes(make_cfg):
+def test_slurm_launcher_defaults_are_the_readmes(make_cfg):
     from hydra import compose, initialize_config_dir
 
     from xor_lightning.config import CONF_DIR
@@ -129,4 +138,9 @@ def test_slurm_launcher_config_composes(make_cfg):
         cfg = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.gpus_per_node) == (30, 2, 0)
+    text = " ".join(README.read_text().split())
+    said = text[text.index("Its defaults:") :].split("submitit's files")[0]
+    defaults = {k: yaml.safe_load(v) for k, v in re.findall(r"`(\w+): ([^`]+)`", said)}
+    assert len(defaults) == 6 and all(launcher[k] == v for k, v in defaults.items()), defaults
+    assert (launcher.tasks_per_node, launcher.nodes) == (1, 1)  # "one task on one node"
+    assert launcher.submitit_folder.endswith("/.submitit/%j")

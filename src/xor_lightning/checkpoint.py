@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from xor_lightning.config import UserError
+from xor_lightning.model import MLP
 
 RUN_CONFIG = "run_config"
 NET_TARGETS = {"xor_lightning.model.MLP"}
@@ -102,8 +103,6 @@ def _kwargs(cfg: Mapping[str, Any], allowed: set[str], what: str) -> dict[str, A
 
 def make_net(cfg: Mapping[str, Any]) -> nn.Module:
     """The network a config describes (`_target_` and arguments), untrained."""
-    from xor_lightning.model import MLP
-
     return MLP(**_kwargs(cfg, NET_TARGETS, "model.net"))
 
 
