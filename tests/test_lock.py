@@ -100,3 +100,27 @@ def test_resume_of_a_running_run_is_refused_and_the_run_goes_on(tmp_path):
     assert first.returncode == 0, err[-2000:]
     assert load(run / "checkpoints" / "last.ckpt")["global_step"] == 100
     assert (run / "metrics.json").is_file()
+
+
+def test_each_sweep_job_holds_its_dir_until_it_ends(tmp_path):
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from xor_lightning.lock import acquire
+
+    cfg = hydra_config("hydra.mode=MULTIRUN")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "0")
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    lock = RunDirLock()
+    lock.on_job_start(config=cfg, task_function=None)
+    probe = (
+        "import sys; from pathlib import Path; from xor_lightning.lock import acquire; "
+        "print(acquire(Path(sys.argv[1]))[1])"
+    )
+    held = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "0")],
+                          capture_output=True, text=True)  # fmt: skip
+    assert held.stdout.strip() == str(os.getpid())  # another process is told who holds it
+    lock.on_job_end(config=cfg, job_return=None)
+    fd, _ = acquire(tmp_path / "0")  # free again
+    assert fd is not None
