@@ -148,7 +148,7 @@ def test_stable_override_names(make_cfg):
 
 def test_the_configuration_examples_do_what_they_say(make_cfg, tmp_path):
     lines = readme_block("These override names are stable")
-    examples = [shlex.split(re.search(r"ARGS='([^']*)'", line)[1]) for line in lines[:3]]
+    examples = [shlex.split(re.search(r"ARGS='([^']*)'", line)[1]) for line in lines[:4]]
     assert examples[0] == ["experiment=noisy"]  # 2000 points in batches of 128: 16 steps
     trainer, _, _ = fit(make_cfg(*examples[0], "trainer.max_epochs=1", "logger=none"))
     assert trainer.global_step == 16 and trainer.datamodule.noise == 0.1
@@ -158,11 +158,14 @@ def test_the_configuration_examples_do_what_they_say(make_cfg, tmp_path):
     trainer, _, _ = fit(make_cfg(*examples[2], "trainer.max_epochs=1", "logger=none"))
     [optimizer] = trainer.optimizers
     assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["lr"] == 0.5
+    assert examples[3] == ["scheduler=cosine", "scheduler.warmup_epochs=20"]
+    _, _, logged = fit(make_cfg(*examples[3], "+trainer.max_steps=1", "logger=none"))
+    assert logged.series("train/lr") == [pytest.approx(0.05 / 21)]  # 1/(20 + 1) of the rate
 
 
 @pytest.mark.slow
 def test_cfg_job_prints_the_composed_config_and_makes_nothing(tmp_path):
-    assert readme_block("These override names are stable")[3].startswith(
+    assert readme_block("These override names are stable")[4].startswith(
         ".venv/bin/xor-train --cfg job"
     )
     proc = cli("train", "--cfg", "job", "model.hidden=3", cwd=tmp_path)
