@@ -144,3 +144,23 @@ def test_slurm_launcher_defaults_are_the_readmes(make_cfg):
     assert len(defaults) == 6 and all(launcher[k] == v for k, v in defaults.items()), defaults
     assert (launcher.tasks_per_node, launcher.nodes) == (1, 1)  # "one task on one node"
     assert launcher.submitit_folder.endswith("/.submitit/%j")
+
+
+def test_joblib_jobs_default_to_one_per_core_each_with_its_share_of_threads():
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from xor_lightning.config import CONF_DIR
+    from xor_lightning.train import limit_threads
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=joblib"], return_hydra_config=True)
+    before, threads = HydraConfig.instance().cfg, torch.get_num_threads()
+    try:
+        HydraConfig.instance().set_config(cfg)
+        limit_threads()  # n_jobs=-1: as many parallel jobs as cores, one thread each
+        assert cfg.hydra.launcher.n_jobs == -1 and torch.get_num_threads() == 1
+    finally:
+        HydraConfig.instance().cfg = before
+        torch.set_num_threads(threads)
