@@ -15,13 +15,14 @@ ARGS ?=
 accelerator ?=
 ckpt ?=
 format ?= onnx
+SEEDS ?= 1000
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep eval predict export test lint format bench tensorboard intro gotchas clean
+.PHONY: help install train sweep seeds eval predict export test lint format bench tensorboard intro gotchas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>  VENV= (use the current env)"
+	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>  SEEDS=<n>  VENV= (use the current env)"
 
 # Reinstalls only when pyproject.toml or constraints.txt change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -36,6 +37,9 @@ train: $(STAMP) ## train (ARGS='model.hidden=4', ARGS='-m model.hidden=4,8', acc
 
 sweep: $(STAMP) ## an example grid: hidden x lr, 6 jobs, with a summary table at the end
 	$(BIN)/xor-train -m model.hidden=4,8 model.optimizer.lr=0.01,0.05,0.1 $(ARGS)
+
+seeds: $(STAMP) ## how often the chapter's net learns XOR: SEEDS seeds x widths 1,2,3,4,8, vectorised
+	$(BIN)/python -m xor_lightning.seeds --seeds $(SEEDS) $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
 
 eval: $(STAMP) ## score a checkpoint: make eval ckpt=<file> [ARGS='data.n_test=10000']
 	$(BIN)/xor-eval ckpt_path=$(ckpt) $(ARGS)

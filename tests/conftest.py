@@ -8,15 +8,29 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from xor_lightning.config import CONF_DIR
 
 Composer = Callable[..., DictConfig]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_block(after: str) -> list[str]:
+    """The lines of the first fenced block in the README after the line starting `after`."""
+    lines = README.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(after))
+    fence = next(i for i in range(start, len(lines)) if lines[i].lstrip().startswith("```"))
+    end = next(i for i in range(fence + 1, len(lines)) if lines[i].lstrip().startswith("```"))
+    indent = len(lines[fence]) - len(lines[fence].lstrip())
+    return [line[indent:] for line in lines[fence + 1 : end]]
 
 
 def compose_train(*overrides: str) -> DictConfig:
@@ -76,3 +90,47 @@ def make_cfg(tmp_path: Path) -> Composer:
         return compose_train(f"paths.output_dir={out or tmp_path}", *overrides)
 
     return make
+
+
+class Recorder(Logger):
+    """A logger that keeps what Lightning hands every logger: (step, metrics) per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int | None, dict[str, float]]] = []
+        self.hparams: dict = {}
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    @property
+    def experiment(self) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        self.hparams.update(params)
+
+    def series(self, key: str) -> list[float]:
+        return [m[key] for _, m in self.calls if key in m]
+
+
+def fit(
+    cfg: DictConfig, *callbacks: L.Callback, module: L.LightningModule | None = None
+) -> tuple[L.Trainer, L.LightningModule, Recorder]:
+    """Build what `cfg` names, add `callbacks`, fit with a `Recorder` as the only logger."""
+    from xor_lightning.train import build
+
+    trainer, built, datamodule = build(cfg)
+    recorder = Recorder()
+    trainer.loggers = [recorder]
+    trainer.callbacks.extend(callbacks)
+    trainer.fit(module or built, datamodule=datamodule)
+    return trainer, module or built, recorder

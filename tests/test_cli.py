@@ -89,13 +89,26 @@ def test_two_runs_at_once_from_another_cwd_get_their_own_dirs(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:]
     dirs = sorted((tmp_path / "outputs" / "runs").iterdir())
-    assert len(dirs) == 2  # never shared, even when started in the same second
+    # never shared, even when started in the same second: <date>_<time>_<pid>
+    stamp = r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d"
+    assert sorted(int(re.fullmatch(rf"{stamp}_(\d+)", d.name)[1]) for d in dirs) == sorted(
+        p.pid for p in procs
+    )
     for d in dirs:
         assert_complete_run_dir(d)
     stdout = outs[0][0]
     assert "best val/acc" in stdout and "test/acc" in stdout and "tensorboard" in stdout
     assert "run dir:" in stdout
     assert "Traceback" not in outs[0][1]
+    # train.log: the console lines with timestamps, and Lightning's own messages
+    run_dir = tmp_path / stdout.split("run dir: ")[1].split()[0]
+    log = (run_dir / "train.log").read_text()
+    when = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    for line in stdout.splitlines():
+        assert re.search(rf"^\[{when}\]\[[\w.]+\]\[INFO\] {re.escape(line)}$", log, re.M)
+    assert re.search(
+        rf"^\[{when}\]\[lightning.pytorch[\w.]*\]\[INFO\] `Trainer.fit` stopped", log, re.M
+    )
 
 
 @pytest.mark.slow
@@ -115,7 +128,7 @@ def test_multirun_puts_each_job_in_its_own_numbered_dir(tmp_path):
     for job, hidden in [(0, 2), (1, 4)]:
         assert_complete_run_dir(sweep / str(job))
         ckpt = load(sweep / str(job) / "checkpoints" / "last.ckpt")
-        assert ckpt["hyper_parameters"]["model"]["hidden"] == hidden
+        assert ckpt["state_dict"]["net.0.weight"].shape == (hidden, 2)
 
 
 @pytest.mark.slow

@@ -177,3 +177,36 @@ def cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_lightning_still_starts_ranks_through_the_function_ddp_py_replaces():
+    import inspect
+
+    from lightning.pytorch.strategies.launchers import subprocess_script as launcher
+
+    from xor_lightning.ddp import child_command, job_dir_for_ranks
+
+    # Lightning's launcher looks the function up by this name each time it starts ranks,
+    # with this signature, so replacing the module attribute is enough.
+    calls = launcher._SubprocessScriptLauncher._call_children_scripts.__code__.co_names
+    assert "_hydra_subprocess_cmd" in calls
+    original = launcher._hydra_subprocess_cmd
+    assert list(inspect.signature(original).parameters) == list(
+        inspect.signature(child_command).parameters
+    )
+    with pytest.raises(RuntimeError, match="inside"), job_dir_for_ranks():
+        assert launcher._hydra_subprocess_cmd is child_command
+        raise RuntimeError("inside")
+    assert launcher._hydra_subprocess_cmd is original  # put back, even after an error
+
+
+def test_a_lightning_without_it_is_refused_in_one_line(monkeypatch):
+    import lightning
+    from lightning.pytorch.strategies.launchers import subprocess_script as launcher
+
+    from xor_lightning.ddp import job_dir_for_ranks
+
+    monkeypatch.delattr(launcher, "_hydra_subprocess_cmd")
+    message = rf"_hydra_subprocess_cmd, which lightning {lightning.__version__} no longer has"
+    with pytest.raises(UserError, match=message), job_dir_for_ranks():
+        pass

@@ -1,10 +1,16 @@
+import math
+
 import lightning as L
+import pytest
 import torch
-from hydra.utils import instantiate
+from torch.utils.data import DataLoader
 
 from xor_lightning.datamodule import XORDataModule
 from xor_lightning.model import MLP
 from xor_lightning.module import XORModule
+
+NET = {"_target_": "xor_lightning.model.MLP", "hidden": 8}
+OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05}
 
 
 def test_mlp_has_33_parameters_and_returns_one_logit_per_point():
@@ -32,15 +38,55 @@ def test_mlp_hidden_and_activation():
     assert deep(torch.zeros(3, 2)).shape == (3, 1)
 
 
-def test_module_fast_dev_run_and_predict_probabilities(make_cfg):
-    cfg = make_cfg()
-    module = XORModule(instantiate(cfg.model.net), instantiate(cfg.model.optimizer))
-    assert isinstance(module.configure_optimizers(), torch.optim.Adam)
-    assert module.configure_optimizers().param_groups[0]["lr"] == 0.05
+class ModeProbe(L.Callback):
+    """Records, per stage, whether the module was in train mode and grad was enabled."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, set[tuple[bool, bool]]] = {}
+
+    def _record(self, stage, pl_module):
+        self.seen.setdefault(stage, set()).add((pl_module.training, torch.is_grad_enabled()))
+
+    def on_train_batch_start(self, trainer, pl_module, *args):
+        self._record("train", pl_module)
+
+    def on_validation_batch_start(self, trainer, pl_module, *args):
+        self._record("val", pl_module)
+
+    def on_test_batch_start(self, trainer, pl_module, *args):
+        self._record("test", pl_module)
+
+    def on_predict_batch_start(self, trainer, pl_module, *args):
+        self._record("predict", pl_module)
+
+
+def test_lightning_does_eval_and_no_grad_around_validation_test_and_predict():
+    module = XORModule(NET, OPTIMIZER)
     dm = XORDataModule(n_samples=32, n_val=16, n_test=16)
-    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", enable_progress_bar=False)
+    probe = ModeProbe()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, callbacks=[probe],
+                        enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
     trainer.fit(module, datamodule=dm)
-    assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(trainer.callback_metrics)
-    probs = torch.cat(trainer.predict(module, datamodule=dm))
-    assert probs.shape == (16, 1)
-    assert ((probs >= 0) & (probs <= 1)).all()
+    trainer.test(module, datamodule=dm, verbose=False)
+    trainer.predict(module, datamodule=dm)
+    assert probe.seen == {
+        "train": {(True, True)},
+        "val": {(False, False)},
+        "test": {(False, False)},
+        "predict": {(False, False)},
+    }
+
+
+def test_predict_gives_the_sigmoid_of_the_logits():
+    # One tanh unit, weights set by hand: P(label 1) = sigmoid(2 tanh(3 x1 - x2) - 0.5).
+    module = XORModule({**NET, "hidden": 1})
+    with torch.no_grad():
+        module.net[0].weight.copy_(torch.tensor([[3.0, -1.0]]))
+        module.net[0].bias.zero_()
+        module.net[2].weight.fill_(2.0)
+        module.net[2].bias.fill_(-0.5)
+    x = torch.tensor([[0.5, 0.2], [-0.3, 0.9], [0.0, 0.0]])
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    [probs] = trainer.predict(module, DataLoader([x], batch_size=None))
+    expected = [1 / (1 + math.exp(-(2 * math.tanh(3 * a - b) - 0.5))) for a, b in x.tolist()]
+    assert probs.squeeze(1).tolist() == pytest.approx(expected, abs=1e-6)

@@ -1,8 +1,10 @@
 """Using a trained model: evaluate, predict, export, and refusing bad checkpoints."""
 
 import json
+import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,9 @@ import pytest
 import torch
 
 from tests.conftest import cli, compose_app
-from xor_lightning.checkpoint import build_net, load_checkpoint
+from xor_lightning.checkpoint import load_checkpoint
 from xor_lightning.config import UserError
+from xor_lightning.data import make_xor
 from xor_lightning.evaluate import evaluate
 from xor_lightning.export import export
 from xor_lightning.predict import HEADER, predict
@@ -21,15 +24,25 @@ from xor_lightning.predict import HEADER, predict
 # ---------------------------------------------------------------- evaluate
 
 
-def test_evaluate_scores_the_checkpoint_and_writes_metrics(trained_ckpt, tmp_path):
-    metrics = evaluate(
-        compose_app("evaluate", f"ckpt_path={trained_ckpt}", f"paths.output_dir={tmp_path}")
-    )
+def test_evaluate_scores_the_checkpoint_alone_and_writes_metrics(trained_ckpt, tmp_path):
+    alone = tmp_path / "alone.ckpt"  # no run dir beside it
+    alone.write_bytes(trained_ckpt.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    metrics = evaluate(compose_app("evaluate", f"ckpt_path={alone}", f"paths.output_dir={out}"))
     assert list(metrics) == ["test/acc", "test/loss", "val/acc", "val/loss"]
-    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(metrics)
-    saved = load_checkpoint(trained_ckpt)["metrics"]
-    assert metrics["val/acc"] == pytest.approx(saved["val/acc"])  # same model, same data
+    assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
+    saved = load_checkpoint(trained_ckpt)["metrics"]  # scored during training
+    assert metrics["val/acc"] == pytest.approx(saved["val/acc"])
     assert metrics["val/loss"] == pytest.approx(saved["val/loss"], abs=1e-6)
+    X, y = make_xor(64, seed=0, split=2)  # the run's test set (debug=quick, seed 0)
+    probs = expected_probs(trained_ckpt, X)
+    assert metrics["test/acc"] == pytest.approx(
+        ((probs >= 0.5).float() == y.squeeze(1)).float().mean().item()
+    )
+    assert metrics["test/loss"] == pytest.approx(
+        torch.nn.functional.binary_cross_entropy(probs, y.squeeze(1)).item(), abs=1e-5
+    )
 
 
 def test_evaluate_data_overrides_change_the_test_set(trained_ckpt, tmp_path):
@@ -48,18 +61,14 @@ def test_evaluate_data_overrides_change_the_test_set(trained_ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_cli(trained_ckpt, tmp_path):
-    proc = cli(
-        "evaluate", f"ckpt_path={trained_ckpt}", f"hydra.run.dir={tmp_path}/ev", cwd=tmp_path
-    )
+def test_evaluate_cli_prints_and_writes_the_scores_in_its_run_dir(trained_ckpt, tmp_path):
+    proc = cli("evaluate", f"ckpt_path={trained_ckpt}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "test/acc" in proc.stdout and "val/loss" in proc.stdout
-    assert set(json.loads((tmp_path / "ev" / "metrics.json").read_text())) == {
-        "test/acc",
-        "test/loss",
-        "val/acc",
-        "val/loss",
-    }
+    [run] = (tmp_path / "outputs" / "evaluate").iterdir()
+    written = json.loads((run / "metrics.json").read_text())
+    assert list(written) == ["test/acc", "test/loss", "val/acc", "val/loss"]
+    for key, value in written.items():
+        assert f"{key:<9} {value:.4f}" in proc.stdout.splitlines()
 
 
 # ---------------------------------------------------------------- predict
@@ -70,10 +79,12 @@ def run_predict(ckpt, tmp_path, capsys, *overrides):
     return capsys.readouterr().out
 
 
-def expected_probs(ckpt, points):
-    with torch.no_grad():
-        x = torch.as_tensor(points, dtype=torch.float32)
-        return torch.sigmoid(build_net(load_checkpoint(ckpt))(x)).squeeze(1)
+def expected_probs(ckpt: Path, points) -> torch.Tensor:
+    """By hand from the checkpoint's tensors: sigmoid(W2 tanh(W1 x + b1) + b2)."""
+    w = torch.load(ckpt, weights_only=True)["state_dict"]
+    x = torch.as_tensor(points, dtype=torch.float32)
+    hidden = torch.tanh(x @ w["net.0.weight"].T + w["net.0.bias"])
+    return torch.sigmoid(hidden @ w["net.2.weight"].T + w["net.2.bias"]).squeeze(1)
 
 
 def test_predict_points_prints_a_csv_table(trained_ckpt, tmp_path, capsys):
@@ -130,11 +141,17 @@ def test_predict_refuses_a_malformed_row_and_writes_nothing(
 
 
 @pytest.mark.parametrize(
-    "overrides",
-    [[], ["points=[[0.1,0.2]]", "input=x.csv"], ["points=[[0.1]]"], ["input=missing.csv"]],
+    ("overrides", "message"),
+    [
+        ([], r"^give exactly one of points=\[\[x1,x2\],...\] or input=<file.csv>$"),
+        (["points=[[0.1,0.2]]", "input=x.csv"], r"^give exactly one of points="),
+        (["points=[[0.1]]"], r"^points\[0\]: expected a pair \[x1,x2\], got \[0.1\]$"),
+        (["input=missing.csv"], r"^input file not found: missing.csv$"),
+        (["points=[[0.1,0.2]]", "batch_size=0"], r"^batch_size must be >= 1, got 0$"),
+    ],
 )
-def test_predict_refuses_bad_arguments(trained_ckpt, tmp_path, capsys, overrides):
-    with pytest.raises(UserError):
+def test_predict_refuses_bad_arguments(trained_ckpt, tmp_path, capsys, overrides, message):
+    with pytest.raises(UserError, match=message):
         run_predict(trained_ckpt, tmp_path, capsys, *overrides)
 
 
@@ -183,6 +200,7 @@ def test_export_onnx_any_batch_size_matches_pytorch(trained_ckpt, tmp_path):
     assert path == tmp_path / "model.onnx"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temp file left
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["prob"]
     for n in (1, 7, 5000):
         x = torch.rand(n, 2) * 2 - 1
         got = session.run(None, {"x": x.numpy()})[0]
@@ -192,12 +210,31 @@ def test_export_onnx_any_batch_size_matches_pytorch(trained_ckpt, tmp_path):
         )
 
 
-def test_export_pt2_loads_with_torch_export(trained_ckpt, tmp_path):
+def test_export_pt2_loads_with_torch_export(trained_ckpt, tmp_path, caplog):
     out = tmp_path / "m.pt2"
-    export(compose_app("export", f"ckpt_path={trained_ckpt}", "format=pt2", f"output={out}"))
+    with caplog.at_level(logging.INFO, logger="xor_lightning.export"):
+        export(compose_app("export", f"ckpt_path={trained_ckpt}", "format=pt2", f"output={out}"))
     program = torch.export.load(out)
     x = torch.rand(33, 2)
     torch.testing.assert_close(program.module()(x).squeeze(1), expected_probs(trained_ckpt, x))
+    assert re.search(
+        r"max \|exported - pytorch\| on a 10201-point grid: \d\.\d\de[+-]\d\d", caplog.text
+    )
+
+
+def test_an_export_that_differs_from_pytorch_is_refused_and_not_written(
+    trained_ckpt, tmp_path, monkeypatch
+):
+    from xor_lightning import export as export_module
+
+    real = export_module._pt2
+    monkeypatch.setattr(export_module, "_pt2", lambda *a: real(*a) + 2e-5)
+    out = tmp_path / "m.pt2"
+    with pytest.raises(
+        UserError, match=r"^exported model differs from PyTorch by 2\.\d+e-05 > 1e-05$"
+    ):
+        export(compose_app("export", f"ckpt_path={trained_ckpt}", "format=pt2", f"output={out}"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_refuses_unknown_format(trained_ckpt, tmp_path):
@@ -258,18 +295,6 @@ def test_bad_checkpoint_is_refused_and_no_code_runs(trained_ckpt, tmp_path, app,
         APPS[app](path, out)
     assert not (tmp_path / "PWNED").exists()
     assert list(out.iterdir()) == []
-
-
-def test_unsafe_target_in_hyperparameters_is_refused(trained_ckpt, tmp_path):
-    ckpt = load_checkpoint(trained_ckpt)
-    ckpt["hyper_parameters"]["model"]["net"] = {
-        "_target_": "os.mkdir",
-        "path": str(tmp_path / "PWNED"),
-    }
-    torch.save(ckpt, tmp_path / "sneaky.ckpt")
-    with pytest.raises(UserError, match="refusing checkpoint"):
-        build_net(load_checkpoint(tmp_path / "sneaky.ckpt"))
-    assert not (tmp_path / "PWNED").exists()
 
 
 @pytest.mark.parametrize("module", ["evaluate", "train"])

@@ -1,12 +1,14 @@
 """The toy-data zoo, the decision-boundary pictures, and the chapter's gotchas."""
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.test_configs import readme_table
 from xor_lightning import intro
 from xor_lightning.data import PROBLEMS, make_xor
 from xor_lightning.model import MLP
@@ -65,16 +67,17 @@ def test_moons_follow_make_moons():
     assert (inner[:, 1] <= 0.5 + 1e-6).all()
 
 
-@pytest.mark.slow
-def test_circle_in_150_epochs_with_the_default_model(make_cfg):
-    assert (
-        train(make_cfg("data=circle", "trainer.max_epochs=150", "logger=none"))["val/acc"] >= 0.95
-    )
+EXPERIMENTS = {
+    re.search(r"experiment=(\w+)", row[0])[1]: float(row[2])
+    for row in readme_table("### The toy-data zoo", table=2)
+}
 
 
 @pytest.mark.slow
-def test_spiral_experiment_reaches_good_accuracy(make_cfg):
-    assert train(make_cfg("experiment=spiral", "logger=none"))["val/acc"] >= 0.95
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
+def test_experiments_reach_the_readmes_accuracy(make_cfg, experiment):
+    metrics = train(make_cfg(f"experiment={experiment}", "logger=none"))
+    assert metrics["val/acc"] == pytest.approx(EXPERIMENTS[experiment], abs=0.003)  # 1 point
 
 
 def test_boundary_png_and_tensorboard_images(make_cfg, tmp_path):
@@ -111,6 +114,8 @@ def test_gotchas_show_what_goes_wrong(capsys):
     assert "inside no_grad:  requires_grad=False, grad_fn=None" in out
     assert "BCEWithLogitsLoss(logit=30, y=0):   30.0000" in out
     assert "BCELoss(sigmoid(30), y=0):         100.0000" in out
+    assert "sigmoid(30) in float32:            1.0 (rounded to exactly 1)" in out
+    assert f"BCEWithLogitsLoss(probability):    {math.log(1 + math.e):.4f}" in out  # log(1 + e^1)
     assert "must have the same dtype" in out and "model(x.float()) works: (1, 1)" in out
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,14 @@ def every_n_or_last(trainer: L.Trainer, every_n_epochs: int) -> bool:
     return every_n_epochs > 0 and (epoch % every_n_epochs == 0 or last)
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(Checkpoint):
     """Keeps `<dirpath>/last.ckpt` current: every `every_n_epochs` and when training ends.
 
     Lightning's `ModelCheckpoint(save_last=True)` refreshes `last.ckpt` only when it saves
     a top-k checkpoint, and not after the final step. Here the file always holds the state
     after the newest saved step. It is written to a temporary name and renamed, so a kill
-    mid-write leaves the previous `last.ckpt` whole.
+    mid-write leaves the previous `last.ckpt` whole. As a `Checkpoint`, Lightning runs its
+    epoch-end hook after the module's, so the saved state includes the scheduler's step.
     """
 
     def __init__(self, dirpath: str, every_n_epochs: int = 10, filename: str = "last") -> None:

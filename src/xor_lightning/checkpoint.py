@@ -1,23 +1,37 @@
-"""Loading checkpoints safely, and rebuilding the model and data from one.
+"""What a checkpoint holds beyond Lightning's own keys, and loading one safely.
+
+A checkpoint of a run holds, besides Lightning's keys (`state_dict`, `epoch`, `global_step`,
+`loops`, `callbacks`, `optimizer_states`, `lr_schedulers`, ...):
+
+- `hyper_parameters`: `XORModule`'s own arguments (`module_kwargs`), plain values, so
+  `XORModule.load_from_checkpoint(path)` works; `datamodule_hyper_parameters`: the
+  datamodule's, for `XORDataModule.load_from_checkpoint(path)`;
+- `run_config`: the run's whole resolved config, read by `run_config` (xor-eval,
+  xor-predict, xor-export and resume), and `metrics`: the scores when it was saved. Both
+  are written by `add_run_info`, from `XORModule.on_save_checkpoint`.
 
 Every load uses `torch.load(weights_only=True)`: a file whose unpickling would import or
 call anything beyond tensors and plain containers is refused before any of it runs. The
-`_target_`s stored in the hyperparameters are checked too, since instantiating an
-arbitrary one would run code as surely as a pickle.
+network's `_target_` is checked too, since instantiating an arbitrary one would run code as
+surely as a pickle.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from xor_lightning.config import UserError
 from xor_lightning.model import MLP
 
+RUN_CONFIG = "run_config"
 NET_TARGETS = {"xor_lightning.model.MLP"}
 DATA_TARGETS = {"xor_lightning.datamodule.XORDataModule"}
 
@@ -46,22 +60,55 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
             f"{path} is not a readable checkpoint (truncated, or not a PyTorch file: "
             f"{type(e).__name__})"
         ) from None
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    if not (isinstance(hp, dict) and "model" in hp and "data" in hp and "state_dict" in ckpt):
-        raise UserError(f"{path} is not an xor-lightning checkpoint (no model/data config in it)")
+    cfg = ckpt.get(RUN_CONFIG) if isinstance(ckpt, dict) else None
+    if not (isinstance(cfg, dict) and "model" in cfg and "data" in cfg and "state_dict" in ckpt):
+        raise UserError(f"{path} is not an xor-lightning checkpoint (no run config in it)")
     return ckpt
 
 
-def _kwargs(cfg: dict[str, Any], allowed: set[str], what: str) -> dict[str, Any]:
+def run_config(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's whole resolved config, as saved in its checkpoints (plain values)."""
+    return ckpt[RUN_CONFIG]
+
+
+def add_run_info(
+    checkpoint: dict[str, Any], config: dict[str, Any] | None, metrics: Mapping[str, Any]
+) -> None:
+    """Add the run config and the current `stage/name` scores (as floats) to `checkpoint`."""
+    if config is not None:
+        checkpoint[RUN_CONFIG] = config
+    checkpoint["metrics"] = {k: float(v) for k, v in metrics.items() if "/" in k}
+
+
+def module_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`XORModule`'s arguments from a run config: what its `hyper_parameters` hold."""
+    model = config["model"]
+    return {
+        "net": model["net"],
+        "optimizer": model.get("optimizer"),
+        "scheduler": config.get("scheduler") or None,
+        "gradient_clip_val": model.get("gradient_clip_val"),
+    }
+
+
+def _kwargs(cfg: Mapping[str, Any], allowed: set[str], what: str) -> dict[str, Any]:
     target = cfg.get("_target_")
     if target not in allowed:
-        raise UserError(f"refusing checkpoint: its {what} names _target_ {target!r}, not {allowed}")
+        raise UserError(
+            f"refusing {what}._target_={target!r}: use one of {', '.join(sorted(allowed))} "
+            "(a checkpoint's config may name only these)"
+        )
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
-def build_net(ckpt: dict[str, Any]) -> MLP:
+def make_net(cfg: Mapping[str, Any]) -> nn.Module:
+    """The network a config describes (`_target_` and arguments), untrained."""
+    return MLP(**_kwargs(cfg, NET_TARGETS, "model.net"))
+
+
+def build_net(ckpt: Mapping[str, Any]) -> nn.Module:
     """The trained network, in eval mode."""
-    net = MLP(**_kwargs(ckpt["hyper_parameters"]["model"]["net"], NET_TARGETS, "model.net"))
+    net = make_net(run_config(ckpt)["model"]["net"])
     state = {
         k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")
     }
@@ -69,8 +116,39 @@ def build_net(ckpt: dict[str, Any]) -> MLP:
     return net.eval()
 
 
-def data_kwargs(ckpt: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def data_kwargs(ckpt: Mapping[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint's data settings, with the non-null `overrides` on top."""
-    kwargs = _kwargs(ckpt["hyper_parameters"]["data"], DATA_TARGETS, "data")
+    kwargs = _kwargs(run_config(ckpt)["data"], DATA_TARGETS, "data")
     kwargs.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return kwargs
+
+
+def relocate(obj: Any, old: str, new: str) -> Any:
+    """`obj` with every path under the dir `old` (strings and dict keys) moved under `new`."""
+    if isinstance(obj, str):
+        return new + obj[len(old) :] if obj == old or obj.startswith(old + os.sep) else obj
+    if isinstance(obj, dict):
+        return {relocate(k, old, new): relocate(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [relocate(v, old, new) for v in obj]
+    return obj
+
+
+def relocate_callbacks(
+    checkpoint: dict[str, Any], config: Mapping[str, Any], ckpt_path: Any
+) -> None:
+    """Resuming from a run dir that was moved or copied: its checkpoint callbacks' state
+    (best and last paths) names files where the run first ran; point it at the new dir.
+
+    Only when the checkpoint lies in this run's dir: `ckpt_path=` from another run's dir
+    into a new one keeps Lightning's behaviour (the old dir's best path, with a warning).
+    """
+    old = checkpoint.get(RUN_CONFIG, {}).get("paths", {}).get("output_dir")
+    new = config["paths"]["output_dir"]
+    if (
+        old
+        and ckpt_path
+        and old != new
+        and Path(ckpt_path).resolve().is_relative_to(Path(new).resolve())
+    ):
+        checkpoint["callbacks"] = relocate(checkpoint.get("callbacks", {}), old, new)

@@ -54,16 +54,18 @@ def run_app(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
 def _remove_empty_run_dir() -> None:
     """Undo the run dir Hydra made for a run refused before it started.
 
-    Only a dir holding nothing but Hydra's own files (.hydra/ and the log) is removed, so
-    an existing run dir given with hydra.run.dir is left as it was.
+    Only a dir holding nothing but Hydra's own files (.hydra/ and the log) and the run-dir
+    lock is removed, so an existing run dir given with hydra.run.dir is left as it was.
     """
     from hydra.core.hydra_config import HydraConfig
+
+    from xor_lightning.lock import LOCK_FILE
 
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    hydra_files = {hc.output_subdir, f"{hc.job.name}.log"}
+    hydra_files = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_files:
         shutil.rmtree(run_dir)
 

@@ -18,6 +18,8 @@ class XORDataModule(L.LightningDataModule):
     test sets have fixed sizes of their own, so changing `n_samples` does not change what
     the model is scored on. Under DDP each rank gets its own block of every set (see
     `BatchIndexSampler`): Lightning's `use_distributed_sampler` is off for that reason.
+    Its arguments are saved with `save_hyperparameters()`, so
+    `XORDataModule.load_from_checkpoint(path)` gives the run's data.
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class XORDataModule(L.LightningDataModule):
         problem: str = "xor",
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
         self.sizes = {"train": n_samples, "val": n_val, "test": n_test}
         self.noise, self.batch_size, self.seed = noise, batch_size, seed
         self.batches_per_chunk, self.problem = batches_per_chunk, problem
@@ -60,7 +63,8 @@ class XORDataModule(L.LightningDataModule):
         return DataLoader(self.datasets[split], batch_size=None, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, chunk=self.batches_per_chunk)
+        chunk = 1 if self.trainer is not None and counts_batches(self.trainer) else None
+        return self._loader("train", shuffle=True, chunk=chunk or self.batches_per_chunk)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
@@ -70,3 +74,21 @@ class XORDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+def counts_batches(trainer: L.Trainer) -> bool:
+    """Whether a Trainer option counts training batches: then each batch must be one
+    optimizer step (a chunk of one), so that it counts what it does in any Lightning project.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    every_n_steps = [
+        getattr(cb, "_every_n_train_steps", 0)  # private; tests/test_loop.py fails if it moves
+        for cb in trainer.checkpoint_callbacks
+        if isinstance(cb, ModelCheckpoint)
+    ]
+    return (
+        trainer.limit_train_batches != 1.0
+        or trainer.val_check_interval != 1.0
+        or any(every_n_steps)
+    )

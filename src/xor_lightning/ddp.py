@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+from xor_lightning.config import UserError
 
 # Set by Lightning's launcher in the process that starts the ranks.
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -32,15 +37,38 @@ def child_command(local_rank: int) -> tuple[list[str], str]:
     return command, get_original_cwd()
 
 
-def use_job_dir_for_ranks() -> None:
-    """Make Lightning start the other ranks with `child_command`.
+def _launcher_module() -> ModuleType:
+    """Lightning's launcher module, checked to start ranks through `_hydra_subprocess_cmd`.
 
-    It replaces a private function of Lightning's launcher (lightning is pinned below 2.7);
-    tests/test_ddp.py fails if that function moves.
+    That function is private (lightning is pinned below 2.7); tests/test_ddp.py fails fast
+    if it moves, and a version where it did is refused here in one line.
     """
-    from lightning.pytorch.strategies.launchers import subprocess_script
+    import lightning
+    from lightning.pytorch.strategies.launchers import subprocess_script as module
 
-    subprocess_script._hydra_subprocess_cmd = child_command
+    launcher = getattr(module, "_SubprocessScriptLauncher", None)
+    calls = getattr(getattr(launcher, "_call_children_scripts", None), "__code__", None)
+    if not callable(getattr(module, "_hydra_subprocess_cmd", None)) or (
+        calls is None or "_hydra_subprocess_cmd" not in calls.co_names
+    ):
+        raise UserError(
+            f"trainer.strategy=ddp under Hydra needs Lightning's private "
+            f"{module.__name__}._hydra_subprocess_cmd, which lightning {lightning.__version__} "
+            "no longer has or calls: use lightning>=2.5,<2.7 (see ddp.py)"
+        )
+    return module
+
+
+@contextmanager
+def job_dir_for_ranks() -> Iterator[None]:
+    """While inside: Lightning starts the other ranks with `child_command`."""
+    module = _launcher_module()
+    original = module._hydra_subprocess_cmd
+    module._hydra_subprocess_cmd = child_command
+    try:
+        yield
+    finally:
+        module._hydra_subprocess_cmd = original
 
 
 def release() -> None:

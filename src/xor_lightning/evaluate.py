@@ -1,6 +1,6 @@
 """Score a checkpoint: `python -m xor_lightning.evaluate ckpt_path=<file>` or `xor-eval`.
 
-The model and the data are rebuilt from the hyperparameters stored in the checkpoint, so
+The model and the data are rebuilt from the run config stored in the checkpoint, so
 no run dir is needed; `data.*` overrides (a bigger test set, more noise) show how the
 model generalises.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.checkpoint import build_net, data_kwargs, load_checkpoint
+from xor_lightning.checkpoint import data_kwargs, load_checkpoint, run_config
 from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
 from xor_lightning.validate import EVAL_RULES, check
 
@@ -28,13 +28,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_accelerator(cfg.accelerator)
     ckpt = load_checkpoint(cfg.ckpt_path)
     data = data_kwargs(ckpt, OmegaConf.to_container(cfg.data))
-    net = build_net(ckpt)
 
     import lightning as L
 
     from xor_lightning.datamodule import XORDataModule
     from xor_lightning.module import XORModule
 
+    module = XORModule(run_config(ckpt)["model"]["net"])
+    module.load_state_dict(ckpt["state_dict"])
     quiet_known_warnings()
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -44,7 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    module, datamodule = XORModule(net), XORDataModule(**data)
+    datamodule = XORDataModule(**data)
     scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     scores |= trainer.test(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(scores[k]) for k in KEYS}

@@ -7,6 +7,7 @@ Hydra has set up logging, so its messages go to the run's log file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.checkpoint import load_checkpoint
+from xor_lightning.checkpoint import load_checkpoint, module_kwargs, relocate, run_config
 from xor_lightning.config import (
     CONF_DIR,
     UserError,
@@ -25,7 +26,7 @@ from xor_lightning.config import (
     quiet_known_warnings,
     run_app,
 )
-from xor_lightning.ddp import release, use_job_dir_for_ranks
+from xor_lightning.ddp import job_dir_for_ranks, release
 from xor_lightning.validate import validate_train
 
 if TYPE_CHECKING:
@@ -46,12 +47,8 @@ def build_module(cfg: DictConfig) -> tuple[XORModule, XORDataModule]:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    module = XORModule(
-        instantiate(cfg.model.net),
-        instantiate(cfg.model.optimizer),
-        gradient_clip_val=cfg.model.get("gradient_clip_val"),
-        hparams=OmegaConf.to_container(cfg, resolve=True),
-    )
+    config = OmegaConf.to_container(cfg, resolve=True)
+    module = XORModule(**module_kwargs(config), run_config=config)
     return module, datamodule
 
 
@@ -61,9 +58,15 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
 
     quiet_known_warnings()
     module, datamodule = build_module(cfg)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Entries without a _target_ are settings left for a group option not chosen (e.g.
+    # debug=quick's callbacks.last_checkpoint.every_n_epochs with callbacks=none).
+    callbacks = [
+        instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
+    ]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    # Plain containers for Lightning, which checks e.g. `max_time={minutes: 10}` is a dict.
+    trainer = instantiate(cfg.trainer, _partial_=True, _convert_="all")
+    trainer = trainer(callbacks=callbacks, logger=loggers or False)
     return trainer, module, datamodule
 
 
@@ -79,7 +82,9 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         raise UserError(f"resume={cfg.resume}: no checkpoints/last.ckpt there (not a run dir?)")
-    saved = OmegaConf.create(load_checkpoint(last)["hyper_parameters"])
+    saved = run_config(load_checkpoint(last))
+    # A moved or copied run dir: its config names the dir where it first ran.
+    saved = OmegaConf.create(relocate(saved, saved["paths"]["output_dir"], str(run_dir)))
     overrides = []
     for o in HydraConfig.get().overrides.task if HydraConfig.initialized() else []:
         key = o.split("=", 1)[0].lstrip("+~")
@@ -116,12 +121,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     n_params = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
     log.info("model: %s, %d learnable parameters", type(module.net).__name__, n_params)
     log.info("run dir: %s", _shown(out_dir))
-    if isinstance(trainer.strategy, DDPStrategy):
-        use_job_dir_for_ranks()
-        if rank_zero_only.rank == 0:  # printed, not logged: shown whatever the log level
-            print(f"world size: {trainer.num_devices * trainer.num_nodes}", flush=True)
+    ddp = isinstance(trainer.strategy, DDPStrategy)
+    if ddp and rank_zero_only.rank == 0:  # printed, not logged: shown whatever the log level
+        print(f"world size: {trainer.num_devices * trainer.num_nodes}", flush=True)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with job_dir_for_ranks() if ddp else contextlib.nullcontext():  # ranks start in `fit`
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     _exit_if_stopped(trainer, out_dir)
     train_loss = trainer.callback_metrics.get("train/loss")
 
@@ -198,9 +203,7 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) 
     scores = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
     for lg in trainer.loggers:
         if isinstance(lg, TensorBoardLogger):
-            # Lightning wrote an empty hparams.yaml after fit and never rewrites one.
-            (Path(lg.log_dir) / "hparams.yaml").unlink(missing_ok=True)
-            lg.log_hyperparams(params, scores)
+            lg.log_hyperparams(params, scores)  # hparams.yaml keeps the module's and data's
             lg.finalize("success")
 
 

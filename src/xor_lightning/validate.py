@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from xor_lightning.checkpoint import NET_TARGETS
 from xor_lightning.config import UserError
 from xor_lightning.data import PROBLEMS
 from xor_lightning.model import ACTIVATIONS
@@ -71,6 +72,7 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.depth": at_least(1),
     "data.problem": one_of(PROBLEMS),
     "model.activation": one_of(ACTIVATIONS),
+    "model.net._target_": one_of(NET_TARGETS),
     "model.optimizer.lr": POSITIVE,
     "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
     "trainer.max_epochs": (
@@ -82,10 +84,26 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.strategy": one_of(STRATEGIES),
     "trainer.num_nodes": at_least(1),
     "callbacks.last_checkpoint.every_n_epochs": at_least(1),
+    "scheduler.max_epochs": (
+        lambda v: _int(v) and v >= 1,
+        "an integer >= 1: cosine anneals to 0 at that epoch (it follows trainer.max_epochs, "
+        "so with trainer.max_epochs=-1 set scheduler.max_epochs)",
+    ),
+    "scheduler.warmup_epochs": at_least(0),
+    "scheduler.step_size": at_least(1),
+    "scheduler.gamma": POSITIVE,
+    "scheduler.factor": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
+    "scheduler.patience": at_least(0),
+}
+# Lightning's own options that manual optimization cannot honour (it raises deep in `fit`):
+# the value each must keep, and what to use instead.
+NOT_UNDER_MANUAL_OPTIMIZATION = {
+    "trainer.gradient_clip_val": (None, "use model.gradient_clip_val (clips before every step)"),
+    "trainer.accumulate_grad_batches": (1, "use a larger data.batch_size (data are in memory)"),
 }
 TRAIN_KEYS = {
-    "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "trainer",
-         "logger", "callbacks", "paths", "hparams_search"},
+    "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "scheduler",
+         "trainer", "logger", "callbacks", "paths", "hparams_search"},
     "data": {"_target_", "n_samples", "n_val", "n_test", "noise", "batch_size", "seed",
              "batches_per_chunk", "problem"},
     "model": {"hidden", "activation", "depth", "net", "optimizer", "gradient_clip_val"},
@@ -136,7 +154,46 @@ def check_trainer_keys(cfg: DictConfig) -> None:
             raise UserError(f"unknown key trainer.{name}: not an argument of lightning.Trainer")
 
 
+def check_manual_optimization(cfg: DictConfig) -> None:
+    for key, (default, instead) in NOT_UNDER_MANUAL_OPTIMIZATION.items():
+        value = OmegaConf.select(cfg, key, default=default)
+        if value != default:
+            raise UserError(
+                f"{key}={value!r} is not allowed: training uses manual optimization; {instead}"
+            )
+
+
+def check_scheduler(cfg: DictConfig) -> None:
+    """Every `scheduler.*` key must be an argument of its `_target_`; a warm-up must end."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    scheduler = cfg.get("scheduler") or {}
+    if not scheduler:
+        return
+    try:
+        target = get_method(scheduler.get("_target_"))
+    except Exception:
+        raise UserError(
+            f"scheduler._target_={scheduler.get('_target_')!r}: cannot import it"
+        ) from None
+    allowed = set(inspect.signature(target).parameters) - {"optimizer"}
+    for name in scheduler:
+        if not name.startswith("_") and name not in allowed:
+            raise UserError(
+                f"unknown key scheduler.{name}: known keys are {', '.join(sorted(allowed))}"
+            )
+    if scheduler.get("warmup_epochs", 0) >= scheduler.get("max_epochs", math.inf):
+        raise UserError(
+            f"scheduler.warmup_epochs={scheduler.warmup_epochs} is not allowed: use fewer than "
+            f"scheduler.max_epochs={scheduler.max_epochs}"
+        )
+
+
 def validate_train(cfg: DictConfig) -> None:
     check_keys(cfg, TRAIN_KEYS)
     check(cfg, TRAIN_RULES)
     check_trainer_keys(cfg)
+    check_manual_optimization(cfg)
+    check_scheduler(cfg)

@@ -42,6 +42,7 @@ class CheckpointWriter:
         # Attaches the module and the datamodule as a run's fit does; runs no batch.
         with quiet_lightning():
             self.trainer.validate(module, datamodule=datamodule, verbose=False)
+        self.modules: dict[str, Any] = {}
         cbs = self.trainer.callbacks
         self.best_cb = next((cb for cb in cbs if isinstance(cb, ModelCheckpoint)), None)
         self.last_cb = next((cb for cb in cbs if isinstance(cb, LastCheckpoint)), None)
@@ -49,10 +50,18 @@ class CheckpointWriter:
     def load(
         self, cfg: dict[str, Any], weights: list[Tensor], adam: list[dict[str, Tensor]]
     ) -> None:
-        """Make the job's own module (hyperparameters, weights) and optimizer the trainer's."""
-        from xor_lightning.train import build_module
+        """Make the job's own module (hyperparameters, run config, weights), optimizer and
+        datamodule hyperparameters the trainer's, built by the classes' own constructors."""
+        from xor_lightning.checkpoint import module_kwargs
+        from xor_lightning.datamodule import XORDataModule
+        from xor_lightning.module import XORModule
 
-        module, datamodule = build_module(OmegaConf.create(cfg))
+        kwargs = module_kwargs(cfg)
+        key = repr(kwargs)  # jobs with the same arguments (e.g. a seed sweep) share a module
+        if key not in self.modules:
+            self.modules[key] = XORModule(**kwargs)
+        module = self.modules[key]
+        module.run_config = cfg
         params = list(module.net.parameters())
         with torch.no_grad():
             for p, w in zip(params, weights, strict=True):
@@ -64,8 +73,8 @@ class CheckpointWriter:
         for p, state in zip(params, adam, strict=True):
             optimizer.state[p] = {k: v.clone() for k, v in state.items()}
         trainer.strategy.optimizers = [optimizer]
-        if datamodule.hparams and trainer.datamodule is not None:
-            trainer.datamodule.save_hyperparameters(dict(datamodule.hparams), logger=False)
+        data = XORDataModule(**{k: v for k, v in cfg["data"].items() if not k.startswith("_")})
+        trainer.datamodule.save_hyperparameters(dict(data.hparams), logger=False)
 
     def save(
         self,

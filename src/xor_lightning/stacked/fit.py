@@ -46,6 +46,9 @@ CALLBACKS = {
     "xor_lightning.callbacks.BoundaryPlot",
     "lightning.pytorch.callbacks.ModelCheckpoint",
 }
+BEST_KEYS = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode",
+             "save_top_k"}  # fmt: skip
+MONITORS = {"val/acc", "val/loss"}
 LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger"}
 
 
@@ -73,9 +76,20 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     for name, cb in (cfg.get("callbacks") or {}).items():
         if cb and cb.get("_target_") not in CALLBACKS:
             return f"callbacks.{name} ({cb.get('_target_')})"
+        if cb and cb.get("_target_") == "lightning.pytorch.callbacks.ModelCheckpoint":
+            extra = set(cb) - BEST_KEYS
+            if extra or cb.get("save_top_k", 1) != 1 or cb.get("monitor") not in MONITORS:
+                what = sorted(extra)[0] if extra else "save_top_k/monitor"
+                return f"callbacks.{name}.{what} (stacked: the best on val/acc or val/loss)"
     for name, lg in (cfg.get("logger") or {}).items():
         if lg and lg.get("_target_") not in LOGGERS:
             return f"logger.{name} ({lg.get('_target_')})"
+    if cfg.get("scheduler"):
+        return f"scheduler={cfg['scheduler'].get('_target_')} (stacked: a constant rate)"
+    trainer = cfg["trainer"]
+    for key, plain in (("limit_train_batches", 1.0), ("val_check_interval", 1.0)):
+        if trainer.get(key, plain) != plain:
+            return f"trainer.{key}={trainer[key]} (stacked: whole epochs)"
     devices = cfg["trainer"].get("devices", 1)
     if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
         return f"trainer.devices={devices} (stacked fits use one device)"

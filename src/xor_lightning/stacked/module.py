@@ -122,7 +122,7 @@ class StackedModule(L.LightningModule):
             self.history.setdefault(key, []).append((self.current_epoch, self.global_step, value))
 
     def on_train_epoch_end(self) -> None:
-        self._record(self._epoch_metrics("train"))
+        self._record({**self._epoch_metrics("train"), "train/lr": self.hyper["lr"].float()})
         if every_n_or_last(self.trainer, self.print_every_n_epochs):
             self._print()
 

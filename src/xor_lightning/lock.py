@@ -1,0 +1,112 @@
+"""One writer per run dir: a second `xor-train` on a dir in use is refused, changing nothing.
+
+`RunDirLock` is a Hydra callback. In a single run it takes the lock in `on_run_start`,
+before Hydra makes the run dir, writes `.hydra/` or opens the log, so a refused process
+leaves the dir exactly as it was. A multirun locks its sweep dir the same way, and each
+job its own dir when it starts (so `resume=<sweep dir>/<job>` waits for the sweep). The lock
+is `flock` on `<dir>/.lock`, which holds the pid of its holder: the kernel drops it when
+that process ends, even by `kill -9`, so a stale file never blocks a resume. The other DDP
+ranks of a job work in rank 0's dir under rank 0's lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, read_write
+
+from xor_lightning.config import UserError
+
+LOCK_FILE = ".lock"
+
+
+def secondary_rank() -> bool:
+    """A DDP rank other than 0, started by Lightning (LOCAL_RANK), torchrun (RANK) or SLURM."""
+    return any(
+        os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "RANK", "SLURM_PROCID")
+    )
+
+
+def acquire(run_dir: Path) -> tuple[int | None, str]:
+    """Lock `run_dir` (made if missing): (the open file holding the lock, "") or, when a
+    live process holds it, (None, that process's pid as written in the lock file)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        return None, holder
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd, ""
+
+
+def in_use(run_dir: Path, holder: str) -> str:
+    return (
+        f"{run_dir} is in use by another run (pid {holder}): wait for it to end, or "
+        "stop it first (Ctrl-C saves last.ckpt); nothing was changed"
+    )
+
+
+class RunDirLock(Callback):
+    """Hydra callback: hold the lock on the run dir (or sweep dir) while the run lasts."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, int] = {}
+
+    def _take(self, run_dir: Path) -> None:
+        fd, holder = acquire(run_dir)
+        if fd is None:
+            raise UserError(in_use(run_dir, holder))
+        self._held[run_dir] = fd
+
+    def _release(self, run_dir: Path) -> None:
+        fd = self._held.pop(run_dir, None)
+        if fd is not None:
+            os.close(fd)  # closing the file drops the lock
+
+    def _take_or_exit(self, config: DictConfig, key: str) -> None:
+        # Resolved once and pinned, so the dir locked is the dir Hydra uses (`${now:}`).
+        HydraConfig.instance().set_config(config)  # for `${hydra:...}` in the dir's name
+        run_dir = Path(str(OmegaConf.select(config, key))).absolute()
+        parent, name = key.rsplit(".", 1)
+        with read_write(OmegaConf.select(config, parent)):
+            OmegaConf.select(config, parent)[name] = str(run_dir)
+        try:
+            self._take(run_dir)
+        except UserError as e:  # before Hydra's logging exists: stderr, like run_app
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not secondary_rank():
+            self._take_or_exit(config, "hydra.run.dir")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for run_dir in list(self._held):
+            self._release(run_dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._take_or_exit(config, "hydra.sweep.dir")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.on_run_end(config)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A sweep's job, in whatever process runs it (Hydra has just made its dir). A
+        # refusal here becomes Hydra's warning: another sweep is already refused above.
+        if config.hydra.mode == RunMode.MULTIRUN and not secondary_rank():
+            self._take(Path(config.hydra.runtime.output_dir))
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self._release(Path(config.hydra.runtime.output_dir))
