@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import cli, compose_train, load, wait_for
+from xor_lightning.checkpoint import relocate
 from xor_lightning.train import train
 
 VEC = "hydra/launcher=vectorized"
@@ -72,7 +73,11 @@ def test_after_ten_steps_every_job_has_the_weights_of_its_run_alone(tmp_path):
             torch.testing.assert_close(last["state_dict"][name], value, atol=1e-5, rtol=0)
         same_structure(last, ref["last"])  # a run's own checkpoint, key for key
         assert last["loops"] == ref["last"]["loops"]
-        assert last["hyper_parameters"]["model"] == ref["last"]["hyper_parameters"]["model"]
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            assert last[key] == ref["last"][key]
+        moved = relocate(ref["last"]["run_config"], str(ref["dir"]), str(job.resolve()))
+        assert last["run_config"] == moved  # the job's whole config, in its own dir
+        assert set(last["metrics"]) == set(ref["last"]["metrics"])
         best = next((job / "checkpoints").glob("best-*.ckpt"))
         assert best.name == next((ref["dir"] / "checkpoints").glob("best-*.ckpt")).name
 

@@ -73,8 +73,12 @@ class CheckpointWriter:
         for p, state in zip(params, adam, strict=True):
             optimizer.state[p] = {k: v.clone() for k, v in state.items()}
         trainer.strategy.optimizers = [optimizer]
+        # The attached datamodule (set up: a CSV run's points) takes the job's own arguments,
+        # and their name as its `save_hyperparameters()` recorded it (a private attribute;
+        # tests/test_vectorized.py compares whole checkpoints with a run's).
         data = XORDataModule(**{k: v for k, v in cfg["data"].items() if not k.startswith("_")})
         trainer.datamodule.save_hyperparameters(dict(data.hparams), logger=False)
+        trainer.datamodule._hparams_name = data._hparams_name
 
     def save(
         self,

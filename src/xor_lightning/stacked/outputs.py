@@ -23,7 +23,7 @@ from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename, b
 from xor_lightning.stacked.fit import GroupResult, snapshot
 
 log = logging.getLogger(__name__)
-CURVES = ("train/loss", "train/acc", "val/loss", "val/acc")
+CURVES = ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc")
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
@@ -196,7 +196,7 @@ def _train_log(
     every = every.get("every_n_epochs", 100)
     for e, _step, v in result.history.get("train/loss", []):
         if every > 0 and (e % every == 0 or e == result.epoch - 1):
-            values = {key: at_epoch(result, key, k, e) for key in CURVES}
+            values = {key: at_epoch(result, key, k, e) for key in CURVES if key != "train/lr"}
             lines.append(
                 f"epoch {e:4d}  "
                 + "  ".join(f"{key} {x:.4f}" for key, x in values.items() if x is not None)

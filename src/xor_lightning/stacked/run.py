@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -84,6 +85,7 @@ def run_jobs(
                   "val/acc")  # fmt: skip
     returns: dict[int, JobReturn] = {}
     groups: dict[str, list[Job]] = {}
+    locks = _lock([j for j in jobs if j.done is None and not j.error and j.problem is None])
     for job in jobs:
         if job.done is not None:
             returns[job.num] = job.done
@@ -113,6 +115,7 @@ def run_jobs(
             write_group(chunk, result, info, settings["workers"])
             for job in chunk:
                 returns[job.num] = job_return(job, read_value(job.dir, metric))
+                os.close(locks.pop(job.num))
             if result.signal is not None:
                 _stop(sweep_dir, result.signal, metric)
     for job in jobs:
@@ -120,6 +123,30 @@ def run_jobs(
             log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
             returns[job.num] = run_alone(job)
     return returns
+
+
+def _lock(jobs: list[Job]) -> dict[int, int]:
+    """Each job's dir lock, as a run alone holds it (`lock.py`), until its dir is written.
+
+    A dir that another process holds (say `resume=` of that job) fails its job in one line.
+    """
+    import resource
+
+    from xor_lightning.lock import acquire, in_use
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = len(jobs) + 256  # an open file per lock held
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    locks = {}
+    for job in jobs:
+        fd, holder = acquire(job.dir)
+        if fd is None:
+            job.error = f"UserError: {in_use(job.dir, holder)}"
+        else:
+            locks[job.num] = fd
+    return locks
 
 
 def _describe(groups: list[list[Job]], size: int) -> None:
