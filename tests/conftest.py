@@ -76,3 +76,15 @@ def make_cfg(tmp_path: Path) -> Composer:
         return compose_train(f"paths.output_dir={out or tmp_path}", *overrides)
 
     return make
+
+
+def write_points(path: Path, n: int = 200, seed: int = 0, header: bool = True) -> Path:
+    """A CSV of XOR points with labels (x1,x2,label), as a user would bring their own."""
+    from xor_lightning.data import make_xor
+
+    X, y = make_xor(n, seed=seed)
+    rows = [
+        f"{a:.6f},{b:.6f},{int(c)}\n" for (a, b), c in zip(X.tolist(), y.flatten(), strict=True)
+    ]
+    path.write_text(("x1,x2,label\n" if header else "") + "".join(rows))
+    return path

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from tests.conftest import write_points
 from xor_lightning.config import CONF_DIR
 
 GROUPS = [
@@ -31,8 +32,10 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_composes_and_builds(make_cfg, group, option):
-    cfg = make_cfg(f"{group}={option}")
+def test_option_composes_and_builds(make_cfg, tmp_path, group, option):
+    csv = (group, option) == ("data", "csv")  # your own points need a file
+    more = [f"data.path={write_points(tmp_path / 'p.csv')}"] if csv else []
+    cfg = make_cfg(f"{group}={option}", *more)
     dm = instantiate(cfg.data)
     dm.setup("fit")
     net = instantiate(cfg.model.net)
