@@ -5,27 +5,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import load
 from xor_lightning.train import train
 
-SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
 METRIC_KEYS = {"train/loss", "val/loss", "val/acc", "test/loss", "test/acc"}
 
 
-def scalar_tags(run_dir: Path) -> dict[str, list[float]]:
-    tags: dict[str, list[float]] = {}
-    for f in sorted(run_dir.glob("events.out.tfevents.*")):
-        ea = EventAccumulator(str(f))
-        ea.Reload()
-        for tag in ea.Tags()["scalars"]:
-            tags.setdefault(tag, []).extend(e.value for e in ea.Scalars(tag))
-    return tags
+def curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Every scalar TensorBoard finds under `run_dir`: {run: {tag: [(step, value), ...]}}."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(run_dir))
+    mux.Reload()
+    return {
+        run: {tag: [(e.step, e.value) for e in mux.Scalars(run, tag)] for tag in tags["scalars"]}
+        for run, tags in mux.Runs().items()
+        if tags["scalars"]
+    }
 
 
-def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):
-    metrics = train(make_cfg("debug=quick"))
+def test_quick_run_writes_a_complete_run_dir_and_a_run_per_stage(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=quick", "model.optimizer.lr=0.2"))  # best: epoch 14 of 20
     assert set(metrics) == METRIC_KEYS
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == pytest.approx(metrics) and all(isinstance(v, float) for v in on_disk.values())
@@ -34,12 +35,23 @@ def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
     assert not any(n.endswith(".tmp") for n in ckpts)
 
-    tags = scalar_tags(tmp_path)
-    assert set(tags) >= SCALARS
-    assert not any(t.endswith(("_step", "_epoch")) for t in tags)
-    assert len(tags["train/loss"]) == 20  # one point per epoch
-    assert len(tags["val/acc"]) == 4  # every 5 epochs in debug=quick
-    assert tags["train/loss"][-1] < tags["train/loss"][0]
+    runs = curves(tmp_path)
+    # sub-runs of the run dir, each with the same two tags: no `epoch` line, no hp/* charts
+    assert {run: set(tags) for run, tags in runs.items()} == {
+        stage: {"loss", "acc"} for stage in ("train", "val", "test", "best")
+    }
+    train_loss, val_acc = runs["train"]["loss"], runs["val"]["acc"]
+    assert [s for s, _ in train_loss] == list(range(20))  # one point per epoch
+    assert [s for s, _ in val_acc] == [4, 9, 14, 19]  # every 5 epochs in debug=quick
+    assert train_loss[-1][1] < train_loss[0][1]
+    [(test_step, test_acc)] = runs["test"]["acc"]  # a point at the end
+    assert test_step == 20 and test_acc == pytest.approx(metrics["test/acc"])
+    [(best_step, best_acc)] = runs["best"]["acc"]  # on the val line, at the best epoch
+    assert next((tmp_path / "checkpoints").glob("best-*")).name == "best-epoch014.ckpt"
+    assert (best_step, best_acc) == (14, pytest.approx(dict(val_acc)[14]))
+    assert best_acc == pytest.approx(metrics["val/acc"]) == max(v for _, v in val_acc)
+    [(_, best_loss)] = runs["best"]["loss"]
+    assert best_loss == pytest.approx(metrics["val/loss"])
 
 
 def test_checkpoints_are_self_contained_and_weights_only(make_cfg, tmp_path):
@@ -102,9 +114,9 @@ def test_default_run_is_the_chapters_result(make_cfg, tmp_path):
     assert metrics["test/acc"] >= 0.95
     last = load(tmp_path / "checkpoints" / "last.ckpt")
     assert last["global_step"] == 401  # 401 full-batch optimizer steps, saved after the last
-    tags = scalar_tags(tmp_path)
-    assert len(tags["train/loss"]) == 401
-    assert len(tags["val/acc"]) >= 40  # validation at least every 10 epochs
+    runs = curves(tmp_path)
+    assert len(runs["train"]["loss"]) == 401
+    assert len(runs["val"]["acc"]) >= 40  # validation at least every 10 epochs
 
 
 def test_every_minibatch_is_one_optimizer_step(make_cfg, tmp_path):
