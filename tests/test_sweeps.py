@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import cli
-from tests.test_tensorboard import hparams_tab
+from tests.conftest import cli, hparams_tab
 from xor_lightning.train import train
 
 

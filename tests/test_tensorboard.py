@@ -1,44 +1,12 @@
 """TensorBoard as a learner reads it: a sub-run per stage, HPARAMS read by TensorBoard itself."""
 
 import json
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from werkzeug.test import Client
 
-from tests.conftest import cli, compose_train, write_points
-from tests.test_train import curves
+from tests.conftest import cli, compose_train, curves, hparams_tab, write_points
 from xor_lightning.tb_logger import StageLogger, session_hparams
-
-
-def hparams_tab(logdir: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """What TensorBoard's HPARAMS tab gets from its own backend: the hyperparameters in the
-    order it lists them (it shows the first five), and each session's metric values."""
-    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
-    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
-    from tensorboard.plugins import base_plugin
-    from tensorboard.plugins.hparams.hparams_plugin import HParamsPlugin
-
-    mux = EventMultiplexer().AddRunsFromDirectory(str(logdir))
-    mux.Reload()
-    provider = MultiplexerDataProvider(mux, str(logdir))
-    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, data_provider=provider)
-    apps = HParamsPlugin(context).get_plugin_apps()
-    exp = Client(apps["/experiment"]).post("/", json={"experimentName": ""}).get_json()
-    names = [h["name"] for h in exp["hparamInfos"]]
-    cols = [{"metric": m["name"]} for m in exp["metricInfos"]] + [{"hparam": n} for n in names]
-    request = {"experimentName": "", "colParams": cols, "startIndex": 0, "sliceSize": 100,
-               "allowedStatuses": ["STATUS_SUCCESS"]}  # fmt: skip
-    groups = Client(apps["/session_groups"]).post("/", json=request).get_json()["sessionGroups"]
-    values = {
-        s["name"]: {
-            f"{m['name']['group']}/{m['name']['tag']}": m["value"] for m in s["metricValues"]
-        }
-        for g in groups
-        for s in g["sessions"]
-    }
-    return names, values
 
 
 def test_stage_logger_outside_a_trainer(tmp_path):

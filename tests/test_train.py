@@ -1,28 +1,14 @@
 """The train entry, in-process on short configs: run dir, metrics, checkpoints, resume."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import load
+from tests.conftest import curves, load
 from xor_lightning.train import train
 
 METRIC_KEYS = {"train/loss", "val/loss", "val/acc", "test/loss", "test/acc"}
-
-
-def curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """Every scalar TensorBoard finds under `run_dir`: {run: {tag: [(step, value), ...]}}."""
-    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
-
-    mux = EventMultiplexer().AddRunsFromDirectory(str(run_dir))
-    mux.Reload()
-    return {
-        run: {tag: [(e.step, e.value) for e in mux.Scalars(run, tag)] for tag in tags["scalars"]}
-        for run, tags in mux.Runs().items()
-        if tags["scalars"]
-    }
 
 
 def test_quick_run_writes_a_complete_run_dir_and_a_run_per_stage(make_cfg, tmp_path):
