@@ -149,10 +149,10 @@ class BoundaryPlot(L.Callback):
 
         return boundary_image(net, X, y, extent=self.extent)
 
-    def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, acc: str) -> None:
+    def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
         from xor_lightning.plot import save_boundary
 
-        save_boundary(net, X, y, path, f"test set{acc}", self.extent)
+        save_boundary(net, X, y, path, f"test set{score}", self.extent)
 
     def _extent(self, trainer: L.Trainer) -> None:
         if self.extent is None:
@@ -199,7 +199,7 @@ class HiddenUnitsPlot(BoundaryPlot):
 
         return hidden_units_image(net, X, y, extent=self.extent)
 
-    def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, acc: str) -> None:
+    def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
         from xor_lightning.units import save_hidden_units
 
         title = (
@@ -224,14 +224,17 @@ class ParameterHistograms(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        if i != trainer.num_training_batches - 1 or not every_n_or_last(
-            trainer, self.every_n_epochs
-        ):
+        last = i == trainer.num_training_batches - 1
+        if not (last and every_n_or_last(trainer, self.every_n_epochs)):
             return
         for writer in tensorboard_writers(trainer):
             for name, p in pl_module.net.named_parameters():
-                for tag, values in ((f"weights/{name}", p), (f"weights/{name}.grad", p.grad)):
-                    # TensorBoard's bins end at 1e20: a diverging run's weights fit none
-                    kept = values[values.abs() < 1e20] if values is not None else ()
-                    if len(kept):
-                        writer.add_histogram(tag, kept.detach(), trainer.global_step)
+                for tag, values in (
+                    (f"weights/{name}", p.detach()),
+                    (f"weights/{name}.grad", p.grad),
+                ):
+                    if values is None:
+                        continue
+                    kept = values[values.abs() < 1e20]  # TensorBoard's bins end at 1e20
+                    if len(kept):  # (a diverging run's weights may fit none)
+                        writer.add_histogram(tag, kept, trainer.global_step)
