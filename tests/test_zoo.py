@@ -98,7 +98,7 @@ def test_pictures_and_histograms_in_the_run_dir_and_tensorboard(make_cfg, tmp_pa
         assert [e.step for e in mux.Images(".", tag)] == [1, 11, 20]  # epochs 0, 10, last
     assert [e.step for e in mux.Histograms(".", "weights/0.weight.grad")] == [1, 11, 20]
     [units] = mux.Images(".", "pictures/hidden_units")[-1:]
-    assert (units.width, units.height) == (4 * 120 + 3 * 4, 2 * 120 + 4)  # 8 units: 4 x 2
+    assert (units.width, units.height) == (4 * 96 + 3 * 4, 2 * 96 + 4)  # 8 units: 4 x 2
 
 
 def test_boundary_figure_marks_misclassified_points():

@@ -60,8 +60,8 @@ def hidden_units_image(
     net: nn.Module,
     X: torch.Tensor,
     y: torch.Tensor,
-    size: int = 120,
-    max_points: int = 150,
+    size: int = 96,
+    max_points: int = 120,
     extent: Extent = SQUARE,
 ) -> np.ndarray:
     """One size-by-size panel per first-layer unit, in rows of `_columns`: its activation
