@@ -124,9 +124,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if best:
-        val = torch.load(best, map_location="cpu", weights_only=True)["metrics"]
+        best_ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        val, best_epoch = best_ckpt["metrics"], best_ckpt["epoch"]
     else:  # no checkpoint (fast_dev_run, checkpointing off): score the current weights
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        best_epoch = trainer.current_epoch - 1
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
 
     metrics = {
@@ -138,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log_hparams(trainer, cfg, metrics)
+        log_summary(trainer, cfg, metrics, best_epoch)
         _summary(metrics, best, out_dir)
     return metrics
 
@@ -185,33 +187,21 @@ def _summary(metrics: dict[str, float], best: str | None, out_dir: Path) -> None
     )
 
 
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """The run's hyperparameters with its final metrics, for TensorBoard's HPARAMS tab."""
-    from lightning.pytorch.loggers import TensorBoardLogger
+def log_summary(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float], epoch: int) -> None:
+    """The best checkpoint's scores as points on the loss/acc charts (at its `epoch`), and
+    the run's hyperparameters with the summary's metrics for TensorBoard's HPARAMS tab."""
+    from hydra.core.hydra_config import HydraConfig
 
-    params = {key: OmegaConf.select(cfg, key) for key in HPARAMS}
-    params["model.optimizer"] = str(params.pop("model.optimizer._target_")).rsplit(".", 1)[-1]
-    params = {k: "full" if v is None else v for k, v in params.items()}
-    scores = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    from xor_lightning.tb_logger import StageLogger, session_hparams
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    params, swept = session_hparams(cfg, overrides)
+    best = {"best/loss": metrics["val/loss"], "best/acc": metrics["val/acc"]}
     for lg in trainer.loggers:
-        if isinstance(lg, TensorBoardLogger):
-            lg.log_hyperparams(params, scores)  # hparams.yaml keeps the module's and data's
+        if isinstance(lg, StageLogger):  # hparams.yaml keeps the module's and data's
+            lg.log_metrics(best, lg.epoch_step.get(epoch, trainer.global_step))
+            lg.log_session(params, swept=swept)
             lg.finalize("success")
-
-
-HPARAMS = [
-    "seed",
-    "data.problem",
-    "data.n_samples",
-    "data.noise",
-    "data.batch_size",
-    "model.hidden",
-    "model.depth",
-    "model.activation",
-    "model.optimizer._target_",
-    "model.optimizer.lr",
-    "trainer.max_epochs",
-]
 
 
 def limit_threads() -> None:
