@@ -79,8 +79,8 @@ def from_config(name: str, spec: Mapping[str, Any]) -> Any:
 def split(lines: list[str]) -> tuple[dict[str, Any], list[Override]]:
     """The sweeps of these overrides as distributions, and the fixed overrides.
 
-    A later line for the same key replaces an earlier one, so the command line wins over
-    `params`.
+    A later sweep of a key replaces an earlier sweep or fixed value, so a sweep on the
+    command line wins over `params`; the caller takes fixed keys out of the space.
     """
     space: dict[str, Any] = {}
     fixed: dict[str, Override] = {}
@@ -90,7 +90,6 @@ def split(lines: list[str]) -> tuple[dict[str, Any], list[Override]]:
             fixed.pop(o.key_or_group, None)
         else:
             fixed[o.key_or_group] = o
-            space = {k: v for k, v in space.items() if key_of(k) != o.key_or_group}
     return space, list(fixed.values())
 
 

@@ -12,6 +12,7 @@ storage and name (`hydra.sweeper`) and its trial number, which is its job number
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ SQLITE_TIMEOUT_S = 120  # how long a write waits for another process's lock on a
 def storage(cfg: Any, hydra_cfg: Any) -> Any:
     """The study's storage: `hydra.sweeper.storage` (a URL or a `_target_` config), or SQLite
     at the sweep root. SQLite waits for locks instead of failing with "database is locked"."""
-    import optuna
     from hydra.utils import instantiate
     from omegaconf import DictConfig
 
@@ -32,9 +32,16 @@ def storage(cfg: Any, hydra_cfg: Any) -> Any:
     if cfg is None:
         sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)  # as Hydra's job dirs
         cfg = f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
-    sqlite = str(cfg).startswith("sqlite")
-    kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else None
-    return optuna.storages.RDBStorage(str(cfg), engine_kwargs=kwargs)
+    return _rdb(str(cfg))
+
+
+@functools.cache
+def _rdb(url: str) -> Any:
+    """One RDB storage (one connection pool) per URL in a process, whatever its jobs."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def prunes(pruner_cfg: Any) -> bool:
