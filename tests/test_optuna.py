@@ -163,7 +163,12 @@ def test_every_sampler_the_release_ships_builds_without_a_warning(name, cls, mon
     space = {"x": Int(-2, 2), "y": Cat([-5, 0, 5])}
     with warnings_as_errors():
         sampler = sweeper._sampler(space, done=0)
-    assert type(sampler).__name__ == cls
+        sample = optuna.create_study(sampler=sampler)  # samples on Optuna 5 (cmaes: its package)
+        sample.optimize(
+            lambda t: t.suggest_int("x", -2, 2) ** 2 + t.suggest_categorical("y", [-5, 0, 5]) ** 2,
+            n_trials=4,
+        )
+    assert type(sampler).__name__ == cls and len(sample.trials) == 4
     if name == "grid":  # the grid comes from params, and caps the budget
         assert sweeper.n_trials == 15
     built = []
@@ -224,6 +229,11 @@ def test_a_fixed_value_on_the_command_line_leaves_the_space(tmp_path):
     assert all(set(t.params) == {"x"} and t.user_attrs == {"y": "0"} for t in trials)
     assert all(t.value == t.params["x"] ** 2 for t in trials)  # the jobs ran with y=0, no z
     assert "y" not in results(tmp_path)["best_params"]
+
+
+def test_a_sweep_on_the_command_line_replaces_a_plain_value_of_params(tmp_path):
+    run(tmp_path, "hydra.sweeper.params.y=0", "y=choice(1, 2)", "hydra.sweeper.n_trials=3")
+    assert {t.params["y"] for t in study(tmp_path).trials} <= {1, 2}
 
 
 def test_hydra_sweeper_optuna_resolves_to_this_sweeper(tmp_path):

@@ -243,7 +243,7 @@ def sweep_job(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     record: dict[str, Any] = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
     record.update(status="ok", error=None)
-    start, value, pruning = time.perf_counter(), float("nan"), None
+    start, value = time.perf_counter(), float("nan")
     try:
         limit_threads()
         pruning = trial_pruning(cfg)
