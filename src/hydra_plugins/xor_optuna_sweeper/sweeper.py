@@ -54,12 +54,8 @@ class XorOptunaSweeper(Sweeper):
     ) -> None:
         self.sampler, self.direction, self.storage = sampler, direction, storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
-        self.max_failure_rate, self.pruner = max_failure_rate, pruner
-        self.search_space, self.params, self.custom_search_space = (
-            search_space,
-            params,
-            custom_search_space,
-        )
+        self.max_failure_rate, self.pruner, self.params = max_failure_rate, pruner, params
+        self.search_space, self.custom_search_space = search_space, custom_search_space
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -122,7 +118,7 @@ class XorOptunaSweeper(Sweeper):
         cfg = OmegaConf.to_container(self.sampler, resolve=True) if self.sampler else None
         if not cfg:
             return None  # Optuna's default
-        if cfg["_target_"] == "optuna.samplers.MOTPESampler":  # folded into TPE by Optuna 3
+        if cfg["_target_"] == "optuna.samplers.MOTPESampler":  # Optuna folded it into TPE
             cfg.update(
                 _target_="optuna.samplers.TPESampler",
                 n_ei_candidates=cfg.pop("n_ehvi_candidates", 24),
