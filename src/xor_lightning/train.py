@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
+def build(
+    cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()
+) -> tuple[L.Trainer, XORModule, XORDataModule]:
     """Seed, then build the Trainer, the module and the datamodule the config names."""
     import lightning as L
     from hydra.utils import instantiate
@@ -55,6 +58,7 @@ def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
+    callbacks += extra_callbacks
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     # Plain containers for Lightning, which checks e.g. `max_time={minutes: 10}` is a dict.
     trainer = instantiate(cfg.trainer, _partial_=True, _convert_="all")
@@ -93,7 +97,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Fit, test the best checkpoint, write `metrics.json`; return the metrics."""
     if cfg.get("resume"):
         cfg = resume_config(cfg)
@@ -108,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if rank_zero_only.rank > 0:  # a DDP rank started by Lightning or SLURM: rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)
-    trainer, module, datamodule = build(cfg)
+    trainer, module, datamodule = build(cfg, callbacks)
     out_dir = Path(cfg.paths.output_dir)
     n_params = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
     log.info("model: %s, %d learnable parameters", type(module.net).__name__, n_params)
@@ -220,8 +224,14 @@ def limit_threads() -> None:
 
 
 def sweep_job(cfg: DictConfig) -> float:
-    """One job of a multirun: a failure is recorded in job.json, and the sweep goes on."""
+    """One job of a multirun: a failure is recorded in job.json, and the sweep goes on.
+
+    A trial that the Optuna sweeper's pruner stops is recorded as pruned, and raises
+    optuna.TrialPruned to tell the sweeper.
+    """
     from hydra.core.hydra_config import HydraConfig
+
+    from xor_lightning.pruning import trial_pruning
 
     hc = HydraConfig.get()
     record: dict[str, Any] = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
@@ -229,7 +239,11 @@ def sweep_job(cfg: DictConfig) -> float:
     start, value = time.perf_counter(), float("nan")
     try:
         limit_threads()
-        value = train(cfg).get(cfg.get("optimized_metric", "val/acc"), float("nan"))
+        pruning = trial_pruning(cfg)
+        metrics = train(cfg, [pruning] if pruning else [])
+        value = metrics.get(cfg.get("optimized_metric", "val/acc"), float("nan"))
+        if pruning and pruning.pruned:
+            record["status"] = "pruned"
     except Exception as e:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("job %d failed: %s", hc.job.num, record["error"])
@@ -247,6 +261,10 @@ def sweep_job(cfg: DictConfig) -> float:
         if rank_zero_only.rank == 0:  # under SLURM every DDP rank runs this function
             out = Path(hc.runtime.output_dir) / "job.json"
             out.write_text(json.dumps(record, indent=2) + "\n")
+    if record["status"] == "pruned":
+        import optuna
+
+        raise optuna.TrialPruned(f"pruned by the study's pruner (best {value:.4f})")
     return value
 
 
