@@ -18,7 +18,7 @@ format ?= onnx
 SEEDS ?= 1000
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seeds eval predict export test lint format bench tensorboard intro gotchas clean
+.PHONY: help install train sweep seeds eval predict export test lint format bench tensorboard screenshots intro gotchas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,17 +51,17 @@ export: $(STAMP) ## export a checkpoint: make export ckpt=<file> format=onnx|pt2
 	$(BIN)/xor-export ckpt_path=$(ckpt) format=$(format) $(ARGS)
 
 test: $(STAMP) ## lint, then run every test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP) ## ruff: lint and check formatting
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
 
 format: $(STAMP) ## ruff: fix what can be fixed and format
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench docs
+	$(BIN)/ruff format src tests bench docs
 
 bench: $(STAMP) ## benchmark against the plain PyTorch script (also on the GPU when there is one)
 	$(BIN)/python bench/bench.py $(ARGS)
@@ -70,6 +70,9 @@ bench: $(STAMP) ## benchmark against the plain PyTorch script (also on the GPU w
 
 tensorboard: $(STAMP) ## serve outputs/ on http://127.0.0.1:6006
 	$(BIN)/tensorboard --logdir outputs --host 127.0.0.1 --port 6006
+
+screenshots: $(STAMP) ## TensorBoard for a run and a sweep, headless Chromium PNGs in outputs/screenshots/ (ARGS=--docs: also docs/)
+	$(BIN)/python docs/screenshots.py $(ARGS)
 
 intro: $(STAMP) ## run the chapter's script: the four pillars and the plain PyTorch loop
 	$(BIN)/python -m xor_lightning.intro

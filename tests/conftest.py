@@ -1,4 +1,5 @@
-"""Shared fixtures: compose the train config with Hydra's compose API, in a temp dir."""
+"""Shared fixtures and helpers: compose configs with Hydra's compose API in a temp dir,
+run the CLI, read checkpoints and what TensorBoard shows."""
 
 from __future__ import annotations
 
@@ -134,3 +135,58 @@ def fit(
     trainer.callbacks.extend(callbacks)
     trainer.fit(module or built, datamodule=datamodule)
     return trainer, module or built, recorder
+
+
+def write_points(path: Path, n: int = 200, seed: int = 0, header: bool = True) -> Path:
+    """A CSV of XOR points with labels (x1,x2,label), as a user would bring their own."""
+    from xor_lightning.data import make_xor
+
+    X, y = make_xor(n, seed=seed)
+    rows = [
+        f"{a:.6f},{b:.6f},{int(c)}\n" for (a, b), c in zip(X.tolist(), y.flatten(), strict=True)
+    ]
+    path.write_text(("x1,x2,label\n" if header else "") + "".join(rows))
+    return path
+
+
+def curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """Every scalar TensorBoard finds under `run_dir`: {run: {tag: [(step, value), ...]}}."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(run_dir))
+    mux.Reload()
+    return {
+        run: {tag: [(e.step, e.value) for e in mux.Scalars(run, tag)] for tag in tags["scalars"]}
+        for run, tags in mux.Runs().items()
+        if tags["scalars"]
+    }
+
+
+def hparams_tab(logdir: Path) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """What TensorBoard's HPARAMS tab gets from its own backend: the hyperparameters in the
+    order it lists them (it shows the first five), and each session's metric values."""
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams.hparams_plugin import HParamsPlugin
+    from werkzeug.test import Client
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    provider = MultiplexerDataProvider(mux, str(logdir))
+    context = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, data_provider=provider)
+    apps = HParamsPlugin(context).get_plugin_apps()
+    exp = Client(apps["/experiment"]).post("/", json={"experimentName": ""}).get_json()
+    names = [h["name"] for h in exp["hparamInfos"]]
+    cols = [{"metric": m["name"]} for m in exp["metricInfos"]] + [{"hparam": n} for n in names]
+    request = {"experimentName": "", "colParams": cols, "startIndex": 0, "sliceSize": 100,
+               "allowedStatuses": ["STATUS_SUCCESS"]}  # fmt: skip
+    groups = Client(apps["/session_groups"]).post("/", json=request).get_json()["sessionGroups"]
+    values = {
+        s["name"]: {
+            f"{m['name']['group']}/{m['name']['tag']}": m["value"] for m in s["metricValues"]
+        }
+        for g in groups
+        for s in g["sessions"]
+    }
+    return names, values

@@ -27,7 +27,8 @@ MODULE_HPARAMS = {
     "gradient_clip_val": None,
 }  # fmt: skip
 DATA_HPARAMS = {"n_samples": 64, "n_val": 64, "n_test": 64, "noise": 0.0, "batch_size": None,
-                "seed": 0, "batches_per_chunk": 64, "problem": "xor"}  # fmt: skip
+                "seed": 0, "batches_per_chunk": 64, "problem": "xor", "path": None,
+                "val_fraction": 0.2, "test_fraction": 0.2}  # fmt: skip
 
 
 def plain(x) -> bool:

@@ -36,6 +36,7 @@ PRINTS = {
     "test": [r"ruff check", r"ruff format --check", r"-m pytest"],
     "lint": [r"ruff check", r"ruff format --check"],
     "bench": [r"bench/bench\.py"],
+    "screenshots": [r"docs/screenshots\.py"],
     "install": [r"Nothing to be done|pip install .*-c constraints\.txt"],
     "format": [r"ruff format src"],
     "clean": [r"find outputs"],

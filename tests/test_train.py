@@ -9,32 +9,50 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import compose_app, fit, load, readme_block
+from tests.conftest import compose_app, curves, fit, load, readme_block
 from xor_lightning import intro
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.data import make_xor
 from xor_lightning.predict import predict
 from xor_lightning.train import train
 
-SCALARS = {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"}
 METRIC_KEYS = {"train/loss", "val/loss", "val/acc", "test/loss", "test/acc"}
-
-
-def scalar_tags(run_dir: Path) -> dict[str, list[float]]:
-    tags: dict[str, list[float]] = {}
-    for f in sorted(run_dir.glob("events.out.tfevents.*")):
-        ea = EventAccumulator(str(f))
-        ea.Reload()
-        for tag in ea.Tags()["scalars"]:
-            tags.setdefault(tag, []).extend(e.value for e in ea.Scalars(tag))
-    return tags
 
 
 def csv_rows(run_dir: Path) -> list[dict[str, str]]:
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def test_quick_run_writes_a_complete_run_dir_and_a_run_per_stage(make_cfg, tmp_path):
+    metrics = train(make_cfg("debug=quick", "model.optimizer.lr=0.2"))  # best: epoch 14 of 20
+    assert set(metrics) == METRIC_KEYS
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == pytest.approx(metrics) and all(isinstance(v, float) for v in on_disk.values())
+
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert not any(n.endswith(".tmp") for n in ckpts)
+
+    runs = curves(tmp_path)
+    # sub-runs of the run dir, each with the same two tags: no `epoch` line, no hp/* charts
+    assert {run: set(tags) for run, tags in runs.items()} == {
+        stage: {"loss", "acc"} | ({"lr"} if stage == "train" else set())
+        for stage in ("train", "val", "test", "best")
+    }
+    train_loss, val_acc = runs["train"]["loss"], runs["val"]["acc"]
+    assert [s for s, _ in train_loss] == list(range(20))  # one point per epoch
+    assert [s for s, _ in val_acc] == [4, 9, 14, 19]  # every 5 epochs in debug=quick
+    assert train_loss[-1][1] < train_loss[0][1]
+    [(test_step, test_acc)] = runs["test"]["acc"]  # a point at the end
+    assert test_step == 20 and test_acc == pytest.approx(metrics["test/acc"])
+    [(best_step, best_acc)] = runs["best"]["acc"]  # on the val line, at the best epoch
+    assert next((tmp_path / "checkpoints").glob("best-*")).name == "best-epoch014.ckpt"
+    assert (best_step, best_acc) == (14, pytest.approx(dict(val_acc)[14]))
+    assert best_acc == pytest.approx(metrics["val/acc"]) == max(v for _, v in val_acc)
+    [(_, best_loss)] = runs["best"]["loss"]
+    assert best_loss == pytest.approx(metrics["val/loss"])
 
 
 def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):
@@ -53,13 +71,6 @@ def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):
     assert (on_disk["val/acc"], on_disk["val/loss"]) == pytest.approx((best_acc, best_loss))
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert ckpts == [f"best-epoch{best_epoch:03d}.ckpt", "last.ckpt"]  # no temporary file left
-
-    tags = scalar_tags(tmp_path)
-    assert set(tags) >= SCALARS
-    assert not any(t.endswith(("_step", "_epoch")) for t in tags)
-    assert len(tags["train/loss"]) == 20  # one point per epoch
-    assert len(tags["val/acc"]) == 4  # every 5 epochs in debug=quick
-    assert tags["train/loss"][-1] < tags["train/loss"][0]
 
 
 def test_same_seed_same_metrics_other_seed_differs(make_cfg, tmp_path):
@@ -128,6 +139,9 @@ def test_the_default_run_is_the_chapters_loop_and_shows_what_the_readme_says(
     points = re.search(r"'(points=.*)'", example[0])[1]
     predict(compose_app("predict", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", points))
     assert capsys.readouterr().out.splitlines() == example[1:4]
+    runs = curves(tmp_path)
+    assert len(runs["train"]["loss"]) == 401
+    assert len(runs["val"]["acc"]) >= 40  # validation at least every 10 epochs
 
 
 def test_every_minibatch_is_one_optimizer_step(make_cfg, tmp_path):

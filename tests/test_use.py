@@ -146,7 +146,7 @@ def test_predict_refuses_a_malformed_row_and_writes_nothing(
         ([], r"^give exactly one of points=\[\[x1,x2\],...\] or input=<file.csv>$"),
         (["points=[[0.1,0.2]]", "input=x.csv"], r"^give exactly one of points="),
         (["points=[[0.1]]"], r"^points\[0\]: expected a pair \[x1,x2\], got \[0.1\]$"),
-        (["input=missing.csv"], r"^input file not found: missing.csv$"),
+        (["input=missing.csv"], r"^missing.csv: no such file$"),
         (["points=[[0.1,0.2]]", "batch_size=0"], r"^batch_size must be >= 1, got 0$"),
     ],
 )

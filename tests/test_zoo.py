@@ -6,14 +6,15 @@ import re
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 from tests.test_configs import readme_table
 from xor_lightning import intro
 from xor_lightning.data import PROBLEMS, make_xor
 from xor_lightning.model import MLP
-from xor_lightning.plot import boundary_figure, boundary_image
+from xor_lightning.plot import SQUARE, boundary_figure, boundary_image, plane_extent
 from xor_lightning.train import train
+from xor_lightning.units import hidden_units_figure, hidden_units_image
 
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))
@@ -80,17 +81,27 @@ def test_experiments_reach_the_readmes_accuracy(make_cfg, experiment):
     assert metrics["val/acc"] == pytest.approx(EXPERIMENTS[experiment], abs=0.003)  # 1 point
 
 
-def test_boundary_png_and_tensorboard_images(make_cfg, tmp_path):
-    train(make_cfg("debug=quick", "callbacks.boundary_plot.every_n_epochs=10"))
-    png = (tmp_path / "boundary.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    steps = []
-    for f in tmp_path.glob("events.out.tfevents.*"):
-        ea = EventAccumulator(str(f), size_guidance={"images": 0})
-        ea.Reload()
-        if "decision_boundary" in ea.Tags()["images"]:
-            steps += [e.step for e in ea.Images("decision_boundary")]
-    assert sorted(steps) == [1, 11, 20]  # epochs 0, 10 and the last, by global step
+def test_pictures_and_histograms_in_the_run_dir_and_tensorboard(make_cfg, tmp_path):
+    every10 = [f"callbacks.{c}.every_n_epochs=10" for c in
+               ("boundary_plot", "hidden_units_plot", "histograms")]  # fmt: skip
+    train(make_cfg("debug=quick", *every10))
+    for png in ("boundary.png", "hidden_units.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mux = EventMultiplexer(size_guidance={"images": 0, "histograms": 0})
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    tags = {kind: mux.Runs()["."][kind] for kind in ("images", "histograms", "scalars")}
+    params = [f"weights/{n}" for n in ("0.weight", "0.bias", "2.weight", "2.bias")]
+    assert sorted(tags["histograms"]) == sorted(params + [f"{p}.grad" for p in params])
+    assert sorted(tags["images"]) == ["pictures/decision_boundary", "pictures/hidden_units"]
+    assert tags["scalars"] == []
+    # TensorBoard expands the first two tag groups by name: the loss and acc charts (lr after)
+    assert min(t.split("/")[0] for t in tags["images"] + tags["histograms"]) > "lr"
+    for tag in tags["images"]:
+        assert [e.step for e in mux.Images(".", tag)] == [1, 11, 20]  # epochs 0, 10, last
+    assert [e.step for e in mux.Histograms(".", "weights/0.weight.grad")] == [1, 11, 20]
+    [units] = mux.Images(".", "pictures/hidden_units")[-1:]
+    assert (units.width, units.height) == (4 * 96 + 3 * 4, 2 * 96 + 4)  # 8 units: 4 x 2
 
 
 def test_boundary_figure_marks_misclassified_points():
@@ -132,3 +143,35 @@ def test_boundary_image_is_quick_pixels_with_errors_in_black():
     assert left[..., 2].mean() > left[..., 0].mean()  # blue: label 0
     assert right[..., 0].mean() > right[..., 2].mean()  # red: label 1
     assert (image == 0).all(axis=2).any()  # XOR points on the wrong side: black dots
+
+
+def test_plane_extent_is_the_datas_square_with_a_margin():
+    X, _ = make_xor(400, seed=0)
+    assert plane_extent(X) == SQUARE  # [-1, 1]² and half as wide again
+    assert plane_extent(X * 10 + torch.tensor([100.0, -50.0])) == (85, 115, -65, -35)
+    assert plane_extent(torch.tensor([[2.0, 3.0], [2.0, 3.0]])) == (1, 3, 2, 4)  # one point
+
+
+def test_hidden_units_image_shows_each_units_side_and_line():
+    X, y = make_xor(200, seed=0)
+    net = MLP(hidden=2)  # unit 1: tanh(5 x1), line x1 = 0; unit 2: tanh(5 x2 - 2.5), x2 = 0.5
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[5.0, 0.0], [0.0, 5.0]]))
+        net[0].bias.copy_(torch.tensor([0.0, -2.5]))
+    image = hidden_units_image(net, X[:0], y[:0], size=120).astype(int)
+    assert image.shape == (120, 2 * 120 + 4, 3)  # two panels side by side, 4 px apart
+    one, two = image[:, :120], image[:, 124:]
+    orange = lambda px: (px[..., 0] - px[..., 2]).mean() > 50  # noqa: E731
+    assert orange(one[:, 70:]) and not orange(one[:, :50])  # positive right of x1 = 0
+    assert orange(two[:30]) and not orange(two[50:])  # positive above x2 = 0.5
+    grey = (one == 60).all(axis=2)
+    assert grey[:, 59:61].all(axis=0).any() and not grey[:, :55].any()  # the line x1 = 0
+    row = round((1.5 - 0.5) / 3 * 119)
+    assert (two[row - 1 : row + 2] == 60).all(axis=2).any(axis=0).all()  # the line x2 = 0.5
+    titles = [ax.get_title() for ax in hidden_units_figure(net, X, y).axes]
+    assert titles == ["unit 1: tanh(+5.0·x1 +0.0·x2 +0.0)", "unit 2: tanh(+0.0·x1 +5.0·x2 -2.5)"]
+    relu = MLP(hidden=1, activation="relu")  # 0 left of x1 = 0: white; its input right of it
+    with torch.no_grad():
+        relu[0].weight.copy_(torch.tensor([[5.0, 0.0]])), relu[0].bias.zero_()
+    one = hidden_units_image(relu, X[:0], y[:0], size=120).astype(int)
+    assert one.shape == (120, 120, 3) and (one[:, :55] == 255).all() and orange(one[:, 70:])

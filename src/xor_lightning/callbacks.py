@@ -1,4 +1,5 @@
-"""Small callbacks: a crash-safe `last.ckpt`, a clean stop on Ctrl-C, a progress line."""
+"""Small callbacks: a crash-safe `last.ckpt`, a clean stop on Ctrl-C, a progress line,
+the pictures (decision boundary, hidden units) and the weight histograms."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Checkpoint
+from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -120,38 +124,119 @@ class GracefulStop(L.Callback):
         self._previous.clear()
 
 
+def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
+    """The SummaryWriters of the run's TensorBoard loggers (none on DDP ranks > 0)."""
+    if not trainer.is_global_zero:
+        return []
+    return [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+
+
 class BoundaryPlot(L.Callback):
     """The decision boundary: to TensorBoard every `every_n_epochs`, to a PNG at the end.
 
     TensorBoard's image slider then shows the boundary forming over the training points
     (a quick NumPy rendering); `boundary.png` in the run dir shows the tested model on the
-    test points (a Matplotlib figure, drawn once).
+    test points (a Matplotlib figure, drawn once). Both cover the square `plane_extent`
+    gives for all the run's points.
     """
+
+    tag = "pictures/decision_boundary"
 
     def __init__(self, every_n_epochs: int = 50, filename: str = "boundary.png") -> None:
         self.every_n_epochs, self.filename = every_n_epochs, filename
+        self.extent: tuple[float, float, float, float] | None = None
+
+    def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
+        from xor_lightning.plot import boundary_image
+
+        return boundary_image(net, X, y, extent=self.extent)
+
+    def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
+        from xor_lightning.plot import save_boundary
+
+        save_boundary(net, X, y, path, f"test set{score}", self.extent)
+
+    def _extent(self, trainer: L.Trainer) -> None:
+        if self.extent is None:
+            from xor_lightning.plot import plane_extent
+
+            sets = trainer.datamodule.datasets.values()
+            self.extent = plane_extent(torch.cat([d.X for d in sets]))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not every_n_or_last(trainer, self.every_n_epochs):
             return
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
-        if not writers or not trainer.is_global_zero:
+        writers = tensorboard_writers(trainer)
+        if not writers:
             return
-        from xor_lightning.plot import boundary_image
-
+        self._extent(trainer)
         data = trainer.datamodule.datasets["train"]
-        image = boundary_image(pl_module.net, data.X, data.y)
+        image = self.image(pl_module.net, data.X, data.y)
         for writer in writers:
-            writer.add_image("decision_boundary", image, trainer.global_step, dataformats="HWC")
+            writer.add_image(self.tag, image, trainer.global_step, dataformats="HWC")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        from xor_lightning.plot import save_boundary
-
+        self._extent(trainer)
         data = trainer.datamodule.datasets["test"]
         acc = trainer.callback_metrics.get("test/acc")
-        title = f"test set, accuracy {float(acc):.3f}" if acc is not None else "test set"
-        save_boundary(
-            pl_module.net, data.X, data.y, Path(trainer.default_root_dir) / self.filename, title
+        shown = f", accuracy {float(acc):.3f}" if acc is not None else ""
+        self.save(
+            pl_module.net, data.X, data.y, Path(trainer.default_root_dir) / self.filename, shown
         )
+
+
+class HiddenUnitsPlot(BoundaryPlot):
+    """What each unit of the first hidden layer computes (see `units.py`): to TensorBoard
+    every `every_n_epochs`, so the slider shows the units forming, and to a PNG at the end."""
+
+    tag = "pictures/hidden_units"
+
+    def __init__(self, every_n_epochs: int = 50, filename: str = "hidden_units.png") -> None:
+        super().__init__(every_n_epochs, filename)
+
+    def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
+        from xor_lightning.units import hidden_units_image
+
+        return hidden_units_image(net, X, y, extent=self.extent)
+
+    def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
+        from xor_lightning.units import save_hidden_units
+
+        title = (
+            "The first hidden layer, unit by unit, over the test points\n"
+            "orange: output above its value on the black line w·x + b = 0 (tanh: > 0), "
+            "purple: below"
+        )
+        save_hidden_units(net, X, y, path, title, self.extent)
+
+
+class ParameterHistograms(L.Callback):
+    """Every weight and bias of the net, and its gradient from the epoch's last step, as
+    TensorBoard histograms (`weights/<name>`, `weights/<name>.grad`) every `every_n_epochs`.
+
+    Written after the epoch's last training batch: Lightning clears the gradients before
+    it validates.
+    """
+
+    def __init__(self, every_n_epochs: int = 50) -> None:
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        last = i == trainer.num_training_batches - 1
+        if not (last and every_n_or_last(trainer, self.every_n_epochs)):
+            return
+        for writer in tensorboard_writers(trainer):
+            for name, p in pl_module.net.named_parameters():
+                for tag, values in (
+                    (f"weights/{name}", p.detach()),
+                    (f"weights/{name}.grad", p.grad),
+                ):
+                    if values is None:
+                        continue
+                    kept = values[values.abs() < 1e20]  # TensorBoard's bins end at 1e20
+                    if len(kept):  # (a diverging run's weights may fit none)
+                        writer.add_histogram(tag, kept, trainer.global_step)

@@ -11,8 +11,8 @@ than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -102,17 +102,49 @@ def make_xor(
     return X, y.unsqueeze(1)
 
 
+def load_split(data: Mapping[str, Any], split: str, points: Batch | None = None) -> Batch:
+    """X (n, 2) and y (n, 1), float32, of one split ("train", "val" or "test") of the data
+    a `data` config describes (keys as in conf/data/*.yaml; a dict or a DictConfig).
+
+    A toy problem draws `n_samples`, `n_val` or `n_test` points from `seed` (`make_xor`).
+    `problem: csv` reads the file at `path` (or takes `points`, X and y of the whole file,
+    as a checkpoint keeps them) and splits it at random by `seed`: `val_fraction` and
+    `test_fraction` of the points to validation and test, the rest to training; `noise`
+    then jitters the split's points.
+    """
+    k, seed, noise = SPLITS.index(split), data.get("seed", 0), data.get("noise", 0.0)
+    if data.get("problem", "xor") != "csv":
+        n = data.get(("n_samples", "n_val", "n_test")[k], 400)
+        return make_xor(n, noise, seed, k, data.get("problem", "xor"))
+    from xor_lightning.csvdata import read_points, split_index
+
+    X, y = points if points is not None else read_points(data["path"])
+    fractions = data.get("val_fraction", 0.2), data.get("test_fraction", 0.2)
+    rows = split_index(len(X), seed, *fractions, path=str(data.get("path")))[k]
+    X, y = X[rows], y[rows]
+    if noise > 0:
+        X = X + noise * torch.randn(X.shape, generator=torch.Generator().manual_seed(3 * seed + k))
+    return X, y
+
+
 class XORDataset(Dataset):
-    """Points of a toy problem (XOR by default) as two float32 tensors, X (n, 2), y (n, 1).
+    """Points of a toy problem (XOR by default) as two float32 tensors, X (n, 2), y (n, 1),
+    or the given `points` (X, y), e.g. a split from `load_split`.
 
     Indexing takes an int, a slice or a tensor of indices, so one call yields a whole batch;
     a `Chunk` yields a list of batches.
     """
 
     def __init__(
-        self, n: int = 400, noise: float = 0.0, seed: int = 0, split: int = 0, problem: str = "xor"
+        self,
+        n: int = 400,
+        noise: float = 0.0,
+        seed: int = 0,
+        split: int = 0,
+        problem: str = "xor",
+        points: Batch | None = None,
     ) -> None:
-        self.X, self.y = make_xor(n, noise, seed, split, problem)
+        self.X, self.y = points if points is not None else make_xor(n, noise, seed, split, problem)
 
     def __len__(self) -> int:
         return len(self.X)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from xor_lightning.config import UserError
-from xor_lightning.data import SPLITS, BatchIndexSampler, XORDataset
+from xor_lightning.data import SPLITS, Batch, BatchIndexSampler, XORDataset, load_split
+
+log = logging.getLogger(__name__)
 
 
 class XORDataModule(L.LightningDataModule):
@@ -20,6 +26,10 @@ class XORDataModule(L.LightningDataModule):
     `BatchIndexSampler`): Lightning's `use_distributed_sampler` is off for that reason.
     Its arguments are saved with `save_hyperparameters()`, so
     `XORDataModule.load_from_checkpoint(path)` gives the run's data.
+
+    `problem="csv"` reads the points of the file at `path` instead and splits them by
+    `seed` (`val_fraction`, `test_fraction`; see `load_split`). They are kept in every
+    checkpoint (`state_dict`), so evaluating one needs no file.
     """
 
     def __init__(
@@ -32,28 +42,58 @@ class XORDataModule(L.LightningDataModule):
         seed: int = 0,
         batches_per_chunk: int = 64,
         problem: str = "xor",
+        path: str | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.sizes = {"train": n_samples, "val": n_val, "test": n_test}
         self.noise, self.batch_size, self.seed = noise, batch_size, seed
         self.batches_per_chunk, self.problem = batches_per_chunk, problem
+        self.config = dict(n_samples=n_samples, n_val=n_val, n_test=n_test, noise=noise,
+                           seed=seed, problem=problem, path=path, val_fraction=val_fraction,
+                           test_fraction=test_fraction)  # fmt: skip
+        self.points: Batch | None = None  # a CSV file's points, once read
         self.datasets: dict[str, XORDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         # The data live on the training device (e.g. the GPU) from the start.
         device = self.trainer.strategy.root_device if self.trainer is not None else "cpu"
         world = self.trainer.world_size if self.trainer is not None else 1
-        for split, n in self.sizes.items():
-            if n < world:
-                raise UserError(f"{split} set: {n} points cannot be split across {world} ranks")
-        for k, split in enumerate(SPLITS):
+        if self.problem == "csv" and self.points is None:
+            from xor_lightning.csvdata import read_points
+
+            self.points = read_points(self.config["path"])
+        for split in SPLITS:
             if split not in self.datasets:
-                ds = XORDataset(self.sizes[split], self.noise, self.seed, k, self.problem)
+                ds = XORDataset(points=load_split(self.config, split, self.points))
+                if len(ds) < world:
+                    raise UserError(
+                        f"{split} set: {len(ds)} points cannot be split across {world} ranks"
+                    )
                 self.datasets[split] = ds.to(device)
 
+    def state_dict(self) -> dict[str, Any]:
+        """A CSV run's points (the whole file), so its checkpoints need no file."""
+        if self.points is None:
+            return {}
+        return {"points": {"X": self.points[0].cpu(), "y": self.points[1].cpu()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Use a checkpoint's points (evaluation). A resumed run reads its file again: it
+        goes on with the file's points, with a warning if they changed since."""
+        if "points" not in state:
+            return
+        X, y = state["points"]["X"], state["points"]["y"]
+        if self.points is None:
+            self.points = (X, y)
+        elif not (torch.equal(self.points[0], X) and torch.equal(self.points[1], y)):
+            log.warning("%s has changed since the checkpoint: training goes on with the file's "
+                        "points", self.config["path"])  # fmt: skip
+
     def _loader(self, split: str, shuffle: bool = False, chunk: int | None = None) -> DataLoader:
-        n = self.sizes[split]
+        n = len(self.datasets[split])
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch_size = self.batch_size or -(-n // world)  # full batch: the rank's whole block

@@ -15,7 +15,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import data_kwargs, load_checkpoint, run_config
-from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.config import (
+    CONF_DIR,
+    UserError,
+    check_accelerator,
+    quiet_known_warnings,
+    run_app,
+)
 from xor_lightning.validate import EVAL_RULES, check
 
 log = logging.getLogger(__name__)
@@ -28,6 +34,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_accelerator(cfg.accelerator)
     ckpt = load_checkpoint(cfg.ckpt_path)
     data = data_kwargs(ckpt, OmegaConf.to_container(cfg.data))
+    if data.get("problem") == "csv" and (cfg.data.n_val or cfg.data.n_test):
+        raise UserError(
+            "data.n_val and data.n_test do not apply to a CSV run: its sets are fractions of "
+            "its points (data.seed draws other ones)"
+        )
 
     import lightning as L
 
@@ -46,6 +57,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_model_summary=False,
     )
     datamodule = XORDataModule(**data)
+    datamodule.load_state_dict(ckpt.get(type(datamodule).__qualname__, {}))  # a CSV's points
     scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     scores |= trainer.test(module, datamodule=datamodule, verbose=False)[0]
     metrics = {k: float(scores[k]) for k in KEYS}

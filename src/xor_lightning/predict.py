@@ -8,9 +8,7 @@ row never leaves half a table behind.
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -23,38 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.config import CONF_DIR, UserError, run_app
+from xor_lightning.csvdata import csv_rows, number
 
 log = logging.getLogger(__name__)
 HEADER = "x1,x2,prob,label"
-
-
-def _number(text: str, where: str) -> float:
-    text = text.strip()
-    if not text:
-        raise UserError(f"{where}: missing value (expected two numbers x1,x2)")
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"{where}: {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise UserError(f"{where}: {text!r} is not a finite number")
-    return value
-
-
-def csv_rows(path: Path) -> Iterator[tuple[float, float]]:
-    """The points of a CSV file with columns x1,x2 (header line optional), validated."""
-    if not path.is_file():
-        raise UserError(f"input file not found: {path}")
-    with path.open(newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            where = f"{path} line {lineno}"
-            if lineno == 1 and [c.strip().lower() for c in row] == ["x1", "x2"]:
-                continue
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if len(row) != 2:
-                raise UserError(f"{where}: expected 2 columns (x1,x2), got {len(row)}")
-            yield _number(row[0], where), _number(row[1], where)
 
 
 def cli_points(points: Any) -> list[tuple[float, float]]:
@@ -67,7 +37,7 @@ def cli_points(points: Any) -> list[tuple[float, float]]:
     for i, p in enumerate(points):
         if not isinstance(p, list) or len(p) != 2:
             raise UserError(f"points[{i}]: expected a pair [x1,x2], got {p!r}")
-        rows.append(tuple(_number(str(v), f"points[{i}]") for v in p))
+        rows.append(tuple(number(str(v), f"points[{i}]") for v in p))
     return rows
 
 

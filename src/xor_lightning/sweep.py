@@ -43,10 +43,11 @@ def summarize(sweep_dir: Path, metric: str = "val/acc", mode: str = "max") -> li
     if not rows:
         return []
 
-    def key(row: dict[str, Any]) -> tuple[int, float]:
+    def key(row: dict[str, Any]) -> tuple[int, bool, float]:
         value = row.get(metric, math.nan)
-        bad = row["status"] != "ok" or not isinstance(value, float) or math.isnan(value)
-        return (bad, 0.0 if bad else (-value if mode == "max" else value))
+        rank = {"ok": 0, "pruned": 1}.get(row["status"], 2)  # pruned: stopped early by Optuna
+        bad = rank == 2 or not isinstance(value, float) or math.isnan(value)
+        return (rank, bad, 0.0 if bad else (-value if mode == "max" else value))
 
     rows.sort(key=key)
     columns = ["job", "status", "overrides", *METRICS, "best_epoch", "wall_s", "error"]

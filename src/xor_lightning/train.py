@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,31 +39,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_module(cfg: DictConfig) -> tuple[XORModule, XORDataModule]:
-    """Seed, then build the module and the datamodule the config names."""
+def build(
+    cfg: DictConfig, extra_callbacks: Sequence[L.Callback] = ()
+) -> tuple[L.Trainer, XORModule, XORDataModule]:
+    """Seed, then build the Trainer, the module and the datamodule the config names."""
     import lightning as L
     from hydra.utils import instantiate
 
     from xor_lightning.module import XORModule
 
+    quiet_known_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     config = OmegaConf.to_container(cfg, resolve=True)
     module = XORModule(**module_kwargs(config), run_config=config)
-    return module, datamodule
-
-
-def build(cfg: DictConfig) -> tuple[L.Trainer, XORModule, XORDataModule]:
-    """Seed, then build the Trainer, the module and the datamodule the config names."""
-    from hydra.utils import instantiate
-
-    quiet_known_warnings()
-    module, datamodule = build_module(cfg)
     # Entries without a _target_ are settings left for a group option not chosen (e.g.
     # debug=quick's callbacks.last_checkpoint.every_n_epochs with callbacks=none).
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
+    callbacks += extra_callbacks
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     # Plain containers for Lightning, which checks e.g. `max_time={minutes: 10}` is a dict.
     trainer = instantiate(cfg.trainer, _partial_=True, _convert_="all")
@@ -101,7 +97,7 @@ def resume_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, float]:
     """Fit, test the best checkpoint, write `metrics.json`; return the metrics."""
     if cfg.get("resume"):
         cfg = resume_config(cfg)
@@ -116,7 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if rank_zero_only.rank > 0:  # a DDP rank started by Lightning or SLURM: rank 0 reports
         logging.getLogger().setLevel(logging.WARNING)
-    trainer, module, datamodule = build(cfg)
+    trainer, module, datamodule = build(cfg, callbacks)
     out_dir = Path(cfg.paths.output_dir)
     n_params = sum(p.numel() for p in module.net.parameters() if p.requires_grad)
     log.info("model: %s, %d learnable parameters", type(module.net).__name__, n_params)
@@ -132,9 +128,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if best:
-        val = torch.load(best, map_location="cpu", weights_only=True)["metrics"]
+        best_ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        val, best_epoch = best_ckpt["metrics"], best_ckpt["epoch"]
     else:  # no checkpoint (fast_dev_run, checkpointing off): score the current weights
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        best_epoch = trainer.current_epoch - 1
     tested = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
 
     metrics = {
@@ -146,7 +144,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        log_hparams(trainer, cfg, metrics)
+        log_summary(trainer, cfg, metrics, best_epoch)
         _summary(metrics, best, out_dir)
     return metrics
 
@@ -193,33 +191,21 @@ def _summary(metrics: dict[str, float], best: str | None, out_dir: Path) -> None
     )
 
 
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """The run's hyperparameters with its final metrics, for TensorBoard's HPARAMS tab."""
-    from lightning.pytorch.loggers import TensorBoardLogger
+def log_summary(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float], epoch: int) -> None:
+    """The best checkpoint's scores as points on the loss/acc charts (at its `epoch`), and
+    the run's hyperparameters with the summary's metrics for TensorBoard's HPARAMS tab."""
+    from hydra.core.hydra_config import HydraConfig
 
-    params = {key: OmegaConf.select(cfg, key) for key in HPARAMS}
-    params["model.optimizer"] = str(params.pop("model.optimizer._target_")).rsplit(".", 1)[-1]
-    params = {k: "full" if v is None else v for k, v in params.items()}
-    scores = {f"hp/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    from xor_lightning.tb_logger import StageLogger, session_hparams
+
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    params, swept = session_hparams(cfg, overrides)
+    best = {"best/loss": metrics["val/loss"], "best/acc": metrics["val/acc"]}
     for lg in trainer.loggers:
-        if isinstance(lg, TensorBoardLogger):
-            lg.log_hyperparams(params, scores)  # hparams.yaml keeps the module's and data's
+        if isinstance(lg, StageLogger):  # hparams.yaml keeps the module's and data's
+            lg.log_metrics(best, lg.epoch_step.get(epoch, trainer.global_step))
+            lg.log_session(params, swept=swept)
             lg.finalize("success")
-
-
-HPARAMS = [
-    "seed",
-    "data.problem",
-    "data.n_samples",
-    "data.noise",
-    "data.batch_size",
-    "model.hidden",
-    "model.depth",
-    "model.activation",
-    "model.optimizer._target_",
-    "model.optimizer.lr",
-    "trainer.max_epochs",
-]
 
 
 def limit_threads() -> None:
@@ -238,8 +224,14 @@ def limit_threads() -> None:
 
 
 def sweep_job(cfg: DictConfig) -> float:
-    """One job of a multirun: a failure is recorded in job.json, and the sweep goes on."""
+    """One job of a multirun: a failure is recorded in job.json, and the sweep goes on.
+
+    A trial that the Optuna sweeper's pruner stops is recorded as pruned, and raises
+    optuna.TrialPruned to tell the sweeper.
+    """
     from hydra.core.hydra_config import HydraConfig
+
+    from xor_lightning.pruning import trial_pruning
 
     hc = HydraConfig.get()
     record: dict[str, Any] = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
@@ -247,7 +239,11 @@ def sweep_job(cfg: DictConfig) -> float:
     start, value = time.perf_counter(), float("nan")
     try:
         limit_threads()
-        value = train(cfg).get(cfg.get("optimized_metric", "val/acc"), float("nan"))
+        pruning = trial_pruning(cfg)
+        metrics = train(cfg, [pruning] if pruning else [])
+        value = metrics.get(cfg.get("optimized_metric", "val/acc"), float("nan"))
+        if pruning and pruning.pruned:
+            record["status"] = "pruned"
     except Exception as e:
         record.update(status="failed", error=f"{type(e).__name__}: {e}")
         log.error("job %d failed: %s", hc.job.num, record["error"])
@@ -265,6 +261,10 @@ def sweep_job(cfg: DictConfig) -> float:
         if rank_zero_only.rank == 0:  # under SLURM every DDP rank runs this function
             out = Path(hc.runtime.output_dir) / "job.json"
             out.write_text(json.dumps(record, indent=2) + "\n")
+    if record["status"] == "pruned":
+        import optuna
+
+        raise optuna.TrialPruned(f"pruned by the study's pruner (best {value:.4f})")
     return value
 
 

@@ -38,6 +38,7 @@ def optional(rule: tuple[Callable[[Any], bool], str], null_means: str) -> tuple[
 
 
 SEED = (lambda v: _int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
+FRACTION = (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1")
 POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
 NOISE = (
     lambda v: _number(v) and 0 <= v <= 1,
@@ -70,7 +71,9 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batches_per_chunk": at_least(1),
     "model.hidden": at_least(1),
     "model.depth": at_least(1),
-    "data.problem": one_of(PROBLEMS),
+    "data.problem": one_of([*PROBLEMS, "csv"]),
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
     "model.activation": one_of(ACTIVATIONS),
     "model.net._target_": one_of(NET_TARGETS),
     "model.optimizer.lr": POSITIVE,
@@ -105,7 +108,7 @@ TRAIN_KEYS = {
     "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "scheduler",
          "trainer", "logger", "callbacks", "paths", "hparams_search"},
     "data": {"_target_", "n_samples", "n_val", "n_test", "noise", "batch_size", "seed",
-             "batches_per_chunk", "problem"},
+             "batches_per_chunk", "problem", "path", "val_fraction", "test_fraction"},
     "model": {"hidden", "activation", "depth", "net", "optimizer", "gradient_clip_val"},
 }  # fmt: skip
 
@@ -191,9 +194,27 @@ def check_scheduler(cfg: DictConfig) -> None:
         )
 
 
+def check_csv(data: DictConfig) -> None:
+    """`data=csv`: a path, fractions that leave points to train on, and a file that reads
+    (every row checked now, so a broken file stops the run before it starts)."""
+    if data.get("problem") != "csv":
+        return
+    if not data.get("path"):
+        raise UserError("data.path is required with data=csv: data.path=<file.csv>")
+    if data.val_fraction + data.test_fraction >= 1:
+        raise UserError(
+            f"data.val_fraction={data.val_fraction} and data.test_fraction="
+            f"{data.test_fraction} leave no training points: their sum must be below 1"
+        )
+    from xor_lightning.data import load_split
+
+    load_split(data, "train")  # reads the whole file (cached for the datamodule)
+
+
 def validate_train(cfg: DictConfig) -> None:
     check_keys(cfg, TRAIN_KEYS)
     check(cfg, TRAIN_RULES)
+    check_csv(cfg.data)
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)
     check_scheduler(cfg)

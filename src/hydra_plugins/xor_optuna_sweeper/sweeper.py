@@ -1,64 +1,61 @@
-"""A small Hydra Sweeper over Optuna's ask/tell API.
+"""A Hydra Sweeper over Optuna 5's ask/tell API, with hydra-optuna-sweeper 1.3's config surface.
 
-Why not hydra-optuna-sweeper 1.3.0: it pins optuna < 3 (2.10, from 2021), which pulls in
-scipy (seconds of start-up for every run, as torchmetrics then imports scipy.signal), its
-RDB storage breaks under SQLAlchemy 2, and a trial that raises aborts the whole search.
-This one keeps the same config surface and adds: the study lives in SQLite at the sweep
-root, so rerunning with the same `hydra.sweep.dir` resumes an interrupted search; a trial
-that fails or returns NaN is recorded as failed and the search goes on.
+Why not the release: it pins optuna < 3 (2.10, from 2021), which pulls in scipy (seconds of
+start-up for every run, as torchmetrics then imports scipy.signal), its RDB storage breaks
+under SQLAlchemy 2, and a trial that raises aborts the whole search. This one accepts what
+the release accepts and adds: the study lives in SQLite at the sweep root, so rerunning with
+the same `hydra.sweep.dir` resumes an interrupted search; a trial that fails or returns NaN is
+recorded as failed and the search goes on; a pruner stops hopeless trials early (the job
+reports through `trial.TrialReporter` and raises `optuna.TrialPruned`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
+from hydra.errors import CompactHydraException, HydraDeprecationError
 from hydra.plugins.sweeper import Sweeper
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hydra_plugins.xor_optuna_sweeper import record
+from hydra_plugins.xor_optuna_sweeper import space as sp
+from hydra_plugins.xor_optuna_sweeper.trial import prunes, storage
 
 log = logging.getLogger(__name__)
+URL = "https://hydra.cc/docs/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
+GRID = "optuna.samplers.GridSampler"
 
 
-def distribution(override: Override) -> Any:
-    """An Optuna distribution from a Hydra sweep expression."""
-    import optuna.distributions as d
-
-    value = override.value()
-    if isinstance(value, ChoiceSweep):
-        return d.CategoricalDistribution(list(value.list))
-    if isinstance(value, RangeSweep):
-        start, stop, step = value.start, value.stop, value.step
-        if all(float(v).is_integer() for v in (start, stop, step)):
-            return d.IntDistribution(int(start), int(stop) - int(step), step=int(step))
-        return d.FloatDistribution(start, stop - step, step=step)
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if not log_scale and all(isinstance(v, int) for v in (value.start, value.end)):
-            return d.IntDistribution(value.start, value.end)
-        return d.FloatDistribution(value.start, value.end, log=log_scale)
-    raise ValueError(f"{override.input_line}: not a sweep (use choice, range or interval)")
+class SweeperError(CompactHydraException):
+    """A configuration the sweeper cannot run: Hydra prints the message alone."""
 
 
 class XorOptunaSweeper(Sweeper):
     def __init__(
         self,
-        direction: str,
+        sampler: Any,
+        direction: Any,
+        storage: Any,
+        study_name: str | None,
         n_trials: int,
         n_jobs: int,
-        study_name: str,
-        storage: str | None,
-        sampler: Any,
-        params: dict[str, str],
+        max_failure_rate: float,
+        search_space: Any,
+        params: Any,
+        custom_search_space: str | None,
+        pruner: Any,
     ) -> None:
-        self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
-        self.study_name, self.storage, self.sampler_cfg = study_name, storage, sampler
-        self.params = dict(params or {})
+        self.sampler, self.direction, self.storage = sampler, direction, storage
+        self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
+        self.max_failure_rate, self.pruner, self.params = max_failure_rate, pruner, params
+        self.search_space, self.custom_search_space = search_space, custom_search_space
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -66,83 +63,167 @@ class XorOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def _space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
-        """The search space (config params, plus sweeps on the command line) and fixed overrides."""
-        parser = OverridesParser.create()
-        space: dict[str, Any] = {}
-        for o in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()]):
-            space[o.get_key_element()] = distribution(o)
-        fixed = []
-        for o in parser.parse_overrides(arguments):
-            if o.is_sweep_override():
-                space[o.get_key_element()] = distribution(o)
-            else:
-                fixed.append(o.input_line)
-        return space, fixed
+    def _check(self) -> list[str]:
+        """The directions; a one-line error for settings the search cannot run with."""
+        given = (
+            self.direction if isinstance(self.direction, (list, ListConfig)) else [self.direction]
+        )
+        directions = [getattr(d, "name", str(d)) for d in given]
+        if not directions or set(directions) - {"minimize", "maximize"}:
+            raise SweeperError(
+                f"hydra.sweeper.direction={self.direction}: use minimize or "
+                "maximize, or a list of them (one per value the task returns)"
+            )
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise SweeperError(
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: use a "
+                "number from 0.0 to 1.0"
+            )
+        if self.n_jobs < 1:
+            raise SweeperError(f"hydra.sweeper.n_jobs={self.n_jobs}: use an integer >= 1")
+        if len(directions) > 1 and prunes(self.pruner):
+            raise SweeperError(
+                f"hydra.sweeper.pruner={self.pruner._target_} with {len(directions)} "
+                "objectives: Optuna cannot prune a multi-objective search; use "
+                "hydra/sweeper/pruner=none"
+            )
+        return directions
+
+    def _space(self, arguments: list[str]) -> tuple[dict[str, Any], list[Any]]:
+        """Distributions (search_space, then params, then the command line) and fixed overrides."""
+        space = {}
+        if self.search_space is not None and self.params is not None:
+            warnings.warn(
+                "Both hydra.sweeper.params and hydra.sweeper.search_space are configured."
+                "\nHydra will use hydra.sweeper.params for defining search space."
+                f"\n{URL}",
+                stacklevel=3,
+            )
+        elif self.search_space is not None:
+            message = (
+                "`hydra.sweeper.search_space` is deprecated and will be removed in the next "
+                "major release.\nPlease configure with `hydra.sweeper.params`.\n"
+                f"{URL}\n"
+            )
+            if os.environ.get("HYDRA_DEPRECATION_WARNINGS_AS_ERRORS"):  # as Hydra's own warnings
+                raise HydraDeprecationError(message)
+            warnings.warn(message, stacklevel=3)
+            space = {str(k): sp.from_config(str(k), v) for k, v in self.search_space.items()}
+        lines = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        swept, fixed = sp.split(lines)
+        keys = {o.key_or_group for o in fixed}  # a fixed value takes its key out of the space
+        return {k: v for k, v in {**space, **swept}.items() if sp.key_of(k) not in keys}, fixed
+
+    def _sampler(self, space: dict[str, Any], done: int) -> Any:
+        cfg = OmegaConf.to_container(self.sampler, resolve=True) if self.sampler else None
+        if not cfg:
+            return None  # Optuna's default
+        if cfg["_target_"] == "optuna.samplers.MOTPESampler":  # Optuna folded it into TPE
+            cfg.update(
+                _target_="optuna.samplers.TPESampler",
+                n_ei_candidates=cfg.pop("n_ehvi_candidates", 24),
+            )
+        if done and cfg.get("seed") is not None:
+            cfg["seed"] += done  # a resumed search must not replay its first suggestions
+        if cfg["_target_"] != GRID:
+            return instantiate(cfg)
+        cfg.pop("_partial_", None)
+        grid = sp.grid(space)
+        if math.prod(len(v) for v in grid.values()) < self.n_trials:
+            self.n_trials = math.prod(len(v) for v in grid.values())
+            log.info(f"Updating num of trials to {self.n_trials} due to using GridSampler.")
+        return instantiate(cfg, search_space=grid)
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        directions = self._check()
+        try:  # every refusal comes before anything is written
+            space, fixed = self._space(arguments)
+            custom = get_method(self.custom_search_space) if self.custom_search_space else None
+            if (self.sampler or {}).get("_target_") == GRID:
+                sp.grid(space)
+        except (ValueError, ImportError) as e:
+            raise SweeperError(str(e)) from e
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        space, fixed = self._space(arguments)
-        sampler = self.sampler_cfg  # Hydra has usually instantiated it already
-        if isinstance(sampler, (dict, DictConfig)):
-            sampler = instantiate(sampler)
+        store = storage(self.storage, self.config.hydra)
+        try:
+            done = store.get_n_trials(store.get_study_id_from_name(self.study_name or ""))
+        except KeyError:  # a new study
+            done = 0
+        pruner = instantiate(self.pruner) if prunes(self.pruner) else None
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self.storage or f"sqlite:///{(sweep_dir / 'optuna.db').resolve()}",
-            sampler=sampler,
-            direction=self.direction,
+            storage=store,
+            pruner=pruner,
+            sampler=self._sampler(space, done),
+            directions=directions,
             load_if_exists=True,
         )
+        log.info(f"Study name: {study.study_name}")
+        log.info(f"Storage: {getattr(store, 'url', self.storage)}")
+        log.info(f"Sampler: {type(study.sampler).__name__}")
+        log.info(f"Directions: {directions}")
         for stale in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # from an interrupted run
-        done = len(study.trials)
+            record.fail(study, stale.number)  # interrupted
         if done:
-            log.info(
-                "resuming study %r: %d of %d trials done", self.study_name, done, self.n_trials
-            )
+            log.info(f"resuming study '{study.study_name}': {done} of {self.n_trials} trials done")
+        # Jobs find their study by name: tell them the one Optuna made up for study_name=null.
+        extra = [f"hydra.sweeper.study_name={study.study_name}"] if not self.study_name else []
         while len(study.trials) < self.n_trials:
-            batch = min(self.n_jobs, self.n_trials - len(study.trials))
-            trials = [study.ask(space) for _ in range(batch)]
-            jobs = [tuple(f"{k}={v}" for k, v in t.params.items()) + tuple(fixed) for t in trials]
-            self.validate_batch_is_legal(jobs)
-            returns = self.launcher.launch(jobs, initial_job_idx=trials[0].number)
-            for trial, ret in zip(trials, returns, strict=True):
-                self._tell(study, trial, ret)
-        self._report(study, sweep_dir)
+            n = min(self.n_jobs, self.n_trials - len(study.trials))
+            trials = [study.ask(space) for _ in range(n)]
+            try:  # a bad override stops the search; its trials are not left running
+                jobs = [self._overrides(t, fixed, custom) + extra for t in trials]
+                returns = self._launch(trials, jobs)
+            except Exception:
+                for t in trials:
+                    record.fail(study, t)
+                raise
+            self._tell_batch(study, trials, returns, len(directions))
+        record.write_results(study, sweep_dir, len(directions))
 
-    @staticmethod
-    def _tell(study: Any, trial: Any, ret: Any) -> None:
-        import optuna
+    def _overrides(self, trial: Any, fixed: list[Any], custom: Any) -> list[str]:
+        """The job's overrides; fixed ones are recorded as the trial's user attributes."""
+        for o in fixed:
+            if not o.is_delete():
+                trial.set_user_attr(o.get_key_element(), o.get_value_element_as_str())
+        if custom is not None:
+            custom(self.config, trial)
+        overlap = {sp.key_of(k) for k in trial.params} & {sp.key_of(k) for k in trial.user_attrs}
+        if overlap:
+            raise SweeperError(
+                f"{self.custom_search_space} suggests {sorted(overlap)}, which the "
+                "command line fixes: drop one of them"
+            )
+        swept = [sp.as_override(k, v) for k, v in trial.params.items()]
+        return swept + [o.input_line for o in fixed]
 
-        try:
-            value = ret.return_value  # re-raises the job's exception, if it failed
-        except Exception as e:
-            log.warning("trial %d failed: %s", trial.number, e)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        if value is None or not math.isfinite(float(value)):
-            log.warning("trial %d returned %s: recorded as failed", trial.number, value)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            return
-        study.tell(trial, float(value))
-        log.info("trial %d: %s -> %.4f", trial.number, trial.params, float(value))
+    def _launch(self, trials: list[Any], jobs: list[list[str]]) -> list[Any]:
+        """Trial n runs as job n (so a job finds its trial): runs of consecutive numbers go
+        to the launcher together."""
+        returns: list[Any] = []
+        start = 0
+        for i in range(1, len(trials) + 1):
+            if i == len(trials) or trials[i].number != trials[i - 1].number + 1:
+                returns += self.launcher.launch(jobs[start:i], initial_job_idx=trials[start].number)
+                start = i
+        return returns
 
-    def _report(self, study: Any, sweep_dir: Path) -> None:
-        import optuna
-
-        complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-        if not complete:
-            log.warning("no trial completed; nothing to report")
-            return
-        best = study.best_trial
-        results = {"name": "optuna", "best_params": best.params, "best_value": best.value,
-                   "best_trial": best.number, "n_trials": len(study.trials),
-                   "n_failed": len(study.trials) - len(complete)}  # fmt: skip
-        OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
-        log.info(
-            "best trial %d: %s = %.4f with %s", best.number, self.direction, best.value, best.params
-        )
+    def _tell_batch(self, study: Any, trials: list[Any], returns: list[Any], n: int) -> None:
+        """Record a batch; stop if more of it failed than max_failure_rate allows."""
+        failed = [
+            (r, e)
+            for t, r in zip(trials, returns, strict=True)
+            if (e := record.tell(study, t, r, n))
+        ]
+        if len(failed) / len(returns) > self.max_failure_rate:
+            for ret, _ in failed:
+                _ = ret.return_value  # re-raises a job's own exception, as the release does
+            raise SweeperError(
+                f"{len(failed)} of {len(returns)} trials of a batch failed "
+                f"({failed[0][1]}): more than hydra.sweeper.max_failure_rate="
+                f"{self.max_failure_rate}"
+            )

@@ -1,0 +1,107 @@
+"""The job's side of a search: report a metric to this job's Optuna trial, ask whether to stop.
+
+A job may run in another process than the sweeper (joblib, submitit, SLURM), so it reaches its
+trial through the study's storage. Everything it needs is in its own Hydra config: the study's
+storage and name (`hydra.sweeper`) and its trial number, which is its job number
+(`hydra.job.num`: the sweeper launches trial n as job n).
+
+    reporter = TrialReporter.from_hydra(HydraConfig.get())  # None: not a trial, or no pruner
+    if reporter and reporter.report(value, step):
+        raise optuna.TrialPruned()   # the sweeper records the trial as pruned
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from hydra_plugins.xor_optuna_sweeper.config import SWEEPER
+
+SQLITE_TIMEOUT_S = 120  # how long a write waits for another process's lock on an SQLite study
+
+
+def storage(cfg: Any, hydra_cfg: Any) -> Any:
+    """The study's storage: `hydra.sweeper.storage` (a URL or a `_target_` config), or SQLite
+    at the sweep root. SQLite waits for locks instead of failing with "database is locked"."""
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig
+
+    if isinstance(cfg, (dict, DictConfig)):
+        return instantiate(cfg)
+    if cfg is None:
+        sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)  # as Hydra's job dirs
+        cfg = f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
+    return _rdb(str(cfg))
+
+
+@functools.cache
+def _rdb(url: str) -> Any:
+    """One RDB storage (one connection pool) per URL in a process, whatever its jobs."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+def prunes(pruner_cfg: Any) -> bool:
+    """Whether a pruner config asks for pruning (null and NopPruner do not)."""
+    return bool(pruner_cfg) and not str(pruner_cfg.get("_target_", "")).endswith("NopPruner")
+
+
+class TrialReporter:
+    """Reports one trial's intermediate values and says when the pruner stops it."""
+
+    def __init__(
+        self, storage_cfg: Any, study_name: str, number: int, pruner_cfg: Any, hydra_cfg: Any
+    ) -> None:
+        self.study_name, self.number = study_name, number
+        self._storage_cfg, self._pruner_cfg, self._hydra_cfg = storage_cfg, pruner_cfg, hydra_cfg
+        self._trial: Any = None
+        self.last_step = -1
+        self.pruned = False
+
+    @classmethod
+    def from_hydra(cls, hydra_cfg: Any) -> TrialReporter | None:
+        """The reporter of the job this Hydra config (the `hydra` node) describes, if that job
+        is a trial of this sweeper's search with a pruner; else None."""
+        from hydra.types import RunMode
+        from omegaconf import ListConfig
+
+        sweeper = hydra_cfg.get("sweeper") or {}
+        if hydra_cfg.get("mode") != RunMode.MULTIRUN or sweeper.get("_target_") != SWEEPER:
+            return None
+        if not prunes(sweeper.get("pruner")) or isinstance(sweeper.direction, ListConfig):
+            return None  # nothing to prune for, or a multi-objective search (the sweeper refuses)
+        return cls(
+            sweeper.storage, sweeper.study_name, int(hydra_cfg.job.num), sweeper.pruner, hydra_cfg
+        )
+
+    def report(self, value: float, step: int) -> bool:
+        """Record `value` at `step` (the epoch, say); True when the trial should stop now.
+
+        A step at or before one already reported is ignored (the last answer is returned).
+        """
+        if step <= self.last_step:
+            return self.pruned
+        trial = self._trial or self._load()
+        trial.report(float(value), step)
+        self.last_step, self.pruned = step, trial.should_prune()
+        return self.pruned
+
+    def _load(self) -> Any:
+        import optuna
+        from hydra.utils import instantiate
+
+        store = storage(self._storage_cfg, self._hydra_cfg)
+        study = optuna.load_study(
+            study_name=self.study_name,
+            storage=store,
+            sampler=optuna.samplers.RandomSampler(),  # this side never samples
+            pruner=instantiate(self._pruner_cfg),
+        )
+        # Trial(study, trial_id) is Optuna's public constructor (what study.optimize passes).
+        study_id = store.get_study_id_from_name(self.study_name)
+        trial_id = store.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        self._trial = optuna.trial.Trial(study, trial_id)
+        return self._trial

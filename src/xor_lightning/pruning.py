@@ -1,0 +1,55 @@
+"""Optuna pruning for a run that is a trial of an Optuna search with a pruner.
+
+`hydra/sweeper/pruner=median` (or `hyperband`) makes each trial report its validation metric
+to the study after every validation and stop when the pruner says the trial cannot catch
+up. The job side of that is `TrialReporter` (in the sweeper plugin); this is the Lightning
+end of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class OptunaPruning(L.Callback):
+    """After each validation: report `monitor` at this epoch; stop training when pruned."""
+
+    def __init__(self, reporter: Any, monitor: str) -> None:
+        self.reporter, self.monitor = reporter, monitor
+        self.pruned = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.world_size > 1:  # the other ranks have no reporter to stop with
+            log.warning(
+                "pruning is off for this trial: it runs on %d processes (DDP)", trainer.world_size
+            )
+            self.reporter = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or self.reporter is None or value is None:
+            return
+        if self.reporter.report(float(value), trainer.current_epoch):
+            self.pruned, trainer.should_stop = True, True
+            log.info(
+                "pruned by Optuna at epoch %d (%s %.4f): stopping",
+                trainer.current_epoch,
+                self.monitor,
+                float(value),
+            )
+
+
+def trial_pruning(cfg: DictConfig) -> OptunaPruning | None:
+    """The pruning callback when this Hydra job is a trial of a search with a pruner."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hydra_plugins.xor_optuna_sweeper.trial import TrialReporter
+
+    reporter = TrialReporter.from_hydra(HydraConfig.get())
+    return OptunaPruning(reporter, cfg.get("optimized_metric", "val/acc")) if reporter else None

@@ -1,0 +1,167 @@
+"""TensorBoard as a learner reads it: one `loss` chart and one `acc` chart per run.
+
+`StageLogger` is Lightning's `TensorBoardLogger` with one change, Keras's layout: a metric
+`stage/name` is written as tag `name` of the sub-run `stage` (a subdirectory of the run
+dir). TensorBoard then draws one chart per name with `train` and `val` as two lines (and
+`test` and `best` as points), the view that shows over- and under-fitting. Lightning's
+`epoch` counter is not written: it is the x-axis already, as a straight line.
+
+`log_session` writes the HPARAMS records: the curated hyperparameters, the run's own
+override keys first, and the metrics the summary reports, read from the `best` and `test`
+sub-runs, so their values are points on the same charts rather than charts of their own.
+
+Outside a Trainer (one writer per job dir, any number of jobs)::
+
+    logger = StageLogger(job_dir)
+    logger.log_metrics({"train/loss": 0.31, "train/acc": 0.9}, step=5)
+    logger.finalize("success")  # flushes and closes every sub-run's file
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+# What HPARAMS shows of every run (after the run's own override keys).
+HPARAMS = [
+    "seed",
+    "data.problem",
+    "data.path",
+    "data.n_samples",
+    "data.noise",
+    "data.batch_size",
+    "model.hidden",
+    "model.depth",
+    "model.activation",
+    "model.optimizer._target_",
+    "model.optimizer.lr",
+    "trainer.max_epochs",
+]
+# The summary's metrics: the best checkpoint's validation scores, then its test scores.
+SUMMARY_METRICS = {"best/acc": "best val/acc", "best/loss": "its val/loss",
+                   "test/acc": "test/acc", "test/loss": "test/loss"}  # fmt: skip
+
+
+class StageLogger(TensorBoardLogger):
+    """`TensorBoardLogger` writing `stage/name` as tag `name` of sub-run `stage`.
+
+    Event files go straight into `save_dir` (no `name`/`version` subdirectories), so
+    TensorBoard names each run by its dir. Images, histograms and metrics without a
+    slash go to the run itself (`experiment`). `epoch_step` maps each epoch to the step
+    its metrics were logged at, for points that belong to an epoch (the best checkpoint).
+    """
+
+    def __init__(self, save_dir: str, name: str = "", version: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("default_hp_metric", False)
+        super().__init__(save_dir, name=name, version=version, **kwargs)
+        self._stages: dict[str, SummaryWriter] = {}
+        self.epoch_step: dict[int, int] = {}
+
+    def stage(self, name: str) -> SummaryWriter:
+        """The writer of sub-run `name`, opened on first use."""
+        if name not in self._stages:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._stages[name] = SummaryWriter(os.path.join(self.log_dir, name))
+        return self._stages[name]
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        if "epoch" in metrics and step is not None:
+            self.epoch_step[int(metrics["epoch"])] = step
+        plain = {}
+        for key, value in metrics.items():
+            stage, _, name = key.partition("/")
+            if name:
+                self.stage(stage).add_scalar(name, float(value), step)
+            elif key != "epoch":
+                plain[key] = value
+        if plain:
+            super().log_metrics(plain, step)
+
+    @rank_zero_only
+    def log_session(
+        self,
+        hparams: Mapping[str, Any],
+        metrics: Mapping[str, str] = SUMMARY_METRICS,
+        swept: Collection[str] = (),
+    ) -> None:
+        """HPARAMS records for this run: `hparams` (bool, number or str), listed with the
+        `swept` ones first, and `metrics` (`stage/name`: display name), which TensorBoard
+        reads as the last value of tag `name` in sub-run `stage`."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.plugins.hparams import api_pb2, metadata
+        from tensorboard.plugins.hparams import plugin_data_pb2 as pd
+        from torch.utils.tensorboard.writer import FileWriter
+
+        start = pd.SessionStartInfo(start_time_secs=time.time())
+        infos = []
+        for key, value in hparams.items():
+            if isinstance(value, bool):
+                start.hparams[key].bool_value, kind = value, api_pb2.DATA_TYPE_BOOL
+            elif isinstance(value, (int, float)):
+                start.hparams[key].number_value, kind = value, api_pb2.DATA_TYPE_FLOAT64
+            else:
+                start.hparams[key].string_value, kind = str(value), api_pb2.DATA_TYPE_STRING
+            # TensorBoard lists hparams that differ first and shows the first five.
+            infos.append(api_pb2.HParamInfo(name=key, type=kind, differs=key in swept))
+        names = [(key.partition("/"), shown) for key, shown in metrics.items()]
+        experiment = api_pb2.Experiment(
+            hparam_infos=infos,
+            metric_infos=[
+                api_pb2.MetricInfo(name=api_pb2.MetricName(group=g, tag=t), display_name=shown)
+                for (g, _, t), shown in names
+            ],
+        )
+        end = pd.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+        writer = FileWriter(self.log_dir)
+        for tag, data in (
+            (metadata.EXPERIMENT_TAG, pd.HParamsPluginData(experiment=experiment)),
+            (metadata.SESSION_START_INFO_TAG, pd.HParamsPluginData(session_start_info=start)),
+            (metadata.SESSION_END_INFO_TAG, pd.HParamsPluginData(session_end_info=end)),
+        ):
+            value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))
+            writer.add_summary(Summary(value=[value]))
+        writer.close()
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        for writer in self._stages.values():
+            writer.flush()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        for writer in self._stages.values():
+            writer.close()
+        self._stages.clear()  # a later metric (the test) opens a new file
+
+
+def session_hparams(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The run's hyperparameters for HPARAMS and the keys it set itself (its overrides),
+    those first: in a sweep they are the swept keys, the columns worth seeing."""
+    own: dict[str, Any] = {}
+    for override in overrides:
+        key, _, text = override.lstrip("+").partition("=")
+        if not key.startswith(("~", "hydra", "paths", "resume", "ckpt_path")):
+            value = OmegaConf.select(cfg, key, default=None)  # a group (data=csv): its name
+            own[_name(key)] = text if value is None or OmegaConf.is_config(value) else value
+    curated = {_name(k): OmegaConf.select(cfg, k) for k in HPARAMS}
+    curated["data.batch_size"] = curated["data.batch_size"] or "full"
+    params = own | {k: v for k, v in curated.items() if k not in own and v is not None}
+    params["model.optimizer"] = str(params["model.optimizer"]).rsplit(".", 1)[-1]
+    return params, list(own)
+
+
+def _name(key: str) -> str:
+    return key.removesuffix("._target_")
