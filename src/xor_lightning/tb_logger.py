@@ -95,42 +95,12 @@ class StageLogger(TensorBoardLogger):
         metrics: Mapping[str, str] = SUMMARY_METRICS,
         swept: Collection[str] = (),
     ) -> None:
-        """HPARAMS records for this run: `hparams` (bool, number or str), listed with the
-        `swept` ones first, and `metrics` (`stage/name`: display name), which TensorBoard
-        reads as the last value of tag `name` in sub-run `stage`."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
-        from tensorboard.plugins.hparams import api_pb2, metadata
-        from tensorboard.plugins.hparams import plugin_data_pb2 as pd
+        """HPARAMS records for this run (see `session_summaries`)."""
         from torch.utils.tensorboard.writer import FileWriter
 
-        start = pd.SessionStartInfo(start_time_secs=time.time())
-        infos = []
-        for key, value in hparams.items():
-            if isinstance(value, bool):
-                start.hparams[key].bool_value, kind = value, api_pb2.DATA_TYPE_BOOL
-            elif isinstance(value, (int, float)):
-                start.hparams[key].number_value, kind = value, api_pb2.DATA_TYPE_FLOAT64
-            else:
-                start.hparams[key].string_value, kind = str(value), api_pb2.DATA_TYPE_STRING
-            # TensorBoard lists hparams that differ first and shows the first five.
-            infos.append(api_pb2.HParamInfo(name=key, type=kind, differs=key in swept))
-        names = [(key.partition("/"), shown) for key, shown in metrics.items()]
-        experiment = api_pb2.Experiment(
-            hparam_infos=infos,
-            metric_infos=[
-                api_pb2.MetricInfo(name=api_pb2.MetricName(group=g, tag=t), display_name=shown)
-                for (g, _, t), shown in names
-            ],
-        )
-        end = pd.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
         writer = FileWriter(self.log_dir)
-        for tag, data in (
-            (metadata.EXPERIMENT_TAG, pd.HParamsPluginData(experiment=experiment)),
-            (metadata.SESSION_START_INFO_TAG, pd.HParamsPluginData(session_start_info=start)),
-            (metadata.SESSION_END_INFO_TAG, pd.HParamsPluginData(session_end_info=end)),
-        ):
-            value = Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))
-            writer.add_summary(Summary(value=[value]))
+        for summary in session_summaries(hparams, metrics, swept):
+            writer.add_summary(summary)
         writer.close()
 
     @rank_zero_only
@@ -147,20 +117,76 @@ class StageLogger(TensorBoardLogger):
         self._stages.clear()  # a later metric (the test) opens a new file
 
 
-def session_hparams(cfg: DictConfig, overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+def session_summaries(
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, str] = SUMMARY_METRICS,
+    swept: Collection[str] = (),
+) -> list[Any]:
+    """The HPARAMS records of a run: `hparams` (bool, number or str), listed with the `swept`
+    ones first, and `metrics` (`stage/name`: display name), which TensorBoard reads as the
+    last value of tag `name` in sub-run `stage`."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams import plugin_data_pb2 as pd
+
+    start = pd.SessionStartInfo(start_time_secs=time.time())
+    infos = []
+    for key, value in hparams.items():
+        if isinstance(value, bool):
+            start.hparams[key].bool_value, kind = value, api_pb2.DATA_TYPE_BOOL
+        elif isinstance(value, (int, float)):
+            start.hparams[key].number_value, kind = value, api_pb2.DATA_TYPE_FLOAT64
+        else:
+            start.hparams[key].string_value, kind = str(value), api_pb2.DATA_TYPE_STRING
+        # TensorBoard lists hparams that differ first and shows the first five.
+        infos.append(api_pb2.HParamInfo(name=key, type=kind, differs=key in swept))
+    names = [(key.partition("/"), shown) for key, shown in metrics.items()]
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos,
+        metric_infos=[
+            api_pb2.MetricInfo(name=api_pb2.MetricName(group=g, tag=t), display_name=shown)
+            for (g, _, t), shown in names
+        ],
+    )
+    end = pd.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+    return [
+        Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data))])
+        for tag, data in (
+            (metadata.EXPERIMENT_TAG, pd.HParamsPluginData(experiment=experiment)),
+            (metadata.SESSION_START_INFO_TAG, pd.HParamsPluginData(session_start_info=start)),
+            (metadata.SESSION_END_INFO_TAG, pd.HParamsPluginData(session_end_info=end)),
+        )
+    ]
+
+
+def session_hparams(
+    cfg: Mapping[str, Any], overrides: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
     """The run's hyperparameters for HPARAMS and the keys it set itself (its overrides),
     those first: in a sweep they are the swept keys, the columns worth seeing."""
     own: dict[str, Any] = {}
     for override in overrides:
         key, _, text = override.lstrip("+").partition("=")
         if not key.startswith(("~", "hydra", "paths", "resume", "ckpt_path")):
-            value = OmegaConf.select(cfg, key, default=None)  # a group (data=csv): its name
-            own[_name(key)] = text if value is None or OmegaConf.is_config(value) else value
-    curated = {_name(k): OmegaConf.select(cfg, k) for k in HPARAMS}
+            value = _select(cfg, key)  # a group (data=csv): its name
+            group = value is None or OmegaConf.is_config(value) or isinstance(value, Mapping)
+            own[_name(key)] = text if group else value
+    curated = {_name(k): _select(cfg, k) for k in HPARAMS}
     curated["data.batch_size"] = curated["data.batch_size"] or "full"
     params = own | {k: v for k, v in curated.items() if k not in own and v is not None}
     params["model.optimizer"] = str(params["model.optimizer"]).rsplit(".", 1)[-1]
     return params, list(own)
+
+
+def _select(cfg: Mapping[str, Any], key: str) -> Any:
+    """`OmegaConf.select` for a config or a plain (resolved) dict: None when absent."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.select(cfg, key, default=None)
+    for part in key.split("."):
+        if not isinstance(cfg, Mapping) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
 
 
 def _name(key: str) -> str:

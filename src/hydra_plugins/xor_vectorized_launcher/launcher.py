@@ -57,6 +57,7 @@ class VectorizedLauncher(Launcher):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.task_function = config, task_function
+        self.settings["hydra"] = config.hydra  # the sweep's: an Optuna search's pruner, say
         # The sweeper checks every job by composing it with this same loader: make that
         # quick too (Hydra's own composition costs ~80 ms a job).
         if not isinstance(hydra_context.config_loader, FastSweepConfigLoader):
@@ -71,7 +72,7 @@ class VectorizedLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs, vectorised", len(job_overrides))
-        import xor_lightning.stacked.run  # noqa: F401  (torch, Lightning: once, before any fork)
+        import xor_lightning.stacked.run
         import xor_lightning.validate  # noqa: F401
 
         jobs = self._prepare_all(initial_job_idx, [list(o) for o in job_overrides])

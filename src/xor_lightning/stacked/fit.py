@@ -41,6 +41,8 @@ ADAM = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # target -> decou
 ADAM_KEYS = {"_target_", "_partial_", "lr", "betas", "eps", "weight_decay", "fused", "foreach"}
 CALLBACKS = {
     "xor_lightning.callbacks.LastCheckpoint",
+    "xor_lightning.callbacks.HiddenUnitsPlot",
+    "xor_lightning.callbacks.ParameterHistograms",
     "xor_lightning.callbacks.EpochPrinter",
     "xor_lightning.callbacks.GracefulStop",
     "xor_lightning.callbacks.BoundaryPlot",
@@ -49,7 +51,7 @@ CALLBACKS = {
 BEST_KEYS = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode",
              "save_top_k"}  # fmt: skip
 MONITORS = {"val/acc", "val/loss"}
-LOGGERS = {"lightning.pytorch.loggers.TensorBoardLogger"}
+LOGGERS = {"xor_lightning.tb_logger.StageLogger"}
 
 
 def _get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -150,6 +152,8 @@ class GroupResult:
     failed_at: Tensor
     failed_loss: Tensor
     signal: int | None
+    stopped_at: Tensor  # the epoch an Optuna pruner stopped a model at, or -1
+    stopped_loops: dict[int, dict[str, Any]]
     net: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -177,11 +181,13 @@ def fit_group(
     root_dir: str,
     resume: list[Path] | None = None,
     callbacks: list[Any] = (),
+    pictures: bool = False,
 ) -> GroupResult:
     """Train the jobs whose resolved configs are `cfgs` as one fit; test each best model.
 
     `resume`: the jobs' own `last.ckpt` files (all saved at the same step) to continue from.
     `callbacks`: more Lightning callbacks for the fit (they may call `snapshot`).
+    `pictures`: keep what a run's pictures and histograms are drawn from (small groups).
     """
     from hydra.utils import instantiate
 
@@ -208,6 +214,10 @@ def fit_group(
     module.print_every_n_epochs = (_get(first, "callbacks.epoch_printer") or {}).get(
         "every_n_epochs", 100
     )
+    if pictures:
+        every = [(_get(first, f"callbacks.{name}") or {}).get("every_n_epochs", 0)
+                 for name in ("boundary_plot", "hidden_units_plot", "histograms")]  # fmt: skip
+        module.snapshot_every = min((e for e in every if e > 0), default=0)
     stop = GracefulStop()
     trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
     datamodule = StackedDataModule(list(datamodules))
@@ -230,6 +240,8 @@ def fit_group(
             trainer.fit(module, datamodule=datamodule)
     result = snapshot(trainer, module)
     result.signal = stop.signal
+    if pictures:
+        result.extra["data"] = {n: (d.X.cpu(), d.y.cpu()) for n, d in datamodule.sets.items()}
     if stop.signal is None:
         if module.best:  # the best weights are what is tested, as in a run alone
             with torch.no_grad():
@@ -257,6 +269,9 @@ def snapshot(trainer: Any, module: Any) -> GroupResult:
         failed_at=module.failed_at.cpu(),
         failed_loss=module.failed_loss.cpu(),
         signal=None,
+        stopped_at=module.stopped_at.cpu(),
+        stopped_loops=dict(module.stopped_loops),
+        extra={"batches_per_epoch": module.batches_per_epoch, "snapshots": module.snapshots},
         net=module.net,
     )
 

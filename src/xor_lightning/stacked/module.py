@@ -52,11 +52,19 @@ class StackedModule(L.LightningModule):
         self.register_buffer("alive", torch.ones(K, dtype=torch.bool))
         self.register_buffer("failed_at", torch.full((K, 2), -1, dtype=torch.long))
         self.register_buffer("failed_loss", torch.zeros(K))
+        # Models an Optuna pruner stopped (`StackedPruning`): frozen from the epoch after.
+        self.register_buffer("stopped_at", torch.full((K,), -1, dtype=torch.long))
+        self.stopped_loops: dict[int, dict[str, Any]] = {}  # epoch -> the loop state then
         self.history: dict[str, list[tuple[int, int, Tensor]]] = {}  # key -> [(epoch, step, (K,))]
         self.best: dict[str, Any] = {}
         self.tested: dict[str, Tensor] = {}
         self._sums: dict[str, Tensor] = {}
         self.print_every_n_epochs = 100
+        self.batches_per_epoch = 1  # training batches (chunks) per epoch, for logging steps
+        # (epoch, global step, weights, gradients) every `snapshot_every` epochs: a small
+        # group's pictures and histograms, drawn after the fit.
+        self.snapshot_every = 0
+        self.snapshots: list[tuple[int, int, list[Tensor], list[Tensor]]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -107,6 +115,12 @@ class StackedModule(L.LightningModule):
             self._accumulate("train", logits.detach(), y, torch.where(self.alive, losses, 0))
             if 0 <= max_steps <= self.global_step:
                 break
+        last = chunk_idx == self.trainer.num_training_batches - 1
+        if self.snapshot_every and last and every_n_or_last(self.trainer, self.snapshot_every):
+            params = self.net.flat_params()  # weights and the epoch's last gradients
+            self.snapshots.append((self.current_epoch, self.global_step,
+                                   [p.detach().cpu().clone() for p in params],
+                                   [p.grad.detach().cpu().clone() for p in params]))  # fmt: skip
 
     @torch.no_grad()
     def _clip(self, max_norm: float) -> None:
@@ -120,6 +134,9 @@ class StackedModule(L.LightningModule):
     def _record(self, metrics: dict[str, Tensor]) -> None:
         for key, value in metrics.items():
             self.history.setdefault(key, []).append((self.current_epoch, self.global_step, value))
+
+    def on_train_start(self) -> None:
+        self.batches_per_epoch = self.trainer.num_training_batches
 
     def on_train_epoch_end(self) -> None:
         self._record({**self._epoch_metrics("train"), "train/lr": self.hyper["lr"].float()})
@@ -135,13 +152,14 @@ class StackedModule(L.LightningModule):
                 if len(v):
                     lo, mid, hi = torch.quantile(v, torch.tensor([0.0, 0.5, 1.0], device=v.device))
                     parts.append(f"{key} {mid:.4f} [{lo:.4f}, {hi:.4f}]")
-        failed = int((~alive).sum())
+        failed = int((self.failed_at[:, 0] >= 0).sum())
+        stopped = int((self.stopped_at >= 0).sum())
         log.info(
             "epoch %4d  %d models  %s%s",
             self.current_epoch,
             len(alive),
             "  ".join(parts),
-            f"  failed {failed}" if failed else "",
+            (f"  failed {failed}" if failed else "") + (f"  pruned {stopped}" if stopped else ""),
         )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -216,3 +234,28 @@ class StackedModule(L.LightningModule):
 
     def configure_optimizers(self) -> StackedAdam:
         return StackedAdam(self.net.flat_params(), decoupled=self.decoupled, **self.hyper)
+
+
+class StackedPruning(L.Callback):
+    """Optuna pruning for the models that are trials of a search with a pruner: after each
+    validation each reports its own metric (`reporters`: model index -> `TrialReporter`),
+    and a model its pruner stops is frozen from there on, as its run alone would stop."""
+
+    def __init__(self, reporters: dict[int, Any], monitor: str) -> None:
+        self.reporters, self.monitor = reporters, monitor
+
+    def on_validation_end(self, trainer: L.Trainer, module: StackedModule) -> None:
+        if trainer.sanity_checking or not module.history.get(self.monitor):
+            return
+        epoch, _, values = module.history[self.monitor][-1]
+        if epoch != trainer.current_epoch:
+            return
+        values, live = values.cpu(), module.alive.cpu()
+        for k, reporter in self.reporters.items():
+            if live[k] and reporter.report(float(values[k]), epoch):
+                module.alive[k] = False
+                module.stopped_at[k] = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: StackedModule) -> None:
+        if bool((module.stopped_at == trainer.current_epoch).any()):
+            module.stopped_loops[trainer.current_epoch] = trainer.fit_loop.state_dict()

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 import torch
 from torch import Tensor
 
+from xor_lightning.stacked import tensorboard
 from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename, best_path_in
 from xor_lightning.stacked.fit import GroupResult, snapshot
 
@@ -121,7 +123,9 @@ def write_job(
     status `running`, for a periodic save during the fit: `info["final"]` False)."""
     cfg, shapes = job.resolved, result.net.shapes[k]
     ckpt_dir = Path(cfg["paths"]["ckpt_dir"])
-    final = max(result.epoch - 1, 0)
+    stopped = int(result.stopped_at[k])  # an Optuna pruner stopped it after this epoch
+    final = stopped if stopped >= 0 else max(result.epoch - 1, 0)
+    loops = result.stopped_loops[stopped] if stopped >= 0 else result.loops
     latest = {key: at_epoch(result, key, k, final) for key in CURVES}
     latest = {key: v for key, v in latest.items() if v is not None}
     best = None
@@ -147,7 +151,7 @@ def write_job(
     current = latest.get(monitor, best[1] if best else math.nan) if monitor else math.nan
     writer.load(cfg, model_slice(result.last, shapes, k), adam_slice(result.last_state, shapes, k))
     writer.save(
-        ckpt_dir / "last.ckpt", result.loops, latest, (best[0], best[1], current) if best else None
+        ckpt_dir / "last.ckpt", loops, latest, (best[0], best[1], current) if best else None
     )
 
     record: dict[str, Any] = {"wall_s": info["fit_s"], "vectorized": info}
@@ -175,8 +179,16 @@ def write_job(
             "test/acc": float(result.tested["test/acc"][k]),
         }
         write_json(job.dir / "metrics.json", metrics)
+        if stopped >= 0:
+            record["status"] = "pruned"
     if best:
         record["best_epoch"] = int(result.best["epoch"][k])
+    # hparams.yaml as TensorBoardLogger saves it: the module's and the datamodule's
+    trainer = writer.trainer
+    save_hparams_to_yaml(job.dir / "hparams.yaml",
+                         {**trainer.lightning_module.hparams, **trainer.datamodule.hparams})  # fmt: skip
+    tested = record.get("status", "ok") in ("ok", "pruned")
+    tensorboard.write_job(job, k, result, final, best, tested and not result.signal)
     record_job(job, record)
     _train_log(job, k, result, info, best, record)
 
@@ -194,8 +206,10 @@ def _train_log(
     ]
     every = (job.resolved.get("callbacks") or {}).get("epoch_printer", {}) or {}
     every = every.get("every_n_epochs", 100)
-    for e, _step, v in result.history.get("train/loss", []):
-        if every > 0 and (e % every == 0 or e == result.epoch - 1):
+    stopped = int(result.stopped_at[k])
+    last = stopped if stopped >= 0 else result.epoch - 1
+    for e, _step, _v in result.history.get("train/loss", []):
+        if e <= last and every > 0 and (e % every == 0 or e == last):
             values = {key: at_epoch(result, key, k, e) for key in CURVES if key != "train/lr"}
             lines.append(
                 f"epoch {e:4d}  "

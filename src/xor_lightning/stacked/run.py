@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import open_dict, read_write
 
 from xor_lightning.stacked.fit import VARYING, fit_group, split_keys
 from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
@@ -110,11 +111,22 @@ def run_jobs(
             resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
             every = settings["last_every_n_epochs"]
             periodic = [PeriodicSave(chunk, every, settings["workers"])] if every > 0 else []
-            result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume, periodic)
+            pruning = trial_pruning(chunk, settings["hydra"], metric)
+            small = len(chunk) <= settings["pictures_up_to"]  # pictures and every epoch's point
+            result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume,
+                               [*periodic, *pruning], pictures=small)  # fmt: skip
+            result.extra["curve_every"] = 1 if small else settings["curve_every_n_epochs"]
             info = {"group": g, "models": len(chunk), "fit_s": round(time.perf_counter() - tic, 3)}
             write_group(chunk, result, info, settings["workers"])
-            for job in chunk:
+            for k, job in enumerate(chunk):
                 returns[job.num] = job_return(job, read_value(job.dir, metric))
+                if int(result.stopped_at[k]) >= 0:  # what Hydra records when a task raises
+                    import optuna
+
+                    returns[job.num].status = JobStatus.FAILED
+                    returns[job.num].return_value = optuna.TrialPruned(
+                        f"pruned by the study's pruner after epoch {int(result.stopped_at[k])}"
+                    )
                 os.close(locks.pop(job.num))
             if result.signal is not None:
                 _stop(sweep_dir, result.signal, metric)
@@ -123,6 +135,27 @@ def run_jobs(
             log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
             returns[job.num] = run_alone(job)
     return returns
+
+
+def trial_pruning(jobs: list[Job], hydra_cfg: Any, metric: str) -> list[Any]:
+    """`StackedPruning` when the jobs are trials of an Optuna search with a pruner: each
+    model reports to its own trial (job number = trial number, as the sweeper launches)."""
+    from hydra_plugins.xor_optuna_sweeper.trial import TrialReporter
+    from xor_lightning.stacked.module import StackedPruning
+
+    if "Optuna" not in str(hydra_cfg.sweeper.get("_target_")):
+        return []
+    first = hydra_cfg.copy()  # the sweep's hydra node, as job `jobs[0]` sees it
+    with read_write(first), open_dict(first):
+        first.job.num = jobs[0].num
+    if TrialReporter.from_hydra(first) is None:
+        return []
+    sweeper = hydra_cfg.sweeper
+    reporters = {
+        k: TrialReporter(sweeper.storage, sweeper.study_name, job.num, sweeper.pruner, hydra_cfg)
+        for k, job in enumerate(jobs)
+    }
+    return [StackedPruning(reporters, metric)]
 
 
 def _lock(jobs: list[Job]) -> dict[int, int]:

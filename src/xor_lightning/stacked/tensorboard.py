@@ -1,0 +1,153 @@
+"""A stacked job's TensorBoard files: the layout a run's `StageLogger` writes, without a Trainer.
+
+Sub-runs `train`, `val`, `test` and `best` with the tags `loss` and `acc` (and `lr` in
+`train`), the HPARAMS records, and for small groups the pictures and weight histograms,
+in the run dir itself. Each file is written in one go with TensorBoard's record writer:
+a `SummaryWriter` per sub-run starts a thread and costs milliseconds, which a sweep of a
+thousand jobs would pay four thousand times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+_files = itertools.count()
+
+
+def _tensorflow_bins() -> list[float]:
+    """The histogram bins `SummaryWriter.add_histogram` means by `bins="tensorflow"`."""
+    v, buckets = 1e-12, []
+    while v < 1e20:
+        buckets.append(v)
+        v *= 1.1
+    return [-b for b in reversed(buckets)] + [0.0] + buckets
+
+
+TF_BINS = _tensorflow_bins()
+
+
+def write_events(run_dir: Path, events: list[tuple[Any, int]]) -> None:
+    """One events file in `run_dir` holding these (Summary, step) records."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    if not events:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    name = f"events.out.tfevents.{now:.0f}.{socket.gethostname()}.{os.getpid()}.{next(_files)}"
+    with open(run_dir / name, "wb") as f:
+        writer = RecordWriter(f)
+        writer.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+        for summary, step in events:
+            writer.write(Event(wall_time=now, step=step, summary=summary).SerializeToString())
+
+
+def scalar(tag: str, value: float) -> Any:
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    return Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+
+
+def write_run(
+    run_dir: Path,
+    points: dict[str, list[tuple[int, float]]],
+    session: list[Any],
+    extras: list[tuple[Any, int]] = (),  # type: ignore[assignment]
+) -> None:
+    """`points`: `stage/name` -> [(step, value)], as the run logged them; `session`: the
+    HPARAMS summaries; `extras`: pictures and histograms for the run itself."""
+    stages: dict[str, list[tuple[Any, int]]] = {}
+    for key, series in points.items():
+        stage, _, name = key.partition("/")
+        stages.setdefault(stage, []).extend((scalar(name, v), step) for step, v in series)
+    for stage, events in stages.items():
+        write_events(run_dir / stage, events)
+    write_events(run_dir, [(s, 0) for s in session] + list(extras))
+
+
+def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
+    """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
+    `StageLogger` and picture callbacks would have written them."""
+    from xor_lightning.stacked.outputs import CURVES
+    from xor_lightning.tb_logger import session_hparams, session_summaries
+
+    cfg = job.resolved
+    if not any(str((lg or {}).get("_target_", "")).endswith(("StageLogger", "TensorBoardLogger"))
+               for lg in (cfg.get("logger") or {}).values()):  # fmt: skip
+        return
+    n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
+    step = lambda epoch: (epoch + 1) * n - 1  # noqa: E731  (Lightning's logging step)
+    points: dict[str, list[tuple[int, float]]] = {}
+    for key in CURVES:
+        points[key] = [(step(e), float(v[k])) for e, _s, v in result.history.get(key, [])
+                       if e <= final and (e % every == 0 or e == final or key.startswith("val"))]  # fmt: skip
+    session = []
+    if best is not None:
+        epoch = int(result.best["epoch"][k])
+        for name in ("loss", "acc"):
+            points[f"best/{name}"] = [(step(epoch), best[2].get(f"val/{name}", float("nan")))]
+    if tested:
+        for name in ("loss", "acc"):
+            points[f"test/{name}"] = [((final + 1) * n, float(result.tested[f"test/{name}"][k]))]
+        params, swept = session_hparams(cfg, job.overrides)
+        session = session_summaries(params, swept=swept)
+    extras = pictures(job, k, result) if "data" in result.extra else []
+    write_run(job.dir, points, session, extras)
+
+
+def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
+    """The job's TensorBoard images and histograms from the fit's snapshots, and its
+    `boundary.png` and `hidden_units.png` of the tested model, drawn by its own callbacks."""
+    import torch
+    from hydra.utils import instantiate
+    from torch.utils.tensorboard import summary
+
+    from xor_lightning.checkpoint import make_net
+    from xor_lightning.plot import plane_extent
+    from xor_lightning.stacked.outputs import model_slice
+
+    cfg, shapes = job.resolved, result.net.shapes[k]
+    data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}
+    extent = plane_extent(torch.cat([X for X, _ in data.values()]))
+    callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
+                 if c and name in ("boundary_plot", "hidden_units_plot", "histograms")}  # fmt: skip
+    net = make_net(cfg["model"]["net"])
+
+    def load(weights: list[Any]) -> Any:
+        net.load_state_dict(
+            dict(zip(net.state_dict(), model_slice(weights, shapes, k), strict=True))
+        )
+        return net.eval()
+
+    events: list[tuple[Any, int]] = []
+    for epoch, step, weights, grads in result.extra["snapshots"]:
+        load(weights)
+        for name in ("boundary_plot", "hidden_units_plot"):
+            cb = callbacks.get(name)
+            if cb is not None and (epoch % cb.every_n_epochs == 0 or epoch == result.epoch - 1):
+                cb.extent = extent
+                image = cb.image(net, *data["train"])
+                events.append((summary.image(cb.tag, image, dataformats="HWC"), step))
+        hist = callbacks.get("histograms")
+        if hist is not None and (epoch % hist.every_n_epochs == 0 or epoch == result.epoch - 1):
+            for (name, _), w, g in zip(net.named_parameters(), model_slice(weights, shapes, k),
+                                       model_slice(grads, shapes, k), strict=True):  # fmt: skip
+                for tag, values in ((f"weights/{name}", w), (f"weights/{name}.grad", g)):
+                    kept = values[values.abs() < 1e20]
+                    if len(kept):
+                        events.append((summary.histogram(tag, kept, TF_BINS), step))
+    if result.tested and result.best:
+        load(result.best["params"])  # the tested model, on the test points
+        score = f", accuracy {float(result.tested['test/acc'][k]):.3f}"
+        for name in ("boundary_plot", "hidden_units_plot"):
+            cb = callbacks.get(name)
+            if cb is not None:
+                cb.extent = extent
+                cb.save(net, *data["test"], job.dir / cb.filename, score)
+    return events
