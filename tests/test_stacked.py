@@ -160,7 +160,7 @@ def test_a_bad_key_fails_as_hydra_fails(loader):
     from hydra.errors import ConfigCompositionException
 
     master = loader.load_configuration("train", overrides=[], run_mode=RunMode.MULTIRUN)
-    with pytest.raises(ConfigCompositionException, match="Could not override 'model.hiden'"):
+    with pytest.raises(ConfigCompositionException, match=r"Could not override 'model\.hiden'"):
         FastSweepConfigLoader(loader).load_sweep_config(master, ["model.hiden=4"])
 
 

@@ -68,7 +68,8 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if opt.get("_target_") not in ADAM:
         return f"model.optimizer._target_={opt.get('_target_')} (stacked: Adam, AdamW)"
     if set(opt) - ADAM_KEYS:
-        return f"model.optimizer.{sorted(set(opt) - ADAM_KEYS)[0]} (stacked: lr, betas, eps, weight_decay)"
+        extra = sorted(set(opt) - ADAM_KEYS)[0]
+        return f"model.optimizer.{extra} (stacked: lr, betas, eps, weight_decay)"
     if cfg["model"]["net"].get("_target_") != "xor_lightning.model.MLP":
         return f"model.net._target_={cfg['model']['net'].get('_target_')}"
     if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.core.saving import save_hparams_to_yaml
 import torch
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from torch import Tensor
 
 from xor_lightning.stacked import tensorboard
@@ -132,7 +132,8 @@ def write_job(
     if result.best and int(result.best["epoch"][k]) >= 0:
         epoch, step = int(result.best["epoch"][k]), int(result.best["step"][k])
         path, score = ckpt_dir / best_filename(cfg, epoch, step), float(result.best["score"][k])
-        # What the best checkpoint's ModelCheckpoint saw: this validation, the epoch before's training.
+        # What the best checkpoint's ModelCheckpoint saw: this validation, the epoch before's
+        # training.
         seen = {
             key: at_epoch(result, key, k, epoch, before=key.startswith("train/")) for key in CURVES
         }
@@ -185,8 +186,8 @@ def write_job(
         record["best_epoch"] = int(result.best["epoch"][k])
     # hparams.yaml as TensorBoardLogger saves it: the module's and the datamodule's
     trainer = writer.trainer
-    save_hparams_to_yaml(job.dir / "hparams.yaml",
-                         {**trainer.lightning_module.hparams, **trainer.datamodule.hparams})  # fmt: skip
+    hparams = {**trainer.lightning_module.hparams, **trainer.datamodule.hparams}
+    save_hparams_to_yaml(job.dir / "hparams.yaml", hparams)
     tested = record.get("status", "ok") in ("ok", "pruned")
     tensorboard.write_job(job, k, result, final, best, tested and not result.signal)
     record_job(job, record)
@@ -202,7 +203,8 @@ def _train_log(
     lines = [
         f"model: MLP, {n_params} learnable parameters",
         f"run dir: {job.dir}",
-        f"trained in one fit of {info['models']} models (hydra/launcher=vectorized, group {info['group']})",
+        f"trained in one fit of {info['models']} models (hydra/launcher=vectorized, "
+        f"group {info['group']})",
     ]
     every = (job.resolved.get("callbacks") or {}).get("epoch_printer", {}) or {}
     every = every.get("every_n_epochs", 100)
@@ -218,7 +220,8 @@ def _train_log(
     if record.get("status", "ok") == "ok" and best:
         lines.append(
             f"best val/acc {best[2].get('val/acc', math.nan):.4f} ({best[0].name})  "
-            f"test/acc {float(result.tested['test/acc'][k]):.4f}  test/loss {float(result.tested['test/loss'][k]):.4f}"
+            f"test/acc {float(result.tested['test/acc'][k]):.4f}  "
+            f"test/loss {float(result.tested['test/loss'][k]):.4f}"
         )
     elif record.get("error"):
         lines.append(f"error: {record['error']}")
