@@ -180,3 +180,16 @@ def test_gradient_clipping_bounds_each_step(make_cfg):
     trainer.fit(module, datamodule=datamodule)
     after = torch.cat([p.detach().flatten() for p in module.parameters()])
     assert 0 < (after - before).norm() <= 0.01 + 1e-6  # SGD step = lr * clipped gradient
+
+
+def test_epoch_losses_are_means_over_points_not_over_batches(make_cfg, tmp_path):
+    # 64 validation and test points in batches of 48 and 16: a mean of the two batch means
+    # would weigh each of the last 16 points three times as much as the others
+    metrics = train(make_cfg("debug=quick", "data.batch_size=48"))
+    ckpt = load_checkpoint(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
+    net = build_net(ckpt)
+    for split, key in ((1, "val/loss"), (2, "test/loss")):
+        X, y = make_xor(64, seed=0, split=split)
+        with torch.no_grad():
+            expected = torch.nn.functional.binary_cross_entropy_with_logits(net(X), y)
+        assert metrics[key] == pytest.approx(float(expected), abs=1e-6)

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import cli, compose_train, load, wait_for
+from tests.conftest import cli, compose_train, curves, hparams_tab, load, wait_for
 from xor_lightning.checkpoint import relocate
 from xor_lightning.train import train
 
 VEC = "hydra/launcher=vectorized"
 
 
-def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = cli("train", "-m", VEC, "logger=none", *args, cwd=cwd, timeout=600)
+def sweep(*args: str, cwd: Path, logger: str = "none") -> subprocess.CompletedProcess:
+    proc = cli("train", "-m", VEC, f"logger={logger}", *args, cwd=cwd, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -59,10 +59,12 @@ def test_after_ten_steps_every_job_has_the_weights_of_its_run_alone(tmp_path):
     """Widths, activations and data seeds differ inside a fit; full batch and shuffled
     mini-batches (64 of 400 points) make two groups."""
     d = tmp_path / "s"
+    no_pictures = [f"callbacks.{c}=null" for c in ("boundary_plot", "hidden_units_plot",
+                                                   "histograms")]  # fmt: skip
     proc = sweep("seed=1,2", "model.hidden=3,8", "model.activation=tanh,sigmoid",
                  "data.batch_size=null,64", "model.optimizer.lr=0.1", "+trainer.max_steps=10",
-                 "trainer.check_val_every_n_epoch=1",
-                 "callbacks.boundary_plot=null", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+                 "trainer.check_val_every_n_epoch=1", *no_pictures, f"hydra.sweep.dir={d}",
+                 cwd=tmp_path, logger="tensorboard")  # fmt: skip
     log = proc.stdout + proc.stderr
     assert "16 jobs in 2 group(s)" in log and "apart from group 0 by: data.batch_size" in log
     for job in sorted(d.glob("[0-9]*")):
@@ -80,6 +82,26 @@ def test_after_ten_steps_every_job_has_the_weights_of_its_run_alone(tmp_path):
         assert set(last["metrics"]) == set(ref["last"]["metrics"])
         best = next((job / "checkpoints").glob("best-*.ckpt"))
         assert best.name == next((ref["dir"] / "checkpoints").glob("best-*.ckpt")).name
+        # TensorBoard: the same sub-runs, tags, steps and values; the same hparams.yaml
+        mine, theirs = curves(job), curves(ref["dir"])
+        assert {r: set(t) for r, t in mine.items()} == {r: set(t) for r, t in theirs.items()}
+        for run, tags in theirs.items():
+            for tag, points in tags.items():
+                assert [s for s, _ in mine[run][tag]] == [s for s, _ in points], (run, tag)
+                assert [v for _, v in mine[run][tag]] == pytest.approx([v for _, v in points]), (
+                    job.name,
+                    run,
+                    tag,
+                )
+        hparams = (ref["dir"] / "hparams.yaml").read_text()
+        assert (job / "hparams.yaml").read_text() == hparams
+    names, values = hparams_tab(d)  # HPARAMS: the swept keys first, the runs' own metrics
+    swept = ("seed", "model.hidden", "model.activation", "data.batch_size")
+    assert max(names.index(k) for k in swept) < names.index("data.problem")  # before the rest
+    alone_values = hparams_tab(tmp_path / "alone")[1]
+    assert set(values) == set(alone_values)
+    for run, scores in values.items():
+        assert scores == pytest.approx(alone_values[run]), run
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,9 @@ class XORModule(L.LightningModule):
     def _update_metrics(self, stage: str, logits: Tensor, y: Tensor, loss: Tensor) -> None:
         """Accumulate the epoch's accuracy and mean loss (on the device)."""
         getattr(self, f"{stage}_acc").update((logits > 0).long(), y.long())
-        getattr(self, f"{stage}_loss").update(loss, weight=len(y))
+        # Weighted by the batch's points, as a view (`weight=` is ignored by torchmetrics 1.9
+        # with nan_strategy="disable": a small last batch would count as much as a full one).
+        getattr(self, f"{stage}_loss").update(loss.expand(len(y)))
 
     def _log_metrics(self, stage: str) -> None:
         """Hand the stage's metric objects to Lightning, which computes, logs and resets them

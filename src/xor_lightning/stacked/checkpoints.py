@@ -59,8 +59,9 @@ class CheckpointWriter:
         kwargs = module_kwargs(cfg)
         key = repr(kwargs)  # jobs with the same arguments (e.g. a seed sweep) share a module
         if key not in self.modules:
-            self.modules[key] = XORModule(**kwargs)
-        module = self.modules[key]
+            module = XORModule(**kwargs)
+            self.modules[key] = module, module.configure_optimizers()
+        module, optimizer = self.modules[key]
         module.run_config = cfg
         params = list(module.net.parameters())
         with torch.no_grad():
@@ -69,7 +70,6 @@ class CheckpointWriter:
         trainer = self.trainer
         module.trainer = trainer
         trainer.strategy.connect(module)
-        optimizer = module.configure_optimizers()
         for p, state in zip(params, adam, strict=True):
             optimizer.state[p] = {k: v.clone() for k, v in state.items()}
         trainer.strategy.optimizers = [optimizer]

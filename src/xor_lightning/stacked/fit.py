@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -157,6 +158,16 @@ class GroupResult:
     stopped_loops: dict[int, dict[str, Any]]
     net: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """`key`'s history as arrays: the epochs (E,) and every model's values (E, K)."""
+        cache = self.extra.setdefault("series", {})
+        if key not in cache:
+            rows = self.history.get(key, [])
+            epochs = np.array([e for e, _, _ in rows], dtype=np.int64)
+            values = np.stack([v.numpy() for _, _, v in rows]) if rows else np.zeros((0, 0))
+            cache[key] = (epochs, values)
+        return cache[key]
 
 
 def _hyper(cfgs: list[dict[str, Any]], decoupled: bool) -> dict[str, Tensor]:

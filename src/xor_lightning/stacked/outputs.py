@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.core.saving import save_hparams_to_yaml
+import yaml
 from torch import Tensor
 
 from xor_lightning.stacked import tensorboard
@@ -66,11 +67,9 @@ def at_epoch(
     result: GroupResult, key: str, k: int, epoch: int, before: bool = False
 ) -> float | None:
     """Model k's latest value of `key` logged at `epoch` (or before it)."""
-    value = None
-    for e, _step, v in result.history.get(key, []):
-        if e < epoch or (e == epoch and not before):
-            value = float(v[k])
-    return value
+    epochs, values = result.series(key)
+    i = int(np.searchsorted(epochs, epoch, side="left" if before else "right"))
+    return float(values[i - 1, k]) if i > 0 else None
 
 
 _GROUP: tuple[list[Any], GroupResult, dict[str, Any]] | None = None  # for forked writers
@@ -80,6 +79,8 @@ def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], work
     """Every job's dir, written by up to `workers` processes (forked: they share `result`)."""
     global _GROUP
     workers = min(workers, len(jobs) // 64)  # a process costs ~0.3 s to start: worth it for many
+    for key in CURVES:
+        result.series(key)  # once, before the workers fork
     if workers <= 1:
         _write_range((0, len(jobs)), (jobs, result, info))
         return
@@ -187,7 +188,7 @@ def write_job(
     # hparams.yaml as TensorBoardLogger saves it: the module's and the datamodule's
     trainer = writer.trainer
     hparams = {**trainer.lightning_module.hparams, **trainer.datamodule.hparams}
-    save_hparams_to_yaml(job.dir / "hparams.yaml", hparams)
+    (job.dir / "hparams.yaml").write_text(yaml.dump(hparams, Dumper=yaml.CDumper, sort_keys=False))
     tested = record.get("status", "ok") in ("ok", "pruned")
     tensorboard.write_job(job, k, result, final, best, tested and not result.signal)
     record_job(job, record)
@@ -210,7 +211,7 @@ def _train_log(
     every = every.get("every_n_epochs", 100)
     stopped = int(result.stopped_at[k])
     last = stopped if stopped >= 0 else result.epoch - 1
-    for e, _step, _v in result.history.get("train/loss", []):
+    for e in result.series("train/loss")[0].tolist():
         if e <= last and every > 0 and (e % every == 0 or e == last):
             values = {key: at_epoch(result, key, k, e) for key in CURVES if key != "train/lr"}
             lines.append(

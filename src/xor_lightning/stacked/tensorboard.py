@@ -85,9 +85,14 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
     step = lambda epoch: (epoch + 1) * n - 1  # noqa: E731  (Lightning's logging step)
     points: dict[str, list[tuple[int, float]]] = {}
     for key in CURVES:
-        kept = [(e, v) for e, _s, v in result.history.get(key, []) if e <= final]
-        points[key] = [(step(e), float(v[k])) for e, v in kept
-                       if e % every == 0 or e == final or key.startswith("val")]  # fmt: skip
+        epochs, values = result.series(key)
+        if not len(epochs):
+            continue
+        keep = (epochs <= final) & (
+            (epochs % every == 0) | (epochs == final) | key.startswith("val")
+        )
+        kept = zip(epochs[keep].tolist(), values[keep, k].tolist(), strict=True)
+        points[key] = [(step(e), v) for e, v in kept]
     session = []
     if best is not None:
         epoch = int(result.best["epoch"][k])
