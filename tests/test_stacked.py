@@ -12,7 +12,11 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader, task_containers
+from hydra_plugins.xor_vectorized_launcher.compose import (
+    FastSweepConfigLoader,
+    HydraNodes,
+    task_containers,
+)
 from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
@@ -145,11 +149,15 @@ def test_fast_composition_equals_hydras(loader, overrides):
     theirs = loader.load_sweep_config(master, overrides)
     assert OmegaConf.to_container(mine) == OmegaConf.to_container(theirs)
     if not any(o.startswith("paths.") for o in overrides):
-        theirs.hydra.runtime.output_dir = mine.hydra.runtime.output_dir = "/tmp/x"
+        for cfg in (mine, theirs):  # what the launcher sets
+            cfg.hydra.runtime.output_dir, cfg.hydra.job.id, cfg.hydra.job.num = "/tmp/x", 7, 7
         from hydra.core.hydra_config import HydraConfig
 
         for cfg in (mine, theirs):
             HydraConfig.instance().set_config(cfg)
+        assert HydraNodes().container(mine) == OmegaConf.to_container(
+            theirs.hydra, enum_to_str=True
+        )
         raw, resolved = task_containers(mine)
         plain = lambda v: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v  # noqa: E731
         assert resolved == {k: plain(theirs[k]) for k in theirs if k != "hydra"}

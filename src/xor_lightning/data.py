@@ -204,9 +204,14 @@ class BatchIndexSampler(Sampler):
     def _step(self) -> int:
         return self.batch_size * (self.chunk or 1)
 
+    @property
+    def permutes(self) -> bool:
+        """Whether the order is a seeded permutation (else it is the same for every seed)."""
+        return self.shuffle and self.batch_size < self.block  # every rank decides alike
+
     def _pieces(self) -> list[Index]:
         start, stop, step = self.start, self.stop, self._step
-        permute = self.shuffle and self.batch_size < self.block  # every rank decides alike
+        permute = self.permutes
         if not permute and stop <= self.n:  # in order: slices, i.e. views without a copy
             return [slice(i, min(i + step, stop)) for i in range(start, stop, step)]
         if permute:

@@ -94,8 +94,8 @@ def task_containers(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     third of the cost: only the values that hold an interpolation are resolved, one by one
     (the config's other values are the same either way).
     """
-    raw = OmegaConf.to_container(cfg, resolve=False)
-    raw.pop("hydra", None)
+    raw = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
+           for k, v in cfg.items_ex(resolve=False) if k != "hydra"}  # fmt: skip
     resolved = pickle.loads(pickle.dumps(raw))
 
     def walk(node: Any, path: str) -> None:
@@ -112,3 +112,31 @@ def task_containers(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     walk(resolved, "")
     return raw, resolved  # type: ignore[return-value]
+
+
+# The fields of the `hydra` node that differ between the jobs of one composition.
+JOB_FIELDS = ("job.num", "job.id", "job.override_dirname", "overrides.task", "runtime.output_dir")
+
+
+class HydraNodes:
+    """The job's `hydra` node as a plain container (for `.hydra/hydra.yaml`), at sweep speed:
+    converted once per composition, then each job's own fields (`JOB_FIELDS`) set."""
+
+    def __init__(self) -> None:
+        self._bases: dict[str, bytes] = {}
+
+    def container(self, cfg: DictConfig) -> dict[str, Any]:
+        hydra = cfg.hydra
+        key = repr((list(hydra.overrides.hydra), dict(hydra.runtime.choices)))
+        if key not in self._bases:
+            base = OmegaConf.to_container(hydra, resolve=False, enum_to_str=True)
+            self._bases[key] = pickle.dumps(base)
+        node = pickle.loads(self._bases[key])
+        for field in JOB_FIELDS:
+            *parents, last = field.split(".")
+            parent = node
+            for p in parents:
+                parent = parent[p]
+            value = OmegaConf.select(hydra, field)
+            parent[last] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        return node

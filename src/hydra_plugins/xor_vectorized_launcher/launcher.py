@@ -31,7 +31,11 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader, task_containers
+from hydra_plugins.xor_vectorized_launcher.compose import (
+    FastSweepConfigLoader,
+    HydraNodes,
+    task_containers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,9 @@ def _prepare(num: int, overrides: list[str]) -> Any:
     return _LAUNCHER._prepare(num, overrides)
 
 
+HYDRA_NODES = HydraNodes()
+
+
 def _write_hydra_files(job_dir: Path, cfg: DictConfig, task: dict[str, Any]) -> None:
     """`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, as `run_job` saves them."""
     import yaml
@@ -178,7 +185,7 @@ def _write_hydra_files(job_dir: Path, cfg: DictConfig, task: dict[str, Any]) -> 
         return
     out = job_dir / str(cfg.hydra.output_subdir)
     out.mkdir(parents=True, exist_ok=True)
-    hydra_node = {"hydra": OmegaConf.to_container(cfg.hydra, resolve=False, enum_to_str=True)}
+    hydra_node = {"hydra": HYDRA_NODES.container(cfg)}
     for name, content in (
         ("config.yaml", task),
         ("hydra.yaml", hydra_node),

@@ -82,7 +82,8 @@ class StackedDataModule(L.LightningDataModule):
             samplers, owner, seen = [], [], {}
             for dm in self.jobs:
                 sampler = getattr(dm, f"{split}_dataloader")().sampler
-                key = (dm.seed, split)  # jobs with the same data seed share an order
+                # Jobs share an order where it is the same: in order, or from one data seed.
+                key = dm.seed if sampler.permutes else None
                 if key not in seen:
                     seen[key] = len(samplers)
                     samplers.append(sampler)
