@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -193,3 +194,29 @@ def test_ddp_is_refused_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: trainer.strategy=ddp")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_the_gpu_the_stacked_weights_and_data_live_there(tmp_path):
+    from omegaconf import OmegaConf
+
+    from xor_lightning.stacked.fit import fit_group
+
+    seen = {}
+
+    class Where(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            seen["weights"] = module.net.weights[0].device.type
+            seen["data"] = trainer.datamodule.sets["train"].X.device.type
+
+    cfgs = []
+    for seed in (1, 2):
+        cfg = compose_train(f"seed={seed}", "trainer.accelerator=gpu", "trainer.max_epochs=20",
+                            f"paths.output_dir={tmp_path / str(seed)}")  # fmt: skip
+        cfgs.append(OmegaConf.to_container(cfg, resolve=True))
+    on_gpu = fit_group(cfgs, str(tmp_path), callbacks=[Where()])
+    assert seen == {"weights": "cuda", "data": "cuda"}
+    for c in cfgs:
+        c["trainer"]["accelerator"] = "cpu"
+    on_cpu = fit_group(cfgs, str(tmp_path))
+    assert torch.allclose(on_gpu.tested["test/acc"], on_cpu.tested["test/acc"], atol=0.01)

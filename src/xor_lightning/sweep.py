@@ -30,7 +30,7 @@ def job_record(job_dir: Path) -> dict[str, Any] | None:
     if metrics_file.is_file():
         row.update(json.loads(metrics_file.read_text()))
     best = sorted(job_dir.glob("checkpoints/best-*.ckpt"))
-    if best:
+    if best and "best_epoch" not in row:  # a vectorised job records it (no load per job)
         import torch
 
         row["best_epoch"] = torch.load(best[-1], map_location="cpu", weights_only=True)["epoch"]

@@ -103,8 +103,9 @@ class StackedModule(L.LightningModule):
             finite = torch.isfinite(losses)
             # A model whose loss is no longer finite stops here: this step is not applied.
             dying = self.alive & ~finite
-            when = torch.tensor([self.current_epoch, self.global_step + 1], device=x.device)
-            self.failed_at = torch.where(dying[:, None], when, self.failed_at)
+            # (epoch, optimizer step) on the device: no copy from the host, so no sync per step
+            self._when[1] += 1
+            self.failed_at = torch.where(dying[:, None], self._when, self.failed_at)
             self.failed_loss = torch.where(dying, losses.detach(), self.failed_loss)
             self.alive &= finite
             opt.optimizer.alive = self.alive
@@ -137,6 +138,9 @@ class StackedModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.batches_per_epoch = self.trainer.num_training_batches
+
+    def on_train_epoch_start(self) -> None:
+        self._when = torch.tensor([self.current_epoch, self.global_step], device=self.device)
 
     def on_train_epoch_end(self) -> None:
         self._record({**self._epoch_metrics("train"), "train/lr": self.hyper["lr"].float()})
