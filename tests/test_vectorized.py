@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 
 from tests.conftest import cli, compose_train, curves, hparams_tab, load, wait_for
 from xor_lightning.checkpoint import relocate
@@ -107,16 +108,21 @@ def test_after_ten_steps_every_job_has_the_weights_of_its_run_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """Four 150-epoch jobs, left alone: the results a vectorised sweep must give."""
+    """Four 150-epoch jobs in one vectorised fit, left alone; as a large group would, with
+    no pictures and a training-curve point every 25 epochs."""
     tmp = tmp_path_factory.mktemp("ref")
     d = tmp / "s"
     sweep("model.hidden=3,8", "model.activation=tanh,relu", "trainer.max_epochs=150",
-          f"hydra.sweep.dir={d}", cwd=tmp)  # fmt: skip
+          "hydra.launcher.pictures_up_to=2", "hydra.launcher.curve_every_n_epochs=25",
+          f"hydra.sweep.dir={d}", cwd=tmp, logger="tensorboard")  # fmt: skip
     return d
 
 
 @pytest.mark.slow
 def test_results_equal_those_of_the_runs_alone(reference, tmp_path):
+    runs = curves(reference / "0")  # a group larger than pictures_up_to: its defaults
+    assert [s for s, _ in runs["train"]["loss"]] == [*range(0, 150, 25), 149]
+    assert len(runs["val"]["acc"]) == 15 and not (reference / "0" / "boundary.png").exists()
     for job in sorted(reference.glob("[0-9]*")):
         mine = json.loads((job / "metrics.json").read_text())
         ref = alone(tmp_path, job)["metrics"]
@@ -138,6 +144,11 @@ def test_ctrl_c_stops_every_job_then_each_resumes(reference, tmp_path):
         wait_for(d / "0" / ".hydra", proc)
         while "epoch    0" not in log.read_text():
             assert proc.poll() is None
+        # each job's dir is locked while the fit writes it, as a run's is
+        os.kill(proc.pid, signal.SIGSTOP)  # (held mid-fit while we try)
+        refused = cli("train", f"resume={d / '1'}", cwd=tmp_path)
+        assert refused.returncode == 2 and f"pid {proc.pid}" in refused.stderr
+        os.kill(proc.pid, signal.SIGCONT)
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     rows = summary(d)
@@ -220,3 +231,58 @@ def test_on_the_gpu_the_stacked_weights_and_data_live_there(tmp_path):
         c["trainer"]["accelerator"] = "cpu"
     on_cpu = fit_group(cfgs, str(tmp_path))
     assert torch.allclose(on_gpu.tested["test/acc"], on_cpu.tested["test/acc"], atol=0.01)
+
+
+@pytest.mark.slow
+def test_a_large_sweep_is_prepared_and_written_by_worker_processes(tmp_path):
+    d = tmp_path / "s"
+    proc = sweep("seed=range(130)", "trainer.max_epochs=20", "hydra.launcher.workers=2",
+                 "hydra.launcher.max_models_per_fit=100", f"hydra.sweep.dir={d}",
+                 cwd=tmp_path)  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "130 jobs in 1 group(s): 2 fit(s) of at most 100 models each" in log
+    rows = summary(d)
+    assert len(rows) == 130 and {r["status"] for r in rows.values()} == {"ok"}
+    for job in ("0", "129"):  # the first and last job: composed, trained, written like the rest
+        assert (d / job / ".hydra" / "config.yaml").is_file()
+        assert load(d / job / "checkpoints" / "last.ckpt")["global_step"] == 20
+        overrides = json.loads((d / job / "job.json").read_text())["overrides"]
+        assert overrides[1] == f"seed={job}"
+
+
+def test_periodic_saves_leave_every_job_resumable(tmp_path):
+    """hydra.launcher.last_every_n_epochs: checkpoints written during the fit, so a sweep
+    killed outright (before its end wrote anything) resumes from them."""
+    from omegaconf import OmegaConf
+
+    from xor_lightning.stacked.fit import fit_group
+    from xor_lightning.stacked.outputs import PeriodicSave
+    from xor_lightning.stacked.run import Job, earlier
+
+    jobs = []
+    for seed in (1, 2):
+        cfg = compose_train(f"seed={seed}", "trainer.max_epochs=25", "logger=none",
+                            f"paths.output_dir={tmp_path / str(seed)}")  # fmt: skip
+        jobs.append(Job(seed, [f"seed={seed}"], tmp_path / str(seed),
+                        resolved=OmegaConf.to_container(cfg, resolve=True)))  # fmt: skip
+    fit_group([j.resolved for j in jobs], str(tmp_path), callbacks=[PeriodicSave(jobs, 10, 1)])
+    for job in jobs:  # no end-of-fit outputs were written here: only the periodic ones
+        assert load(job.dir / "checkpoints" / "last.ckpt")["global_step"] == 20
+        assert json.loads((job.dir / "job.json").read_text())["status"] == "running"
+        earlier(job, "val/acc")
+        assert job.done is None and job.resume == job.dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.slow
+def test_an_optuna_search_asks_a_batch_and_trains_it_as_one_fit(tmp_path):
+    d = tmp_path / "s"
+    proc = cli("train", "hparams_search=xor_optuna", VEC, "hydra.sweeper.n_jobs=4",
+               "hydra.sweeper.n_trials=8", "hydra/sweeper/pruner=median", "trainer.max_epochs=30",
+               "logger=none", f"hydra.sweep.dir={d}", cwd=tmp_path, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.stdout + proc.stderr).count("4 jobs in 1 group(s): 1 fit(s)") == 2  # 2 batches
+    results = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    assert results["n_trials"] == 8 and results["n_failed"] == 0
+    statuses = [r["status"] for r in summary(d).values()]
+    assert len(statuses) == 8 and set(statuses) <= {"ok", "pruned"}
+    assert statuses.count("pruned") == results["n_pruned"]

@@ -204,12 +204,14 @@ def fit_group(
     from hydra.utils import instantiate
 
     from xor_lightning.callbacks import GracefulStop
+    from xor_lightning.config import quiet_known_warnings
     from xor_lightning.stacked.checkpoints import quiet_lightning
     from xor_lightning.stacked.data import StackedDataModule
     from xor_lightning.stacked.module import StackedModule
     from xor_lightning.stacked.net import StackedMLP
     from xor_lightning.stacked.resume import stacked_checkpoint
 
+    quiet_known_warnings()  # as a run's `build` does
     first = cfgs[0]
     nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
     net = StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
