@@ -10,6 +10,7 @@ largest difference between the two final weights, how many seeds differ by more 
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def compare(seeds: int, epochs: int) -> str:
 
 
 def main() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric"):  # the runs' start-up lines
+        logging.getLogger(name).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=32)
     args = parser.parse_args()

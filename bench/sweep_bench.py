@@ -70,14 +70,15 @@ def main() -> None:
         t_small = statistics.median(times[(name, small)])
         per_job = (statistics.median(times[(name, large)]) - t_small) / (large - small)
         projected = t_small + (n - small) * per_job
-        rows.append((name, f"{per_job:.2f}", f"{projected:.0f} (projected)", projected / vec_s))
-    rows.append(("vectorized", f"{vec_s / n * 1000:.1f} ms", f"{vec_s:.1f} (measured)", 1.0))
+        rows.append((name, f"{per_job:.2f} (each one more)", f"{projected:.0f} (projected)",
+                     projected / vec_s))  # fmt: skip
+    rows.append(("vectorized", f"{vec_s / n:.3f} (the sweep / N)", f"{vec_s:.1f} (measured)", 1.0))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     lines = [f"{n}-job seed sweep (`seed=range({n})`, the default 401-epoch run each, outputs "
              f"included, `trainer.accelerator={args.accelerator}`), {stamp}, medians of "
              f"{args.repeats} alternated runs", "", f"Machine: {machine()}", "",
              f"Vectorised sweep's output: {files} files, {mb:.0f} MB.", "",
-             "| launcher | cost of one more job (s) | N jobs (s) | vectorised is |",
+             "| launcher | cost per job (s) | N jobs (s) | vectorised is |",
              "| --- | ---: | ---: | ---: |"]  # fmt: skip
     for name, per_job, total, ratio in rows:
         faster = f"{ratio:.0f}x faster" if name != "vectorized" else ""

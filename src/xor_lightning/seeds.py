@@ -30,7 +30,8 @@ def wilson(learned: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if learned == 0 else max(0.0, centre - half)  # exact at the ends
+    return low, 1.0 if learned == n else min(1.0, centre + half)
 
 
 def success_rates(summary: Path, seeds: int) -> list[dict[str, float]]:
