@@ -37,6 +37,7 @@ PRINTS = {
     "lint": [r"ruff check", r"ruff format --check"],
     "bench": [r"bench/bench\.py"],
     "screenshots": [r"docs/screenshots\.py"],
+    "seeds": [r"-m xor_lightning\.seeds --seeds 1000"],
     "install": [r"Nothing to be done|pip install .*-c constraints\.txt"],
     "format": [r"ruff format src"],
     "clean": [r"find outputs"],
@@ -46,7 +47,9 @@ PRINTS = {
 
 def make_n(command: str) -> str:
     args = shlex.split(command.replace("<file>", "x.ckpt").replace(" ...", ""))
-    proc = subprocess.run(["make", "-n", *args[1:]], cwd=REPO, capture_output=True, text=True)
+    # --no-print-directory: under `make test` this make is nested and would say where it is
+    proc = subprocess.run(["make", "-n", "--no-print-directory", *args[1:]], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
