@@ -237,13 +237,18 @@ def main() -> None:
         "| --- | ---: | ---: | ---: |",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
     ]
+    suffix = "" if acc == "cpu" else f"-{acc}"
+    save_table(lines, f"{stamp}{suffix}.md", f"latest{suffix}.md")
+
+
+def save_table(lines: list[str], *names: str) -> None:
+    """A benchmark's table: printed, and written to outputs/bench/<name> for each name."""
     table = "\n".join(lines) + "\n"
     out = REPO / "outputs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "" if acc == "cpu" else f"-{acc}"
-    (out / f"{stamp}{suffix}.md").write_text(table)
-    (out / f"latest{suffix}.md").write_text(table)
-    print("\n" + table + f"\nwritten to {out / f'latest{suffix}.md'}")
+    for name in names:
+        (out / name).write_text(table)
+    print("\n" + table + f"\nwritten to {out / names[-1]}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench import machine  # noqa: E402
+from bench import machine, save_table  # noqa: E402
 
 PRUNERS = {"none": "none", "median": "median", "hyperband": "hyperband"}
 
@@ -82,11 +82,7 @@ def main() -> None:
                      f"{base / med(name, 'cpu'):.2f}x | "
                      f"{med(name, 'pruned'):.0f} | {med(name, 'epochs'):.0f} | "
                      f"{med(name, 'best'):.4f} | {med(name, 'top5'):.4f} |")  # fmt: skip
-    table = "\n".join(lines) + "\n"
-    out = REPO / "outputs" / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prune-latest.md").write_text(table)
-    print("\n" + table)
+    save_table(lines, "prune-latest.md")
 
 
 if __name__ == "__main__":

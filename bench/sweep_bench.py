@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench import machine  # noqa: E402
+from bench import machine, save_table  # noqa: E402
 
 
 def sweep(n: int, launcher: list[str], sweep_dir: Path, extra: list[str]) -> float:
@@ -83,11 +83,7 @@ def main() -> None:
     for name, per_job, total, ratio in rows:
         faster = f"{ratio:.0f}x faster" if name != "vectorized" else ""
         lines.append(f"| {name} | {per_job} | {total} | {faster} |")
-    table = "\n".join(lines) + "\n"
-    out = REPO / "outputs" / "bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep-latest.md").write_text(table)
-    print("\n" + table)
+    save_table(lines, "sweep-latest.md")
 
 
 if __name__ == "__main__":
