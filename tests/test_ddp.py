@@ -210,3 +210,27 @@ def test_a_lightning_without_it_is_refused_in_one_line(monkeypatch):
     message = rf"_hydra_subprocess_cmd, which lightning {lightning.__version__} no longer has"
     with pytest.raises(UserError, match=message), job_dir_for_ranks():
         pass
+
+
+def test_each_rank_of_a_search_trial_is_one_run(tmp_path):
+    """A trial of `hparams_search=xor_optuna` (whose config sets hydra.mode: MULTIRUN) with
+    trainer=ddp: the command that starts its other ranks runs one job, not a new search."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from xor_lightning.config import CONF_DIR
+    from xor_lightning.ddp import child_command
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        trial = compose("train", ["hparams_search=xor_optuna", "trainer=ddp"],
+                        return_hydra_config=True)  # fmt: skip
+        assert trial.hydra.mode == RunMode.MULTIRUN
+        with open_dict(trial):
+            trial.hydra.runtime.output_dir = trial.hydra.runtime.cwd = str(tmp_path)
+        HydraConfig.instance().set_config(trial)
+        command, _ = child_command(1)
+        rank = compose("train", [o.replace('"', "") for o in command[3:]],
+                       return_hydra_config=True)  # fmt: skip
+    assert rank.hydra.mode == RunMode.RUN and rank.hydra.run.dir == str(tmp_path)

@@ -33,6 +33,7 @@ def child_command(local_rank: int) -> tuple[list[str], str]:
         f'hydra.run.dir="{hc.runtime.output_dir}"',
         "hydra.output_subdir=null",  # rank 0 already wrote .hydra/
         f"hydra.job.name=rank{local_rank}",  # its log: <job dir>/rank<k>.log
+        "hydra.mode=RUN",  # one run, even for a trial of a search (which sets MULTIRUN)
     ]
     return command, get_original_cwd()
 

@@ -19,6 +19,7 @@ Outside a Trainer (one writer per job dir, any number of jobs)::
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -64,6 +65,7 @@ class StageLogger(TensorBoardLogger):
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(save_dir, name=name, version=version, **kwargs)
         self._stages: dict[str, SummaryWriter] = {}
+        self._saved = -math.inf  # when `save` last flushed
         self.epoch_step: dict[int, int] = {}
 
     def stage(self, name: str) -> SummaryWriter:
@@ -105,6 +107,11 @@ class StageLogger(TensorBoardLogger):
 
     @rank_zero_only
     def save(self) -> None:
+        # Lightning saves after every logging call: flushing every file then costs more
+        # than the epoch. At most once a second is live enough; closing flushes the rest.
+        if time.monotonic() - self._saved < 1.0:
+            return
+        self._saved = time.monotonic()
         super().save()
         for writer in self._stages.values():
             writer.flush()

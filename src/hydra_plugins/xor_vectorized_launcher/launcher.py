@@ -76,6 +76,7 @@ class VectorizedLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info("Launching %d jobs, vectorised", len(job_overrides))
+        # torch and Lightning imported once, here, before any worker process forks
         import xor_lightning.stacked.run
         import xor_lightning.validate  # noqa: F401
 
