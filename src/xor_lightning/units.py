@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from xor_lightning.plot import (
+    FAST_PNG,
     SQUARE,
     Extent,
     edges,
@@ -130,4 +131,4 @@ def hidden_units_figure(
 def save_hidden_units(
     net: nn.Module, X: torch.Tensor, y: torch.Tensor, path: Path, title: str, extent: Extent
 ) -> None:
-    hidden_units_figure(net, X, y, title, extent=extent).savefig(path)
+    hidden_units_figure(net, X, y, title, extent=extent).savefig(path, pil_kwargs=FAST_PNG)

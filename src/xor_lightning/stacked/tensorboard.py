@@ -114,6 +114,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from hydra.utils import instantiate
     from torch.utils.tensorboard import summary
 
+    from xor_lightning.callbacks import png_summary
     from xor_lightning.checkpoint import make_net
     from xor_lightning.plot import plane_extent
     from xor_lightning.stacked.outputs import model_slice
@@ -139,7 +140,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
             if cb is not None and (epoch % cb.every_n_epochs == 0 or epoch == result.epoch - 1):
                 cb.extent = extent
                 image = cb.image(net, *data["train"])
-                events.append((summary.image(cb.tag, image, dataformats="HWC"), step))
+                events.append((png_summary(cb.tag, image), step))
         hist = callbacks.get("histograms")
         if hist is not None and (epoch % hist.every_n_epochs == 0 or epoch == result.epoch - 1):
             for (name, _), w, g in zip(net.named_parameters(), model_slice(weights, shapes, k),
