@@ -21,7 +21,8 @@ from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
 from xor_lightning.seeds import success_rates, wilson
-from xor_lightning.stacked.fit import init_net, stack_key, stack_problem
+from xor_lightning.stacked.fit import init_net
+from xor_lightning.stacked.groups import stack_key, stack_problem
 from xor_lightning.stacked.net import StackedAdam, StackedMLP
 from xor_lightning.train import build
 

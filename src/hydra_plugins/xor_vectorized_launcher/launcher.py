@@ -3,7 +3,7 @@
 The launcher takes the batch of jobs any sweeper hands it, composes each job's config
 (`compose.py`: once per set of group choices, then the job's values), checks it as a run
 alone would, and sorts the jobs into groups that can share one computation: the same
-config but for the keys in `xor_lightning.stacked.fit.VARYING`. Each group (in fits of at
+config but for the keys in `xor_lightning.stacked.groups.VARYING`. Each group (in fits of at
 most `max_models_per_fit` models) is one Lightning fit of a stacked module; then every
 job's dir is written as its own run would have left it. Jobs the stacked module cannot
 train run as ordinary jobs, one after another, as the basic launcher runs them.
@@ -112,7 +112,7 @@ class VectorizedLauncher(Launcher):
 
     def _prepare(self, num: int, overrides: list[str]) -> Any:
         """Compose the job's config, check it, write its .hydra/ as Hydra would."""
-        from xor_lightning.stacked.fit import stack_key, stack_problem
+        from xor_lightning.stacked.groups import stack_key, stack_problem
         from xor_lightning.stacked.run import Job, earlier
 
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)

@@ -1,16 +1,13 @@
-"""One Lightning fit for a group of sweep jobs: the vectorised launcher's engine.
+"""One Lightning fit for a group of sweep jobs (`groups.py` says which): the engine.
 
-`stack_problem` says why a job cannot share a fit (then it runs as a run of its own),
-`stack_key` which jobs can share one, and `fit_group` trains them: each job's net
-initialised from its own seed as `train.build` does, its own data and batches (its own
-`XORDataModule`), its own optimizer values, all in a `StackedModule` that the Trainer
-runs with the job's own trainer settings. What each job leaves behind is written by
-`job_outputs.py`.
+`fit_group` trains them: each job's net initialised from its own seed as `train.build`
+does, its own data and batches (its own `XORDataModule`), its own optimizer values, all
+in a `StackedModule` that the Trainer runs with the job's own trainer settings. What each
+job leaves behind is written by `outputs.py` from the `GroupResult`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,106 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from xor_lightning.stacked.groups import ADAM, get
+
 log = logging.getLogger(__name__)
-
-# Keys whose values may differ between the jobs of one fit; everything else must match.
-VARYING = (
-    "seed",
-    "data.seed",
-    "data.noise",
-    "data.problem",
-    "model.hidden",
-    "model.activation",
-    "model.net.hidden",
-    "model.net.activation",
-    "model.optimizer.lr",
-    "model.optimizer.betas",
-    "model.optimizer.eps",
-    "model.optimizer.weight_decay",
-)
-ADAM = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # target -> decoupled decay
-ADAM_KEYS = {"_target_", "_partial_", "lr", "betas", "eps", "weight_decay", "fused", "foreach"}
-CALLBACKS = {
-    "xor_lightning.callbacks.LastCheckpoint",
-    "xor_lightning.callbacks.HiddenUnitsPlot",
-    "xor_lightning.callbacks.ParameterHistograms",
-    "xor_lightning.callbacks.EpochPrinter",
-    "xor_lightning.callbacks.GracefulStop",
-    "xor_lightning.callbacks.BoundaryPlot",
-    "lightning.pytorch.callbacks.ModelCheckpoint",
-}
-BEST_KEYS = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode",
-             "save_top_k"}  # fmt: skip
-MONITORS = {"val/acc", "val/loss"}
-LOGGERS = {"xor_lightning.tb_logger.StageLogger"}
-
-
-def _get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
-    for part in key.split("."):
-        if not isinstance(cfg, dict) or part not in cfg:
-            return default
-        cfg = cfg[part]
-    return cfg
-
-
-def stack_problem(cfg: dict[str, Any]) -> str | None:
-    """Why this job (its resolved config) must run as a fit of its own; None if it can stack."""
-    opt = cfg["model"]["optimizer"]
-    if opt.get("_target_") not in ADAM:
-        return f"model.optimizer._target_={opt.get('_target_')} (stacked: Adam, AdamW)"
-    if set(opt) - ADAM_KEYS:
-        extra = sorted(set(opt) - ADAM_KEYS)[0]
-        return f"model.optimizer.{extra} (stacked: lr, betas, eps, weight_decay)"
-    if cfg["model"]["net"].get("_target_") != "xor_lightning.model.MLP":
-        return f"model.net._target_={cfg['model']['net'].get('_target_')}"
-    if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":
-        return f"data._target_={cfg['data'].get('_target_')}"
-    if cfg.get("ckpt_path") or cfg.get("resume"):
-        return "ckpt_path/resume (a job that continues a checkpoint)"
-    for name, cb in (cfg.get("callbacks") or {}).items():
-        if cb and cb.get("_target_") not in CALLBACKS:
-            return f"callbacks.{name} ({cb.get('_target_')})"
-        if cb and cb.get("_target_") == "lightning.pytorch.callbacks.ModelCheckpoint":
-            extra = set(cb) - BEST_KEYS
-            if extra or cb.get("save_top_k", 1) != 1 or cb.get("monitor") not in MONITORS:
-                what = sorted(extra)[0] if extra else "save_top_k/monitor"
-                return f"callbacks.{name}.{what} (stacked: the best on val/acc or val/loss)"
-    for name, lg in (cfg.get("logger") or {}).items():
-        if lg and lg.get("_target_") not in LOGGERS:
-            return f"logger.{name} ({lg.get('_target_')})"
-    if cfg.get("scheduler"):
-        return f"scheduler={cfg['scheduler'].get('_target_')} (stacked: a constant rate)"
-    trainer = cfg["trainer"]
-    for key, plain in (("limit_train_batches", 1.0), ("val_check_interval", 1.0)):
-        if trainer.get(key, plain) != plain:
-            return f"trainer.{key}={trainer[key]} (stacked: whole epochs)"
-    devices = cfg["trainer"].get("devices", 1)
-    if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
-        return f"trainer.devices={devices} (stacked fits use one device)"
-    return None
-
-
-def stack_key(unresolved: dict[str, Any]) -> str:
-    """The job's config without the keys that may differ: equal keys share a fit."""
-    pruned = json.loads(json.dumps(unresolved, default=str))
-    for key in VARYING:
-        *parents, last = key.split(".")
-        node = _get(pruned, ".".join(parents)) if parents else pruned
-        if isinstance(node, dict):
-            node.pop(last, None)
-    return json.dumps(pruned, sort_keys=True)
-
-
-def split_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two configs."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += split_keys(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}")
-    return out
 
 
 def init_net(cfg: dict[str, Any]) -> Any:
@@ -216,7 +116,7 @@ def fit_group(
     nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
     net = StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
     decoupled = ADAM[first["model"]["optimizer"]["_target_"]]
-    best_cfg = _get(first, "callbacks.best_checkpoint") or {}
+    best_cfg = get(first, "callbacks.best_checkpoint") or {}
     module = StackedModule(
         net,
         _hyper(cfgs, decoupled),
@@ -225,11 +125,11 @@ def fit_group(
         monitor=best_cfg.get("monitor", "val/acc"),
         mode=best_cfg.get("mode", "max"),
     )
-    module.print_every_n_epochs = (_get(first, "callbacks.epoch_printer") or {}).get(
+    module.print_every_n_epochs = (get(first, "callbacks.epoch_printer") or {}).get(
         "every_n_epochs", 100
     )
     if pictures:
-        every = [(_get(first, f"callbacks.{name}") or {}).get("every_n_epochs", 0)
+        every = [(get(first, f"callbacks.{name}") or {}).get("every_n_epochs", 0)
                  for name in ("boundary_plot", "hidden_units_plot", "histograms")]  # fmt: skip
         module.snapshot_every = min((e for e in every if e > 0), default=0)
     stop = GracefulStop()

@@ -238,28 +238,3 @@ class StackedModule(L.LightningModule):
 
     def configure_optimizers(self) -> StackedAdam:
         return StackedAdam(self.net.flat_params(), decoupled=self.decoupled, **self.hyper)
-
-
-class StackedPruning(L.Callback):
-    """Optuna pruning for the models that are trials of a search with a pruner: after each
-    validation each reports its own metric (`reporters`: model index -> `TrialReporter`),
-    and a model its pruner stops is frozen from there on, as its run alone would stop."""
-
-    def __init__(self, reporters: dict[int, Any], monitor: str) -> None:
-        self.reporters, self.monitor = reporters, monitor
-
-    def on_validation_end(self, trainer: L.Trainer, module: StackedModule) -> None:
-        if trainer.sanity_checking or not module.history.get(self.monitor):
-            return
-        epoch, _, values = module.history[self.monitor][-1]
-        if epoch != trainer.current_epoch:
-            return
-        values, live = values.cpu(), module.alive.cpu()
-        for k, reporter in self.reporters.items():
-            if live[k] and reporter.report(float(values[k]), epoch):
-                module.alive[k] = False
-                module.stopped_at[k] = epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: StackedModule) -> None:
-        if bool((module.stopped_at == trainer.current_epoch).any()):
-            module.stopped_loops[trainer.current_epoch] = trainer.fit_loop.state_dict()

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import open_dict, read_write
 
-from xor_lightning.stacked.fit import VARYING, fit_group, split_keys
+from xor_lightning.stacked.fit import fit_group
+from xor_lightning.stacked.groups import VARYING, split_keys
 from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
+from xor_lightning.stacked.pruning import trial_pruning
 
 log = logging.getLogger(__name__)
 
@@ -135,27 +136,6 @@ def run_jobs(
             log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
             returns[job.num] = run_alone(job)
     return returns
-
-
-def trial_pruning(jobs: list[Job], hydra_cfg: Any, metric: str) -> list[Any]:
-    """`StackedPruning` when the jobs are trials of an Optuna search with a pruner: each
-    model reports to its own trial (job number = trial number, as the sweeper launches)."""
-    from hydra_plugins.xor_optuna_sweeper.trial import TrialReporter
-    from xor_lightning.stacked.module import StackedPruning
-
-    if "Optuna" not in str(hydra_cfg.sweeper.get("_target_")):
-        return []
-    first = hydra_cfg.copy()  # the sweep's hydra node, as job `jobs[0]` sees it
-    with read_write(first), open_dict(first):
-        first.job.num = jobs[0].num
-    if TrialReporter.from_hydra(first) is None:
-        return []
-    sweeper = hydra_cfg.sweeper
-    reporters = {
-        k: TrialReporter(sweeper.storage, sweeper.study_name, job.num, sweeper.pruner, hydra_cfg)
-        for k, job in enumerate(jobs)
-    }
-    return [StackedPruning(reporters, metric)]
 
 
 def _lock(jobs: list[Job]) -> dict[int, int]:

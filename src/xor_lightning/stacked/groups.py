@@ -1,0 +1,110 @@
+"""Which jobs of a sweep can share one stacked fit, and what sets groups apart.
+
+A job's config decides: `stack_problem` says why it cannot be stacked at all (then it runs
+as a fit of its own), `stack_key` which jobs can share a fit (the same config but for the
+keys in `VARYING`), `split_keys` what differs between two groups (for the log).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Keys whose values may differ between the jobs of one fit; everything else must match.
+VARYING = (
+    "seed",
+    "data.seed",
+    "data.noise",
+    "data.problem",
+    "model.hidden",
+    "model.activation",
+    "model.net.hidden",
+    "model.net.activation",
+    "model.optimizer.lr",
+    "model.optimizer.betas",
+    "model.optimizer.eps",
+    "model.optimizer.weight_decay",
+)
+ADAM = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # target -> decoupled decay
+ADAM_KEYS = {"_target_", "_partial_", "lr", "betas", "eps", "weight_decay", "fused", "foreach"}
+CALLBACKS = {
+    "xor_lightning.callbacks.LastCheckpoint",
+    "xor_lightning.callbacks.HiddenUnitsPlot",
+    "xor_lightning.callbacks.ParameterHistograms",
+    "xor_lightning.callbacks.EpochPrinter",
+    "xor_lightning.callbacks.GracefulStop",
+    "xor_lightning.callbacks.BoundaryPlot",
+    "lightning.pytorch.callbacks.ModelCheckpoint",
+}
+BEST_KEYS = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode",
+             "save_top_k"}  # fmt: skip
+MONITORS = {"val/acc", "val/loss"}
+LOGGERS = {"xor_lightning.tb_logger.StageLogger"}
+
+
+def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
+    for part in key.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return default
+        cfg = cfg[part]
+    return cfg
+
+
+def stack_problem(cfg: dict[str, Any]) -> str | None:
+    """Why this job (its resolved config) must run as a fit of its own; None if it can stack."""
+    opt = cfg["model"]["optimizer"]
+    if opt.get("_target_") not in ADAM:
+        return f"model.optimizer._target_={opt.get('_target_')} (stacked: Adam, AdamW)"
+    if set(opt) - ADAM_KEYS:
+        extra = sorted(set(opt) - ADAM_KEYS)[0]
+        return f"model.optimizer.{extra} (stacked: lr, betas, eps, weight_decay)"
+    if cfg["model"]["net"].get("_target_") != "xor_lightning.model.MLP":
+        return f"model.net._target_={cfg['model']['net'].get('_target_')}"
+    if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":
+        return f"data._target_={cfg['data'].get('_target_')}"
+    if cfg.get("ckpt_path") or cfg.get("resume"):
+        return "ckpt_path/resume (a job that continues a checkpoint)"
+    for name, cb in (cfg.get("callbacks") or {}).items():
+        if cb and cb.get("_target_") not in CALLBACKS:
+            return f"callbacks.{name} ({cb.get('_target_')})"
+        if cb and cb.get("_target_") == "lightning.pytorch.callbacks.ModelCheckpoint":
+            extra = set(cb) - BEST_KEYS
+            if extra or cb.get("save_top_k", 1) != 1 or cb.get("monitor") not in MONITORS:
+                what = sorted(extra)[0] if extra else "save_top_k/monitor"
+                return f"callbacks.{name}.{what} (stacked: the best on val/acc or val/loss)"
+    for name, lg in (cfg.get("logger") or {}).items():
+        if lg and lg.get("_target_") not in LOGGERS:
+            return f"logger.{name} ({lg.get('_target_')})"
+    if cfg.get("scheduler"):
+        return f"scheduler={cfg['scheduler'].get('_target_')} (stacked: a constant rate)"
+    trainer = cfg["trainer"]
+    for key, plain in (("limit_train_batches", 1.0), ("val_check_interval", 1.0)):
+        if trainer.get(key, plain) != plain:
+            return f"trainer.{key}={trainer[key]} (stacked: whole epochs)"
+    devices = cfg["trainer"].get("devices", 1)
+    if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
+        return f"trainer.devices={devices} (stacked fits use one device)"
+    return None
+
+
+def stack_key(unresolved: dict[str, Any]) -> str:
+    """The job's config without the keys that may differ: equal keys share a fit."""
+    pruned = json.loads(json.dumps(unresolved, default=str))
+    for key in VARYING:
+        *parents, last = key.split(".")
+        node = get(pruned, ".".join(parents)) if parents else pruned
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return json.dumps(pruned, sort_keys=True)
+
+
+def split_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += split_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
