@@ -1,11 +1,11 @@
 """A job's checkpoints, written by the machinery that writes a run's.
 
-Checkpoints are written by a run's own machinery, not assembled by hand: a Trainer,
-callbacks and `XORModule` built by `train.build` from the job's config, given the job's
-weights, optimizer state, loop state and metrics, and saved with `trainer.save_checkpoint`
-(and `LastCheckpoint.save`), so `on_save_checkpoint` hooks and Lightning's format apply
-to them exactly as to a run's. `xor-eval`, `xor-predict`, `xor-export` and `resume=`
-therefore work on them.
+Not assembled by hand: a Trainer and its callbacks built by `train.build` from the group's
+config hold, for each job in turn, the job's own `XORModule(**module_kwargs(cfg))` (jobs
+with the same arguments share one), its weights, optimizer state, loop state, metrics and
+datamodule arguments, and save with `trainer.save_checkpoint` (and `LastCheckpoint.save`),
+so `on_save_checkpoint` hooks and Lightning's format apply exactly as to a run's.
+`xor-eval`, `xor-predict`, `xor-export` and `resume=` therefore work on them.
 """
 
 from __future__ import annotations
