@@ -131,23 +131,6 @@ def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
     return [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
 
 
-def png_summary(tag: str, image: np.ndarray) -> Any:
-    """An RGB uint8 (H, W, 3) image as a TensorBoard image summary, what `add_image` writes,
-    with fast PNG compression (the default's took a third of a picture's cost)."""
-    import io
-
-    from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    from xor_lightning.plot import FAST_PNG
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", **FAST_PNG)
-    png = Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=3,
-                        encoded_image_string=buffer.getvalue())  # fmt: skip
-    return Summary(value=[Summary.Value(tag=tag, image=png)])
-
-
 class BoundaryPlot(L.Callback):
     """The decision boundary: to TensorBoard every `every_n_epochs`, to a PNG at the end.
 
@@ -188,9 +171,9 @@ class BoundaryPlot(L.Callback):
             return
         self._extent(trainer)
         data = trainer.datamodule.datasets["train"]
-        summary = png_summary(self.tag, self.image(pl_module.net, data.X, data.y))
+        image = self.image(pl_module.net, data.X, data.y)
         for writer in writers:
-            writer.file_writer.add_summary(summary, trainer.global_step)
+            writer.add_image(self.tag, image, trainer.global_step, dataformats="HWC")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
