@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -160,3 +160,18 @@ def save_boundary(
     net: nn.Module, X: torch.Tensor, y: torch.Tensor, path: Path, title: str, extent: Extent
 ) -> None:
     boundary_figure(net, X, y, title, extent=extent).savefig(path, pil_kwargs=FAST_PNG)
+
+
+def png_summary(tag: str, image: np.ndarray) -> Any:
+    """An RGB uint8 (H, W, 3) image as a TensorBoard image summary, what `add_image` writes,
+    with fast PNG compression (a third of the default's encoding time)."""
+    import io
+
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", **FAST_PNG)
+    png = Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=3,
+                        encoded_image_string=buffer.getvalue())  # fmt: skip
+    return Summary(value=[Summary.Value(tag=tag, image=png)])

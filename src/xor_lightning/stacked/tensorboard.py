@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 _files = itertools.count()
 
 
@@ -73,23 +71,6 @@ def write_run(
     write_events(run_dir, [(s, 0) for s in session] + list(extras))
 
 
-def png_summary(tag: str, image: np.ndarray) -> Any:
-    """An RGB uint8 (H, W, 3) image as a TensorBoard image summary, what `add_image` writes,
-    with fast PNG compression (a thousand jobs' pictures add up)."""
-    import io
-
-    from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    from xor_lightning.plot import FAST_PNG
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", **FAST_PNG)
-    png = Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=3,
-                        encoded_image_string=buffer.getvalue())  # fmt: skip
-    return Summary(value=[Summary.Value(tag=tag, image=png)])
-
-
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
@@ -134,7 +115,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from torch.utils.tensorboard import summary
 
     from xor_lightning.checkpoint import make_net
-    from xor_lightning.plot import plane_extent
+    from xor_lightning.plot import plane_extent, png_summary
     from xor_lightning.stacked.outputs import model_slice
 
     cfg, shapes = job.resolved, result.net.shapes[k]
