@@ -270,7 +270,7 @@ def test_periodic_saves_leave_every_job_resumable(tmp_path):
         assert load(job.dir / "checkpoints" / "last.ckpt")["global_step"] == 20
         assert json.loads((job.dir / "job.json").read_text())["status"] == "running"
         earlier(job, "val/acc")
-        assert job.done is None and job.resume == job.dir / "checkpoints" / "last.ckpt"
+        assert not job.done and job.resume == job.dir / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.slow

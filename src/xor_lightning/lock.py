@@ -50,6 +50,36 @@ def acquire(run_dir: Path) -> tuple[int | None, str]:
     return fd, ""
 
 
+_HELD: dict[Path, list[int]] = {}  # dir -> [open file, holds]: the locks this process holds
+
+
+def hold(run_dir: Path) -> str | None:
+    """Lock `run_dir` for this process, or count one more hold of a lock it has already (a
+    vectorised sweep's launcher and the `RunDirLock` callback both hold a job's dir).
+    None when held; the pid of the live process holding it otherwise."""
+    key = run_dir.absolute()
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return None
+    fd, holder = acquire(key)
+    if fd is None:
+        return holder
+    _HELD[key] = [fd, 1]
+    return None
+
+
+def let_go(run_dir: Path) -> None:
+    """One hold of `run_dir` fewer; the last one closes the file, which drops the lock."""
+    key = run_dir.absolute()
+    entry = _HELD.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] == 0:
+        del _HELD[key]
+        os.close(entry[0])
+
+
 def in_use(run_dir: Path, holder: str) -> str:
     return (
         f"{run_dir} is in use by another run (pid {holder}): wait for it to end, or "
@@ -61,18 +91,18 @@ class RunDirLock(Callback):
     """Hydra callback: hold the lock on the run dir (or sweep dir) while the run lasts."""
 
     def __init__(self) -> None:
-        self._held: dict[Path, int] = {}
+        self._held: list[Path] = []
 
     def _take(self, run_dir: Path) -> None:
-        fd, holder = acquire(run_dir)
-        if fd is None:
+        holder = hold(run_dir)
+        if holder is not None:
             raise UserError(in_use(run_dir, holder))
-        self._held[run_dir] = fd
+        self._held.append(run_dir)
 
     def _release(self, run_dir: Path) -> None:
-        fd = self._held.pop(run_dir, None)
-        if fd is not None:
-            os.close(fd)  # closing the file drops the lock
+        if run_dir in self._held:
+            self._held.remove(run_dir)
+            let_go(run_dir)
 
     def _take_or_exit(self, config: DictConfig, key: str) -> None:
         # Resolved once and pinned, so the dir locked is the dir Hydra uses (`${now:}`).

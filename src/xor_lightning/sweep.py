@@ -8,14 +8,15 @@ whatever the launcher (basic, joblib, submitit) or sweeper (grid, Optuna).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from xor_lightning.files import read_json
 
 log = logging.getLogger(__name__)
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
@@ -23,12 +24,10 @@ METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
 
 def job_record(job_dir: Path) -> dict[str, Any] | None:
     """One row: the job's overrides, status, metrics, best epoch and wall time."""
-    if not (job_dir / "job.json").is_file():
+    row = read_json(job_dir / "job.json")
+    if row is None:  # not a job's dir, or a record cut short by a kill: not finished
         return None
-    row: dict[str, Any] = json.loads((job_dir / "job.json").read_text())
-    metrics_file = job_dir / "metrics.json"
-    if metrics_file.is_file():
-        row.update(json.loads(metrics_file.read_text()))
+    row.update(read_json(job_dir / "metrics.json") or {})
     best = sorted(job_dir.glob("checkpoints/best-*.ckpt"))
     if best and "best_epoch" not in row:  # a vectorised job records it (no load per job)
         import torch
@@ -37,8 +36,21 @@ def job_record(job_dir: Path) -> dict[str, Any] | None:
     return row
 
 
+def metric_mode(hydra: Any, metric: str) -> str:
+    """Whether the sweep's `metric` is best high ("max") or low ("min"): the Optuna
+    sweeper's `direction` when it has one, otherwise a loss is minimised, anything else
+    (an accuracy) maximised."""
+    direction = OmegaConf.select(hydra, "sweeper.direction", default=None)
+    if OmegaConf.is_list(direction) or isinstance(direction, list):
+        direction = direction[0] if len(direction) else None  # multi-objective: the first
+    if direction is not None:
+        return "min" if str(direction).lower().endswith("minimize") else "max"
+    return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
+
+
 def summarize(sweep_dir: Path, metric: str = "val/acc", mode: str = "max") -> list[dict[str, Any]]:
-    """Write summary.csv and summary.md at the sweep root; return the rows, best first."""
+    """Write summary.csv and summary.md at the sweep root; return the rows, best first
+    (`mode`: "max" or "min", whether `metric` is best high or low)."""
     rows = [r for d in sorted(sweep_dir.iterdir()) if d.is_dir() and (r := job_record(d))]
     if not rows:
         return []
@@ -83,7 +95,7 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         metric = config.get("optimized_metric", "val/acc")
-        if summarize(sweep_dir, metric):
+        if summarize(sweep_dir, metric, metric_mode(config.hydra, metric)):
             log.info("sweep summary, best %s first:\n%s", metric,
                      (sweep_dir / "summary.md").read_text())  # fmt: skip
             log.info("written: %s, %s", sweep_dir / "summary.csv", sweep_dir / "summary.md")

@@ -28,6 +28,7 @@ from xor_lightning.config import (
     run_app,
 )
 from xor_lightning.ddp import job_dir_for_ranks, release
+from xor_lightning.files import write_json
 from xor_lightning.validate import validate_train
 
 if TYPE_CHECKING:
@@ -259,8 +260,7 @@ def sweep_job(cfg: DictConfig) -> float:
         record["threads"] = torch.get_num_threads()
         record["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
         if rank_zero_only.rank == 0:  # under SLURM every DDP rank runs this function
-            out = Path(hc.runtime.output_dir) / "job.json"
-            out.write_text(json.dumps(record, indent=2) + "\n")
+            write_json(Path(hc.runtime.output_dir) / "job.json", record)  # whole or not at all
     if record["status"] == "pruned":
         import optuna
 

@@ -7,7 +7,7 @@ Most jobs of a sweep differ from each other only in values (`seed=3`,
 composes each distinct set of the other overrides (group choices, `hydra.*`, `+`/`~`)
 once with Hydra, keeps it pickled (a copy then costs ~1 ms) and applies the job's value
 overrides the way Hydra's `ConfigLoaderImpl` does. Anything it does not recognise as a
-plain value override goes to Hydra's own composition. tests/test_vectorized_compose.py
+plain value override goes to Hydra's own composition. tests/test_stacked.py
 checks that the result equals Hydra's composition of the same job.
 """
 

@@ -1,12 +1,14 @@
 """`hydra/launcher=vectorized`: a sweep's jobs trained together, each one a run of its own.
 
 The launcher takes the batch of jobs any sweeper hands it, composes each job's config
-(`compose.py`: once per set of group choices, then the job's values), checks it as a run
-alone would, and sorts the jobs into groups that can share one computation: the same
-config but for the keys in `xor_lightning.stacked.groups.VARYING`. Each group (in fits of at
-most `max_models_per_fit` models) is one Lightning fit of a stacked module; then every
-job's dir is written as its own run would have left it. Jobs the stacked module cannot
-train run as ordinary jobs, one after another, as the basic launcher runs them.
+(`compose.py`: once per set of group choices, then the job's values) and checks it as a
+run alone would, without writing anything. `xor_lightning.stacked.run` then takes each
+job's dir lock, writes its `.hydra/`, sorts the jobs into groups that can share one
+computation (the same config but for the keys in `xor_lightning.stacked.groups.VARYING`),
+fits each group (in fits of at most `max_models_per_fit` models) and writes every job's
+dir as its own run would have left it. Jobs the stacked module cannot train run as
+ordinary jobs, one after another, as the basic launcher runs them; so does every job of
+an app other than `xor-train` (Hydra registers this launcher for every app).
 
 Hydra imports this module on every start (without registering it, so no `from __future__
 import annotations` here): torch and Lightning are imported in `launch`.
@@ -22,6 +24,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
+    JobRuntime,
     configure_log,
     filter_overrides,
     run_job,
@@ -38,6 +41,19 @@ from hydra_plugins.xor_vectorized_launcher.compose import (
 )
 
 log = logging.getLogger(__name__)
+TRAINING = ("xor_lightning.train", "main")  # the task this launcher stacks: xor-train's
+
+
+def stacks(task_function: Any) -> bool:
+    """Whether the app is `xor-train` (any other app's jobs run as the basic launcher's):
+    its `main`, whether imported or run as `python -m xor_lightning.train` (`__main__`)."""
+    import importlib.util
+
+    code = getattr(task_function, "__code__", None)
+    if code is None or code.co_name != TRAINING[1]:
+        return False
+    spec = importlib.util.find_spec(TRAINING[0])  # found, not imported
+    return spec is not None and Path(code.co_filename).resolve() == Path(spec.origin).resolve()
 
 
 class VectorizedLauncher(Launcher):
@@ -63,8 +79,11 @@ class VectorizedLauncher(Launcher):
         self.config, self.task_function = config, task_function
         self.settings["hydra"] = config.hydra  # the sweep's: an Optuna search's pruner, say
         # The sweeper checks every job by composing it with this same loader: make that
-        # quick too (Hydra's own composition costs ~80 ms a job).
-        if not isinstance(hydra_context.config_loader, FastSweepConfigLoader):
+        # quick too (Hydra's own composition costs ~80 ms a job). Only for xor-train, whose
+        # configs the tests compare with Hydra's.
+        if stacks(task_function) and not isinstance(
+            hydra_context.config_loader, FastSweepConfigLoader
+        ):
             hydra_context.config_loader = FastSweepConfigLoader(hydra_context.config_loader)
         self.hydra_context = hydra_context
 
@@ -75,11 +94,15 @@ class VectorizedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if not stacks(self.task_function):
+            return self._launch_basic(job_overrides, initial_job_idx)
         log.info("Launching %d jobs, vectorised", len(job_overrides))
         # torch and Lightning imported once, here, before any worker process forks
         import xor_lightning.stacked.run
         import xor_lightning.validate  # noqa: F401
+        from hydra_plugins.xor_vectorized_launcher.jobs import JobHooks
 
+        self.working_dir, self.task_name = os.getcwd(), JobRuntime.instance().get("name")
         jobs = self._prepare_all(initial_job_idx, [list(o) for o in job_overrides])
         for job in jobs:
             log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
@@ -89,43 +112,45 @@ class VectorizedLauncher(Launcher):
             sys.exit(2)
         from xor_lightning.stacked.run import run_jobs
 
-        returns = run_jobs(jobs, self.settings, sweep_dir, self._run_alone)
+        returns = run_jobs(jobs, self.settings, sweep_dir, JobHooks(self))
         return [returns[job.num] for job in jobs]
 
-    def _prepare_all(self, first: int, overrides: list[list[str]]) -> list[Any]:
-        """`_prepare` every job: in forked worker processes when there are many."""
-        global _LAUNCHER
-        numbered = [(first + i, o) for i, o in enumerate(overrides)]
-        workers = min(self.settings["workers"], len(numbered) // 128)
-        original = HydraConfig.instance().cfg
-        try:
-            if workers <= 1:
-                return [self._prepare(num, o) for num, o in numbered]
-            import multiprocessing
-
-            _LAUNCHER = self
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                return pool.starmap(_prepare, numbered, chunksize=64)
-        finally:
-            _LAUNCHER = None
-            HydraConfig.instance().cfg = original
-
-    def _prepare(self, num: int, overrides: list[str]) -> Any:
-        """Compose the job's config, check it, write its .hydra/ as Hydra would."""
-        from xor_lightning.stacked.groups import stack_key, stack_problem
-        from xor_lightning.stacked.run import Job, earlier
-
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+    def compose(self, num: int, overrides: list[str]) -> DictConfig:
+        """Job `num`'s config, as the basic launcher composes it."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         with open_dict(cfg):
             cfg.hydra.job.id = num
             cfg.hydra.job.num = num
+        return cfg
+
+    def _prepare_all(self, first: int, overrides: list[list[str]]) -> list[Any]:
+        """`_prepare` every job: in forked worker processes from 256 jobs on (two workers
+        need 128 jobs each: a process costs more than composing a hundred jobs)."""
+        from xor_lightning.stacked.forks import fork_map
+
+        numbered = [(first + i, o) for i, o in enumerate(overrides)]
+        workers = min(self.settings["workers"], len(numbered) // 128)
+        if workers > 1:
+            log.info("composing %d jobs in %d worker processes", len(numbered), workers)
+        original = HydraConfig.instance().cfg
+        try:
+            return fork_map(self._prepare, numbered, workers)
+        finally:
+            HydraConfig.instance().cfg = original
+
+    def _prepare(self, numbered: tuple[int, list[str]]) -> Any:
+        """Compose the job's config and check it; write nothing (its dir is not ours yet)."""
+        from xor_lightning.files import digest
+        from xor_lightning.stacked.groups import stack_key, stack_problem
+        from xor_lightning.stacked.run import Job
+
+        num, overrides = numbered
+        cfg = self.compose(num, overrides)
         job_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
         with open_dict(cfg.hydra.runtime):
             cfg.hydra.runtime.output_dir = str(job_dir.resolve())
         job = Job(num, overrides, job_dir)
-        earlier(job, cfg.get("optimized_metric", "val/acc"))
-        if job.done is not None:
-            return job
+        job.study_name = OmegaConf.select(cfg, "hydra.sweeper.study_name", default=None)
         HydraConfig.instance().cfg = cfg  # what run_job does, without copying the config
         if "ddp" in str(OmegaConf.select(cfg, "trainer.strategy", default="")):
             job.fatal = (
@@ -134,8 +159,12 @@ class VectorizedLauncher(Launcher):
             )
             return job
         task, resolved = task_containers(cfg)
-        job.unresolved = task
-        _write_hydra_files(job_dir, cfg, task)
+        job.unresolved, job.digest = task, digest(task)
+        if cfg.hydra.output_subdir is not None:
+            hydra_node = {"hydra": HYDRA_NODES.container(cfg)}
+            files = {"config.yaml": task, "hydra.yaml": hydra_node,
+                     "overrides.yaml": list(cfg.hydra.overrides.task)}  # fmt: skip
+            job.hydra_files = (job_dir / str(cfg.hydra.output_subdir), files)
         from xor_lightning.config import UserError, check_accelerator
         from xor_lightning.validate import validate_train
 
@@ -150,47 +179,28 @@ class VectorizedLauncher(Launcher):
         job.key = "" if job.problem else stack_key(task)
         return job
 
-    def _run_alone(self, job: Any) -> JobReturn:
-        """A job the stacked module cannot train: an ordinary run, as the basic launcher runs it."""
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
-        with open_dict(cfg):
-            cfg.hydra.job.id = job.num
-            cfg.hydra.job.num = job.num
+    def run_alone(self, num: int, overrides: list[str]) -> JobReturn:
+        """One job as the basic launcher runs it (`run_job`: its callbacks, its files)."""
         ret = run_job(
             hydra_context=self.hydra_context,
             task_function=self.task_function,
-            config=cfg,
+            config=self.compose(num, overrides),
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
 
-
-_LAUNCHER: VectorizedLauncher | None = None  # the launcher whose jobs forked workers prepare
-
-
-def _prepare(num: int, overrides: list[str]) -> Any:
-    assert _LAUNCHER is not None
-    return _LAUNCHER._prepare(num, overrides)
+    def _launch_basic(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
+        """What hydra's `BasicLauncher.launch` does, for an app that is not xor-train."""
+        log.info(f"Launching {len(job_overrides)} jobs locally")
+        runs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            runs.append(self.run_alone(idx, list(overrides)))
+        return runs
 
 
 HYDRA_NODES = HydraNodes()
-
-
-def _write_hydra_files(job_dir: Path, cfg: DictConfig, task: dict[str, Any]) -> None:
-    """`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, as `run_job` saves them."""
-    import yaml
-
-    if cfg.hydra.output_subdir is None:
-        return
-    out = job_dir / str(cfg.hydra.output_subdir)
-    out.mkdir(parents=True, exist_ok=True)
-    hydra_node = {"hydra": HYDRA_NODES.container(cfg)}
-    for name, content in (
-        ("config.yaml", task),
-        ("hydra.yaml", hydra_node),
-        ("overrides.yaml", list(cfg.hydra.overrides.task)),
-    ):
-        text = yaml.dump(content, Dumper=yaml.CSafeDumper, sort_keys=False, allow_unicode=True)
-        (out / name).write_text(text)

@@ -46,6 +46,8 @@ class CheckpointWriter:
         cbs = self.trainer.callbacks
         self.best_cb = next((cb for cb in cbs if isinstance(cb, ModelCheckpoint)), None)
         self.last_cb = next((cb for cb in cbs if isinstance(cb, LastCheckpoint)), None)
+        # What a ModelCheckpoint that has seen no validation holds (+inf when minimising)
+        self.fresh_kth = self.best_cb.kth_value.clone() if self.best_cb is not None else None
 
     def load(
         self, cfg: dict[str, Any], weights: list[Tensor], adam: list[dict[str, Tensor]]
@@ -99,6 +101,10 @@ class CheckpointWriter:
         cb = self.best_cb
         if cb is not None:
             cb.dirpath = str(path.parent)
+            # Every field, each time: the job before this one used the same callback.
+            cb.best_model_path, cb.best_model_score, cb.best_k_models = "", None, {}
+            cb.kth_best_model_path, cb.kth_value = "", self.fresh_kth
+            cb.current_score = None
             if best is not None:
                 best_path, score, current = (
                     str(best[0]),

@@ -5,7 +5,7 @@ forward pass is one batched matmul per layer for all K models. Narrower models a
 padded to the widest with zero weights; their extra units are multiplied by a 0/1 mask
 after the activation, so they output exactly 0, receive exactly zero gradients and
 stay 0 under Adam: each model computes what its own, narrower, MLP computes. Plain
-torch: the LightningModule around it is `stacked_module.py`.
+torch: the LightningModule around it is `module.py`.
 """
 
 from __future__ import annotations

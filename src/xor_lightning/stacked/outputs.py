@@ -7,7 +7,6 @@ the group's results.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,22 +20,21 @@ import torch
 import yaml
 from torch import Tensor
 
+from xor_lightning.files import write_json
 from xor_lightning.stacked import tensorboard
-from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename, best_path_in
+from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename
 from xor_lightning.stacked.fit import GroupResult, snapshot
+from xor_lightning.stacked.forks import fork_map
 
 log = logging.getLogger(__name__)
 CURVES = ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc")
 
 
-def write_json(path: Path, content: dict[str, Any]) -> None:
-    path.write_text(json.dumps(content, indent=2) + "\n")
-
-
 def record_job(job: Any, fields: dict[str, Any]) -> None:
     """`job.json`, as `train.sweep_job` writes it for a job of any other launcher."""
     job.dir.mkdir(parents=True, exist_ok=True)
-    record = {"job": job.num, "overrides": job.overrides, "status": "ok", "error": None}
+    record = {"job": job.num, "overrides": job.overrides, "config": job.digest}
+    record.update(status="ok", error=None)
     record.update(fields)
     record.update(threads=torch.get_num_threads(), slurm_job_id=os.environ.get("SLURM_JOB_ID"))
     write_json(job.dir / "job.json", record)
@@ -72,27 +70,19 @@ def at_epoch(
     return float(values[i - 1, k]) if i > 0 else None
 
 
-_GROUP: tuple[list[Any], GroupResult, dict[str, Any]] | None = None  # for forked writers
-
-
 def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], workers: int) -> None:
-    """Every job's dir, written by up to `workers` processes (forked: they share `result`)."""
-    global _GROUP
-    workers = min(workers, len(jobs) // 64)  # a process costs ~0.3 s to start: worth it for many
+    """Every job's dir, written by up to `workers` forked processes (they share `result`)
+    from 128 jobs on: a process costs ~0.3 s to start, about what writing 64 jobs costs."""
     for key in CURVES:
         result.series(key)  # once, before the workers fork
-    if workers <= 1:
-        _write_range((0, len(jobs)), (jobs, result, info))
-        return
-    import multiprocessing
+    writers: dict[int, CheckpointWriter] = {}  # one per process, built on its first job
 
-    _GROUP = (jobs, result, info)
-    bounds = [(i, min(i + 64, len(jobs))) for i in range(0, len(jobs), 64)]
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            pool.map(_write_range, bounds, chunksize=1)
-    finally:
-        _GROUP = None
+    def write(k: int) -> None:
+        if os.getpid() not in writers:
+            writers[os.getpid()] = CheckpointWriter(jobs[0].resolved)
+        write_job(jobs[k], k, result, writers[os.getpid()], info)
+
+    fork_map(write, range(len(jobs)), min(workers, len(jobs) // 64))
 
 
 class PeriodicSave(L.Callback):
@@ -106,15 +96,6 @@ class PeriodicSave(L.Callback):
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
             info = {"group": -1, "models": len(self.jobs), "fit_s": 0.0, "final": False}
             write_group(self.jobs, snapshot(trainer, pl_module), info, self.workers)
-
-
-def _write_range(bounds: tuple[int, int], group: tuple | None = None) -> None:
-    jobs, result, info = group or _GROUP  # type: ignore[misc]
-    if group is None:
-        torch.set_num_threads(1)  # a forked worker: the parent's thread pool is not its own
-    writer = CheckpointWriter(jobs[0].resolved)
-    for k in range(*bounds):
-        write_job(jobs[k], k, result, writer, info)
 
 
 def write_job(
@@ -146,9 +127,7 @@ def write_job(
         )
         writer.save(path, result.best["loops"][epoch], seen, (path, score, score))
         best = (path, score, seen)
-        old = best_path_in(job.resume) if job.resume is not None else None
-        if old is not None and old.name != path.name:  # the best from before a resume, replaced
-            (ckpt_dir / old.name).unlink(missing_ok=True)
+    _drop_stale_bests(ckpt_dir, best[0] if best else None)
     monitor = writer.best_cb.monitor if writer.best_cb is not None else None
     current = latest.get(monitor, best[1] if best else math.nan) if monitor else math.nan
     writer.load(cfg, model_slice(result.last, shapes, k), adam_slice(result.last_state, shapes, k))
@@ -193,6 +172,18 @@ def write_job(
     tensorboard.write_job(job, k, result, final, best, tested and not result.signal)
     record_job(job, record)
     _train_log(job, k, result, info, best, record)
+
+
+def _drop_stale_bests(ckpt_dir: Path, best: Path | None) -> None:
+    """Keep one best checkpoint, as a run's `ModelCheckpoint(save_top_k=1)` does: an earlier
+    best (from a periodic save, or from before a resume) goes once a later one is written.
+    A job's checkpoints dir holds only its own `last.ckpt` and best."""
+    if not ckpt_dir.is_dir():
+        return
+    for entry in os.scandir(ckpt_dir):
+        mine = entry.name == "last.ckpt" or (best is not None and entry.name == best.name)
+        if entry.name.endswith(".ckpt") and not mine:
+            os.unlink(entry.path)
 
 
 def _train_log(

@@ -46,14 +46,15 @@ def trial_pruning(jobs: list[Any], hydra_cfg: Any, metric: str) -> list[Any]:
 
     if "Optuna" not in str(hydra_cfg.sweeper.get("_target_")):
         return []
-    first = hydra_cfg.copy()  # the sweep's hydra node, as job `jobs[0]` sees it
-    with read_write(first), open_dict(first):
-        first.job.num = jobs[0].num
+    first = hydra_cfg.copy()  # the sweep's hydra node, as job `jobs[0]` sees it: its study
+    with read_write(first), open_dict(first):  # is its own config's (a name the sweeper made
+        first.job.num = jobs[0].num  # up for study_name=null is one of the job's overrides)
+        first.sweeper.study_name = jobs[0].study_name
     if TrialReporter.from_hydra(first) is None:
         return []
-    sweeper = hydra_cfg.sweeper
+    sweeper = first.sweeper
     reporters = {
-        k: TrialReporter(sweeper.storage, sweeper.study_name, job.num, sweeper.pruner, hydra_cfg)
+        k: TrialReporter(sweeper.storage, job.study_name, job.num, sweeper.pruner, first)
         for k, job in enumerate(jobs)
     }
     return [StackedPruning(reporters, metric)]

@@ -1,27 +1,30 @@
-"""The vectorised launcher's work: group the jobs, fit each group, write every job's dir.
+"""The vectorised launcher's work: claim each job's dir, group the jobs, fit each group,
+write every job's dir.
 
-The Hydra side (composing each job, `.hydra/`, JobReturns) is the launcher plugin in
-`hydra_plugins/xor_vectorized_launcher/`; it hands this module `Job`s.
+The Hydra side (composing each job, its JobReturn and job callbacks) is the launcher plugin
+in `hydra_plugins/xor_vectorized_launcher/`; it hands this module `Job`s and `Hooks`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
+import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from hydra.core.utils import JobReturn, JobStatus
+import yaml
+from hydra.core.utils import JobReturn
 
+from xor_lightning.files import digest, read_json, write_json
+from xor_lightning.lock import hold, in_use, let_go
 from xor_lightning.stacked.fit import fit_group
+from xor_lightning.stacked.forks import fork_map
 from xor_lightning.stacked.groups import VARYING, split_keys
 from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
 from xor_lightning.stacked.pruning import trial_pruning
@@ -36,130 +39,177 @@ class Job:
     dir: Path
     resolved: dict[str, Any] = field(default_factory=dict)  # the task config, resolved
     unresolved: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""  # of `unresolved`: an earlier launch's job with another is another job
+    hydra_files: tuple[Path, dict[str, Any]] | None = None  # `.hydra/`, written once ours
+    study_name: str | None = None  # the Optuna study the job is a trial of (its own config's)
     error: str | None = None  # refused before training, as a run alone would refuse it
     problem: str | None = None  # why it must run as a fit of its own
     key: str = ""  # jobs with the same key can share a fit
-    done: JobReturn | None = None  # finished in an earlier launch of the same sweep
+    busy: str | None = None  # another live process holds its dir: this pid
+    done: bool = False  # finished in an earlier launch of the same sweep
     resume: Path | None = None  # interrupted in an earlier launch: its last.ckpt
     fatal: str | None = None  # a setting the launcher refuses outright
+    cfg: Any = None  # the composed config while Hydra's job callbacks have the job open
 
 
-def job_return(job: Job, value: float) -> JobReturn:
-    """What a job run by `run_job` returns: the optimized metric, NaN if it failed."""
-    ret = JobReturn(overrides=job.overrides, status=JobStatus.COMPLETED, task_name="train")
-    ret.working_dir = str(Path.cwd())
-    ret.return_value = value
-    return ret
+class Hooks(Protocol):
+    """What the launcher plugin does for a job on Hydra's side (`jobs.JobHooks`)."""
+
+    def job_return(self, job: Job, value: Any, failed: bool = False) -> JobReturn: ...
+    def started(self, jobs: list[Job]) -> None: ...
+    def ended(self, job: Job, ret: JobReturn) -> None: ...
+    def run_alone(self, job: Job) -> JobReturn: ...
 
 
 def read_value(job_dir: Path, metric: str) -> float:
-    path = job_dir / "metrics.json"
-    if not path.is_file():
-        return math.nan
-    return float(json.loads(path.read_text()).get(metric, math.nan))
+    return float((read_json(job_dir / "metrics.json") or {}).get(metric, math.nan))
+
+
+def same_job(record: dict[str, Any], job: Job) -> bool:
+    """Whether an earlier launch's `job.json` is this job's: the same overrides and the same
+    composed config (a record without the config's digest: the `.hydra/config.yaml` beside)."""
+    if record.get("overrides") != job.overrides:
+        return False
+    if "config" in record:
+        return record["config"] == job.digest
+    saved = job.dir / ".hydra" / "config.yaml"
+    return not saved.is_file() or digest(yaml.safe_load(saved.read_text())) == job.digest
 
 
 def earlier(job: Job, metric: str) -> None:
-    """What an earlier launch of this sweep left in the job's dir.
+    """What an earlier launch of this sweep left in the job's dir (which the job holds).
 
-    A finished job (ok or failed, or finished since by `resume=<job dir>`) is kept
-    (`job.done`); an interrupted one is continued from its last.ckpt (`job.resume`).
+    The same job finished (ok or failed, or finished since by `resume=<job dir>`) is kept
+    (`job.done`); interrupted, it is continued from its last.ckpt (`job.resume`). Another
+    job's outputs (other overrides or another config) are removed and the job trains.
     """
     record_file = job.dir / "job.json"
-    if not record_file.is_file():
+    record = read_json(record_file)
+    if record is None:
+        if record_file.exists():
+            log.warning("job %d: its job.json is unreadable (cut short?): trained anew", job.num)
         return
-    record = json.loads(record_file.read_text())
-    if record.get("status") == "interrupted" and (job.dir / "metrics.json").is_file():
+    if not same_job(record, job):
+        log.warning("job %d: %s held another job's outputs (%s): removed, the job trains",
+                    job.num, job.dir, " ".join(record.get("overrides") or []))  # fmt: skip
+        for entry in job.dir.iterdir():
+            if entry.name != ".lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        return
+    if record.get("status") == "interrupted" and read_json(job.dir / "metrics.json"):
         record["status"] = "ok"  # resumed alone since, and finished
-        record_file.write_text(json.dumps(record, indent=2) + "\n")
+        write_json(record_file, record)
     last = job.dir / "checkpoints" / "last.ckpt"
     if record.get("status") in ("ok", "failed"):
-        job.done = job_return(job, read_value(job.dir, metric))
+        job.done = True
     elif record.get("status") in ("interrupted", "running") and last.is_file():
         job.resume = last
 
 
 def run_jobs(
-    jobs: list[Job], settings: dict[str, Any], sweep_dir: Path, run_alone: Callable
+    jobs: list[Job], settings: dict[str, Any], sweep_dir: Path, hooks: Hooks
 ) -> dict[int, JobReturn]:
     """Train `jobs` (stacked where they can be, alone where not); their results by number."""
     metric = next((j.resolved.get("optimized_metric", "val/acc") for j in jobs if j.resolved),
                   "val/acc")  # fmt: skip
     returns: dict[int, JobReturn] = {}
     groups: dict[str, list[Job]] = {}
-    locks = _lock([j for j in jobs if j.done is None and not j.error and j.problem is None])
-    for job in jobs:
-        if job.done is not None:
-            returns[job.num] = job.done
-        elif job.error:
-            log.error("job %d failed: %s", job.num, job.error)
-            record_job(job, {"status": "failed", "error": job.error, "wall_s": 0.0})
-            returns[job.num] = job_return(job, math.nan)
-        elif job.problem is None:
-            step = None
-            if job.resume is not None:  # jobs stopped at different steps resume apart
-                step = torch.load(job.resume, map_location="cpu", weights_only=True)["global_step"]
-            groups.setdefault(f"{job.key}@{step}", []).append(job)
-    kept = sum(j.done is not None for j in jobs)
-    if kept:
-        log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
-    _describe(list(groups.values()), settings["max_models_per_fit"])
-    size = settings["max_models_per_fit"]
-    for g, members in enumerate(groups.values()):
-        for start in range(0, len(members), size):
-            chunk = members[start : start + size]
-            tic = time.perf_counter()
-            resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
-            every = settings["last_every_n_epochs"]
-            periodic = [PeriodicSave(chunk, every, settings["workers"])] if every > 0 else []
-            pruning = trial_pruning(chunk, settings["hydra"], metric)
-            small = len(chunk) <= settings["pictures_up_to"]  # pictures and every epoch's point
-            result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume,
-                               [*periodic, *pruning], pictures=small)  # fmt: skip
-            result.extra["curve_every"] = 1 if small else settings["curve_every_n_epochs"]
-            info = {"group": g, "models": len(chunk), "fit_s": round(time.perf_counter() - tic, 3)}
-            write_group(chunk, result, info, settings["workers"])
-            for k, job in enumerate(chunk):
-                returns[job.num] = job_return(job, read_value(job.dir, metric))
-                if int(result.stopped_at[k]) >= 0:  # what Hydra records when a task raises
-                    import optuna
-
-                    returns[job.num].status = JobStatus.FAILED
-                    returns[job.num].return_value = optuna.TrialPruned(
-                        f"pruned by the study's pruner after epoch {int(result.stopped_at[k])}"
-                    )
-                os.close(locks.pop(job.num))
-            if result.signal is not None:
-                _stop(sweep_dir, result.signal, metric)
-    for job in jobs:
-        if job.num not in returns:
-            log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
-            returns[job.num] = run_alone(job)
+    held = claim([j for j in jobs if not j.fatal])
+    try:
+        for job in held:
+            earlier(job, metric)
+        fresh = [j for j in held if not j.done and j.problem is None and j.hydra_files]
+        fork_map(_write_hydra_files, fresh, min(settings["workers"], len(fresh) // 128))
+        for job in jobs:
+            if job.busy is not None:  # not run, nothing written: a later rerun runs it
+                log.error("job %d not run: %s", job.num, in_use(job.dir, job.busy))
+                returns[job.num] = hooks.job_return(job, math.nan)
+            elif job.done or job.error:
+                if job.error and not job.done:
+                    log.error("job %d failed: %s", job.num, job.error)
+                    record_job(job, {"status": "failed", "error": job.error, "wall_s": 0.0})
+                hooks.started([job])
+                returns[job.num] = hooks.job_return(job, read_value(job.dir, metric))
+                hooks.ended(job, returns[job.num])
+            elif job.problem is None:
+                step = None
+                if job.resume is not None:  # jobs stopped at different steps resume apart
+                    ckpt = torch.load(job.resume, map_location="cpu", weights_only=True)
+                    step = ckpt["global_step"]
+                groups.setdefault(f"{job.key}@{step}", []).append(job)
+        kept = sum(j.done for j in jobs)
+        if kept:
+            log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
+        _describe(list(groups.values()), settings["max_models_per_fit"])
+        for g, members in enumerate(groups.values()):
+            size = settings["max_models_per_fit"]
+            for start in range(0, len(members), size):
+                _fit(g, members[start : start + size], settings, sweep_dir, metric, hooks, returns)
+        for job in jobs:
+            if job.num not in returns:
+                log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
+                returns[job.num] = hooks.run_alone(job)
+    finally:
+        for job in held:
+            let_go(job.dir)
     return returns
 
 
-def _lock(jobs: list[Job]) -> dict[int, int]:
-    """Each job's dir lock, as a run alone holds it (`lock.py`), until its dir is written.
+def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, metric: str,
+         hooks: Hooks, returns: dict[int, JobReturn]) -> None:  # fmt: skip
+    """One fit of a group's `chunk` of jobs; each job's dir written and its return made."""
+    hooks.started(chunk)
+    tic = time.perf_counter()
+    resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
+    every = settings["last_every_n_epochs"]
+    periodic = [PeriodicSave(chunk, every, settings["workers"])] if every > 0 else []
+    pruning = trial_pruning(chunk, settings["hydra"], metric)
+    small = len(chunk) <= settings["pictures_up_to"]  # pictures and every epoch's point
+    result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume,
+                       [*periodic, *pruning], pictures=small)  # fmt: skip
+    result.extra["curve_every"] = 1 if small else settings["curve_every_n_epochs"]
+    info = {"group": g, "models": len(chunk), "fit_s": round(time.perf_counter() - tic, 3)}
+    write_group(chunk, result, info, settings["workers"])
+    for k, job in enumerate(chunk):
+        if int(result.stopped_at[k]) >= 0:  # what Hydra records when a task raises
+            import optuna
 
-    A dir that another process holds (say `resume=` of that job) fails its job in one line.
-    """
+            why = f"pruned by the study's pruner after epoch {int(result.stopped_at[k])}"
+            returns[job.num] = hooks.job_return(job, optuna.TrialPruned(why), failed=True)
+        else:
+            returns[job.num] = hooks.job_return(job, read_value(job.dir, metric))
+        hooks.ended(job, returns[job.num])
+    if result.signal is not None:
+        _stop(sweep_dir, result.signal, metric, settings["hydra"])
+
+
+def claim(jobs: list[Job]) -> list[Job]:
+    """Take each job's dir lock, as a run alone holds its own (`lock.py`), before anything
+    is written there; the jobs held. A dir another live process holds (say `resume=` of
+    that job) is left untouched, its job marked `busy`."""
     import resource
-
-    from xor_lightning.lock import acquire, in_use
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = len(jobs) + 256  # an open file per lock held
     if soft != resource.RLIM_INFINITY and soft < wanted:
         limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    locks = {}
+    held = []
     for job in jobs:
-        fd, holder = acquire(job.dir)
-        if fd is None:
-            job.error = f"UserError: {in_use(job.dir, holder)}"
-        else:
-            locks[job.num] = fd
-    return locks
+        job.busy = hold(job.dir)
+        if job.busy is None:
+            held.append(job)
+    return held
+
+
+def _write_hydra_files(job: Job) -> None:
+    """`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, as `run_job` saves them."""
+    assert job.hydra_files is not None
+    out, files = job.hydra_files
+    out.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        text = yaml.dump(content, Dumper=yaml.CSafeDumper, sort_keys=False, allow_unicode=True)
+        (out / name).write_text(text)
 
 
 def _describe(groups: list[list[Job]], size: int) -> None:
@@ -173,11 +223,11 @@ def _describe(groups: list[list[Job]], size: int) -> None:
         log.info("group %d (%d jobs) is apart from group 0 by: %s", i, len(g), why)
 
 
-def _stop(sweep_dir: Path, signum: int, metric: str) -> None:
+def _stop(sweep_dir: Path, signum: int, metric: str, hydra: Any) -> None:
     """After Ctrl-C or SIGTERM: the summary, how to resume, exit 128 + the signal number."""
-    from xor_lightning.sweep import summarize
+    from xor_lightning.sweep import metric_mode, summarize
 
-    summarize(sweep_dir, metric)
+    summarize(sweep_dir, metric, metric_mode(hydra, metric))
     log.warning(
         "%s: every job of the fit stopped at the same epoch, its last.ckpt written. Resume "
         "the sweep with the same command and hydra.sweep.dir=%s (finished jobs are kept), "

@@ -1,0 +1,157 @@
+"""Issue 18: the vectorised launcher keeps its word in every corner (reruns, locks, cut-short
+records, Hydra's job callbacks, the summary's order, Optuna's generated study names)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import cli, load
+from tests.test_lock import HOLD
+from tests.test_vectorized import VEC, summary, sweep
+
+TINY = ("trainer.max_epochs=4", "trainer.check_val_every_n_epoch=2", "callbacks=none")
+
+
+def overrides_of(job_dir: Path) -> list[str]:
+    return json.loads((job_dir / "job.json").read_text())["overrides"]
+
+
+@pytest.mark.slow
+def test_a_rerun_keeps_only_the_same_jobs_and_survives_a_record_cut_short(tmp_path):
+    d = tmp_path / "s"
+    sweep("seed=1,2", *TINY, f"hydra.sweep.dir={d}", cwd=tmp_path)
+    first = {j: (d / j / "metrics.json").read_text() for j in ("0", "1")}
+    # a kill while job 0's record was being written: half of it
+    record = (d / "0" / "job.json").read_text()
+    (d / "0" / "job.json").write_text(record[: len(record) // 2])
+    proc = sweep("seed=1,2", *TINY, f"hydra.sweep.dir={d}", cwd=tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "1 job(s) finished in an earlier launch of this sweep: kept" in log
+    assert "job 0: its job.json is unreadable" in log
+    assert json.loads((d / "0" / "job.json").read_text())["status"] == "ok"  # trained again
+    assert (d / "1" / "metrics.json").read_text() == first["1"]
+    # other overrides into the same dir: nothing kept, each job is its own
+    proc = sweep("seed=3,4", *TINY, f"hydra.sweep.dir={d}", cwd=tmp_path)
+    assert "kept" not in proc.stdout + proc.stderr
+    for job, seed in (("0", 3), ("1", 4)):
+        assert f"seed={seed}" in overrides_of(d / job)
+        assert load(d / job / "checkpoints" / "last.ckpt")["run_config"]["seed"] == seed
+        assert (d / job / "metrics.json").read_text() != first[job]
+    rows = summary(d)
+    seeds = sorted(o for r in rows.values() for o in r["overrides"].split() if "seed" in o)
+    assert seeds == ["seed=3", "seed=4"]
+
+
+@pytest.mark.slow
+def test_a_job_dir_in_use_is_left_untouched_and_run_by_a_later_rerun(tmp_path):
+    d = tmp_path / "s"
+    mine = d / "1" / ".hydra" / "config.yaml"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("theirs: true\n")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(d / "1")], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        holder.stdout.readline()  # it holds the lock now
+        proc = sweep("seed=1,2", *TINY, f"hydra.sweep.dir={d}", cwd=tmp_path)
+        assert f"job 1 not run: {d / '1'} is in use by another run (pid {holder.pid})" in (
+            proc.stdout + proc.stderr
+        )
+        assert mine.read_text() == "theirs: true\n" and not (d / "1" / "job.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    proc = sweep("seed=1,2", *TINY, f"hydra.sweep.dir={d}", cwd=tmp_path)
+    assert "1 job(s) finished in an earlier launch of this sweep: kept" in proc.stdout + proc.stderr
+    assert json.loads((d / "1" / "job.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_each_job_keeps_its_own_checkpoint_state_and_one_best(tmp_path):
+    """Job 1 diverges before its first validation: it has no best of its own, whatever job
+    0 (written just before it, by the same Trainer) had. Saves every 5 epochs leave one best."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    d = tmp_path / "s"
+    sweep("model.optimizer.lr=0.05,1e38", "trainer.max_epochs=30",
+          "trainer.check_val_every_n_epoch=3", "hydra.launcher.last_every_n_epochs=5",
+          f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+    fresh = ModelCheckpoint(monitor="val/acc", mode="max").state_dict()
+    states = {}
+    for job in ("0", "1"):
+        last = load(d / job / "checkpoints" / "last.ckpt")
+        states[job] = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCh"))
+    assert json.loads((d / "1" / "job.json").read_text())["status"] == "failed"
+    for key in ("best_model_path", "best_model_score", "best_k_models", "kth_best_model_path"):
+        assert states["1"][key] == fresh[key], key
+    assert states["1"]["kth_value"] == fresh["kth_value"]
+    bests = sorted(p.name for p in (d / "0" / "checkpoints").glob("*.ckpt"))
+    assert bests == sorted(["last.ckpt", Path(states["0"]["best_model_path"]).name])
+    assert sorted(p.name for p in (d / "1" / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
+
+
+RECORDER = '''
+import json
+from hydra.experimental.callback import Callback
+
+class Recorder(Callback):
+    def on_job_start(self, config, **kwargs):
+        self.write({"event": "start", "num": config.hydra.job.num, "seed": config.seed,
+                    "dir": config.hydra.runtime.output_dir})
+
+    def on_job_end(self, config, job_return, **kwargs):
+        self.write({"event": "end", "num": job_return.hydra_cfg.hydra.job.num,
+                    "seed": job_return.cfg.seed, "status": job_return.status.name,
+                    "overrides": list(job_return.overrides), "value": job_return.return_value})
+
+    def write(self, event):
+        with open("events.jsonl", "a") as f:
+            f.write(json.dumps(event) + "\\n")
+'''
+
+
+@pytest.mark.slow
+def test_hydra_job_callbacks_fire_as_under_the_basic_launcher(tmp_path):
+    """A tracking callback of the user's own sees every stacked job, with complete returns;
+    and a minimised metric's summary puts the lowest first."""
+    events = {}
+    for launcher in ("basic", "vectorized"):
+        cwd = tmp_path / launcher
+        cwd.mkdir()
+        (cwd / "recorder.py").write_text(RECORDER)
+        proc = cli("train", "-m", f"hydra/launcher={launcher}", "logger=none", "seed=1,2",
+                   "model.optimizer.lr=0.002,0.05", "optimized_metric=val/loss", *TINY,
+                   "+hydra.callbacks.recorder._target_=recorder.Recorder",
+                   f"hydra.sweep.dir={cwd / 's'}", cwd=cwd)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        lines = (cwd / "events.jsonl").read_text().splitlines()
+        events[launcher] = sorted(map(json.loads, lines), key=lambda e: (e["num"], e["event"]))
+        rows = list(summary(cwd / "s").values())
+        losses = [float(r["val/loss"]) for r in rows]
+        assert losses == sorted(losses) and len(losses) == 4  # best (lowest) first
+    basic, stacked = events["basic"], events["vectorized"]
+    assert [(e["num"], e["event"], e["seed"]) for e in stacked] == [
+        (e["num"], e["event"], e["seed"]) for e in basic
+    ]
+    for b, s in zip(basic, stacked, strict=True):
+        if b["event"] == "end":
+            assert s["status"] == b["status"] == "COMPLETED"
+            assert s["overrides"] == b["overrides"]
+            assert s["value"] == pytest.approx(b["value"], abs=0.01)
+        else:
+            assert Path(s["dir"]).name == Path(b["dir"]).name
+
+
+@pytest.mark.slow
+def test_optuna_with_a_pruner_and_a_generated_study_name(tmp_path):
+    d = tmp_path / "s"
+    proc = cli("train", "hparams_search=xor_optuna", VEC, "hydra.sweeper.study_name=null",
+               "hydra/sweeper/pruner=median", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+               "logger=none", *TINY, f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    results = yaml.safe_load((d / "optimization_results.yaml").read_text())
+    assert results["n_trials"] == 2 and results["n_failed"] == 0
