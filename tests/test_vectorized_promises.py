@@ -93,7 +93,7 @@ def test_each_job_keeps_its_own_checkpoint_state_and_one_best(tmp_path):
     assert sorted(p.name for p in (d / "1" / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
 
 
-RECORDER = '''
+RECORDER = """
 import json
 from hydra.experimental.callback import Callback
 
@@ -110,7 +110,7 @@ class Recorder(Callback):
     def write(self, event):
         with open("events.jsonl", "a") as f:
             f.write(json.dumps(event) + "\\n")
-'''
+"""
 
 
 @pytest.mark.slow
