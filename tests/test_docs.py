@@ -114,3 +114,33 @@ def test_the_start_commands_are_make_targets_that_do_what_they_say():
     for command in commands:
         printed = make_n(command)
         assert all(re.search(p, printed, re.M) for p in PRINTS[command.split()[1]]), printed
+
+
+def next_steps() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## Next steps") :].split("\n## ")[0]
+    return re.findall(r"`([^`]+)`", section)
+
+
+def test_the_next_steps_name_real_targets_and_overrides():
+    """Each `make X` is a target; each set of overrides composes and sets what it names."""
+    import yaml
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from xor_lightning.config import CONF_DIR
+
+    spans = next_steps()
+    targets = [s.split()[1] for s in spans if s.startswith("make ")]
+    assert set(targets) <= set(PRINTS) and len(targets) >= 8
+    runs = [re.sub(r"^make train ARGS='(.*)'$", r"\1", s) for s in spans]
+    overrides = [r.split() for r in runs if "=" in r and "<" not in r and "make" not in r]
+    assert len(overrides) >= 6
+    for args in overrides:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", args, return_hydra_config=True)
+        for key, value in (arg.split("=") for arg in args):
+            if key in cfg.hydra.runtime.choices:  # a config group: its option was chosen
+                assert cfg.hydra.runtime.choices[key] == value
+            else:
+                assert OmegaConf.select(cfg, key) == yaml.safe_load(value)
