@@ -21,17 +21,42 @@ from omegaconf import DictConfig
 from xor_lightning.config import CONF_DIR
 
 Composer = Callable[..., DictConfig]
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 
 
-def readme_block(after: str) -> list[str]:
-    """The lines of the first fenced block in the README after the line starting `after`."""
-    lines = README.read_text().splitlines()
+# The README and the docs/ pages say what the project does; the tests read each claim from
+# the page it is on (a path relative to the repo), so a claim that moves takes its test along.
+def doc_block(page: str, after: str) -> list[str]:
+    """The lines of the first fenced block in `page` after the line starting `after`."""
+    lines = (REPO / page).read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.lstrip().startswith(after))
     fence = next(i for i in range(start, len(lines)) if lines[i].lstrip().startswith("```"))
     end = next(i for i in range(fence + 1, len(lines)) if lines[i].lstrip().startswith("```"))
     indent = len(lines[fence]) - len(lines[fence].lstrip())
     return [line[indent:] for line in lines[fence + 1 : end]]
+
+
+def readme_block(after: str, page: str = "README.md") -> list[str]:
+    """`doc_block` of the README, or of the docs page the text moved to."""
+    return doc_block(page, after)
+
+
+def doc_table(page: str, heading: str, table: int = 1) -> list[list[str]]:
+    """The cells of the `table`-th Markdown table after the line `heading` in `page`, header
+    and rule left out."""
+    lines = (REPO / page).read_text().splitlines()
+    tables: list[list[list[str]]] = []
+    inside = False
+    for line in lines[lines.index(heading) :]:
+        if line.startswith("|"):
+            if not inside:
+                tables.append([])
+            tables[-1].append([c.strip() for c in line.strip("|").split("|")])
+        elif inside and len(tables) == table:
+            break
+        inside = line.startswith("|")
+    return tables[table - 1][2:]
 
 
 def compose_train(*overrides: str) -> DictConfig:

@@ -1,4 +1,4 @@
-"""Every config group option the README lists exists, composes, and does what it says."""
+"""Every config group option docs/configuration.md lists exists, composes, and does what it says."""
 
 import logging
 import re
@@ -12,32 +12,16 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
-from tests.conftest import README, cli, fit, load, readme_block
+from tests.conftest import cli, doc_block, doc_table, fit, load
 from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.train import build, train
 
 
-def readme_table(heading: str, table: int = 1) -> list[list[str]]:
-    """The cells of the `table`-th Markdown table after `heading`, header and rule left out."""
-    lines = README.read_text().splitlines()
-    tables: list[list[list[str]]] = []
-    inside = False
-    for line in lines[lines.index(heading) :]:
-        if line.startswith("|"):
-            if not inside:
-                tables.append([])
-            tables[-1].append([c.strip() for c in line.strip("|").split("|")])
-        elif inside and len(tables) == table:
-            break
-        inside = line.startswith("|")
-    return tables[table - 1][2:]
-
-
 def listed_options() -> list[tuple[str, str]]:
-    """(group, option) for every option in the README's Configuration table."""
+    """(group, option) for every option in the Configuration page's table."""
     options = []
-    for groups, cell in readme_table("## Configuration"):
+    for groups, cell in doc_table("docs/configuration.md", "# Configuration"):
         names = re.findall(r"`([\w/]+)`", re.sub(r"\([^)]*\)", "", cell))
         options += [(g, o) for g in re.findall(r"`([\w/]+)`", groups) for o in names]
     return options
@@ -46,12 +30,12 @@ def listed_options() -> list[tuple[str, str]]:
 OPTIONS = listed_options()
 
 
-def test_the_readme_lists_every_option_in_conf():
+def test_the_docs_list_every_option_in_conf():
     listed = set(OPTIONS)
     for group_dir in Path(CONF_DIR).rglob("*.yaml"):
         group = str(group_dir.parent.relative_to(CONF_DIR))
         if group != ".":
-            assert (group, group_dir.stem) in listed, f"{group}={group_dir.stem} not in README"
+            assert (group, group_dir.stem) in listed, f"{group}={group_dir.stem} not in the docs"
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -68,12 +52,13 @@ def test_experiment_chapter_is_the_default_run_spelled_out(make_cfg):
 
 
 ZOO = {
-    re.match(r"`(\w+)`", row[0])[1]: float(row[3]) for row in readme_table("### The toy-data zoo")
+    re.match(r"`(\w+)`", row[0])[1]: float(row[3])
+    for row in doc_table("docs/data.md", "## The toy-data zoo")
 }
 
 
 @pytest.mark.parametrize("problem", sorted(ZOO))
-def test_data_options_draw_their_problem_with_its_readme_noise(make_cfg, problem):
+def test_data_options_draw_their_problem_with_its_documented_noise(make_cfg, problem):
     _, _, datamodule = build(make_cfg(f"data={problem}", "data.n_samples=50"))
     datamodule.setup()
     X, y = make_xor(50, noise=ZOO[problem], seed=0, split=0, problem=problem)
@@ -147,7 +132,7 @@ def test_stable_override_names(make_cfg):
 
 
 def test_the_configuration_examples_do_what_they_say(make_cfg, tmp_path):
-    lines = readme_block("These override names are stable")
+    lines = doc_block("docs/configuration.md", "These override names are stable")
     examples = [shlex.split(re.search(r"ARGS='([^']*)'", line)[1]) for line in lines[:4]]
     assert examples[0] == ["experiment=noisy"]  # 2000 points in batches of 128: 16 steps
     trainer, _, _ = fit(make_cfg(*examples[0], "trainer.max_epochs=1", "logger=none"))
@@ -165,7 +150,7 @@ def test_the_configuration_examples_do_what_they_say(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_cfg_job_prints_the_composed_config_and_makes_nothing(tmp_path):
-    assert readme_block("These override names are stable")[4].startswith(
+    assert doc_block("docs/configuration.md", "These override names are stable")[4].startswith(
         ".venv/bin/xor-train --cfg job"
     )
     proc = cli("train", "--cfg", "job", "model.hidden=3", cwd=tmp_path)

@@ -89,6 +89,6 @@ def test_datamodule_val_and_test_sizes_do_not_depend_on_n_samples():
 
 
 def test_split_k_of_seed_s_is_drawn_from_generator_3s_plus_k():
-    g = torch.Generator().manual_seed(3 * 7 + 2)  # the README's rule, by hand
+    g = torch.Generator().manual_seed(3 * 7 + 2)  # docs/data.md's rule, by hand
     X = torch.rand(100, 2, generator=g) * 2 - 1
     assert torch.equal(make_xor(100, seed=7, split=2)[0], X)

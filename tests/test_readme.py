@@ -1,4 +1,5 @@
-"""What the README says about the project's shape holds: make targets, files, pins, examples."""
+"""What the README and docs/ say about the project's shape holds: the README's size, links and
+reading order; make targets, files, pins, examples."""
 
 import importlib.metadata
 import importlib.util
@@ -15,15 +16,12 @@ import tomllib
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import README, readme_block
-from tests.test_configs import readme_table
+from tests.conftest import REPO, doc_block, doc_table
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.config import CONF_DIR, UserError
 from xor_lightning.validate import validate_train
 
-REPO = README.parent
-
-# What `make -n <target>` must print for each target of the README's table.
+# What `make -n <target>` must print for each target of docs/make-targets.md's table.
 PRINTS = {
     "train": [r"\bxor-train\b"],
     "sweep": [r"xor-train -m model.hidden=4,8 model.optimizer.lr=0.01,0.05,0.1"],
@@ -56,7 +54,9 @@ def make_n(command: str) -> str:
 
 def table_commands() -> list[str]:
     return [
-        c for row in readme_table("## Make targets") for c in re.findall(r"`(make [^`]*)`", row[0])
+        c
+        for row in doc_table("docs/make-targets.md", "# Make targets")
+        for c in re.findall(r"`(make [^`]*)`", row[0])
     ]
 
 
@@ -102,7 +102,7 @@ def test_make_reinstalls_only_when_pyproject_or_constraints_change(tmp_path):
 
 def test_the_file_table_lists_every_module():
     files = set()
-    for row in readme_table("## Where things live"):
+    for row in doc_table("docs/layout.md", "# Where things live"):
         cells = re.findall(r"`([^`]+)`", row[0])  # `src/x/evaluate.py`, `predict.py`: one dir
         base = Path(cells[0]).parent
         files |= {cells[0], *(str(base / c) for c in cells[1:])}
@@ -126,7 +126,10 @@ def test_every_dependency_is_pinned_and_installed_at_its_pin():
 
 
 def test_the_configuration_errors_shown_are_the_ones_given(make_cfg):
-    shown = readme_block("- **Bad configuration is refused before anything is built**")
+    shown = doc_block(
+        "docs/runs-and-checkpoints.md",
+        "- **Bad configuration is refused before anything is built**",
+    )
     pairs = list(zip(shown[0::2], shown[1::2], strict=True))
     assert len(pairs) == 3
     for command, error in pairs:
@@ -135,14 +138,16 @@ def test_the_configuration_errors_shown_are_the_ones_given(make_cfg):
             validate_train(make_cfg(*overrides))
 
 
-def readme_python(n: int) -> str:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+def runs_python(n: int) -> str:
+    """The `n`-th Python block of docs/runs-and-checkpoints.md (loading a checkpoint)."""
+    page = (REPO / "docs" / "runs-and-checkpoints.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
     return blocks[n]
 
 
 @pytest.mark.parametrize("block", [0, 1], ids=["lightning", "plain"])
 def test_the_checkpoint_examples_run_and_give_the_trained_network(trained_ckpt, block):
-    code = readme_python(block).replace("outputs/runs/.../checkpoints/last.ckpt", str(trained_ckpt))
+    code = runs_python(block).replace("outputs/runs/.../checkpoints/last.ckpt", str(trained_ckpt))
     scope: dict = {}
     exec(code, scope)
     x = torch.rand(50, 2) * 2 - 1

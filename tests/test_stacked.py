@@ -203,7 +203,7 @@ def test_success_rates_count_failed_and_missing_jobs_as_not_learned(tmp_path):
 
 @pytest.mark.slow
 def test_what_the_seed_figure_shows(make_cfg, tmp_path):
-    """The README's reading of `make seeds`, on 48 seeds a width: one and two tanh units
+    """docs/seed-study.md's reading of `make seeds`, on 48 seeds a width: one and two tanh units
     never learn the chapter's XOR (test/acc >= 0.95), eight almost always do."""
     from xor_lightning.stacked.fit import fit_group
 

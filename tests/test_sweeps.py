@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import README, cli, hparams_tab, readme_block
+from tests.conftest import REPO, cli, doc_block, hparams_tab
 from xor_lightning.train import train
 
 
@@ -55,9 +55,9 @@ def test_grid_summary_sorted_with_the_failed_job(tmp_path):
         assert (job / "checkpoints" / "last.ckpt").is_file()
     assert float(table[0]["val/acc"]) >= float(table[1]["val/acc"])
     md = (d / "summary.md").read_text()
-    # the README's example is this sweep's table: every column but the wall time
+    # docs/sweeps.md's example is this sweep's table: every column but the wall time
     drop_wall_s = lambda line: re.sub(r"\| [\d.]+ \| ([^|]*) \|$", r"| \1 |", line)  # noqa: E731
-    shown = readme_block("**Summary.**")
+    shown = doc_block("docs/sweeps.md", "**Summary.**")
     assert [drop_wall_s(x) for x in md.splitlines()] == [drop_wall_s(x) for x in shown]
     assert "sweep summary" in proc.stdout + proc.stderr
 
@@ -124,7 +124,7 @@ def test_submitit_local_launcher(tmp_path):
     assert scores(d) == BASIC
 
 
-def test_slurm_launcher_defaults_are_the_readmes(make_cfg):
+def test_slurm_launcher_defaults_are_the_documented_ones(make_cfg):
     from hydra import compose, initialize_config_dir
 
     from xor_lightning.config import CONF_DIR
@@ -133,7 +133,7 @@ def test_slurm_launcher_defaults_are_the_readmes(make_cfg):
         cfg = compose("train", ["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
-    text = " ".join(README.read_text().split())
+    text = " ".join((REPO / "docs" / "distributed.md").read_text().split())
     said = text[text.index("Its defaults:") :].split("submitit's files")[0]
     defaults = {k: yaml.safe_load(v) for k, v in re.findall(r"`(\w+): ([^`]+)`", said)}
     assert len(defaults) == 6 and all(launcher[k] == v for k, v in defaults.items()), defaults

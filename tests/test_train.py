@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import compose_app, curves, fit, load, readme_block
+from tests.conftest import compose_app, curves, doc_block, fit, load, readme_block
 from xor_lightning import intro
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.data import make_xor
@@ -133,9 +133,9 @@ def test_the_default_run_is_the_chapters_loop_and_shows_what_the_readme_says(
     with torch.no_grad():
         wrong = ((net(X) > 0).float() != y).squeeze(1)
     assert int(wrong.sum()) == 7 and (X[wrong].abs().min(dim=1).values < 0.11).all()
-    # and xor-predict on its last.ckpt prints the README's example
+    # and xor-predict on its last.ckpt prints the example of docs/runs-and-checkpoints.md
     capsys.readouterr()
-    example = readme_block("**Predict**")
+    example = doc_block("docs/runs-and-checkpoints.md", "**Predict**")
     points = re.search(r"'(points=.*)'", example[0])[1]
     predict(compose_app("predict", f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}", points))
     assert capsys.readouterr().out.splitlines() == example[1:4]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
-from tests.test_configs import readme_table
+from tests.conftest import doc_table
 from xor_lightning import intro
 from xor_lightning.data import PROBLEMS, make_xor
 from xor_lightning.model import MLP
@@ -70,13 +70,13 @@ def test_moons_follow_make_moons():
 
 EXPERIMENTS = {
     re.search(r"experiment=(\w+)", row[0])[1]: float(row[2])
-    for row in readme_table("### The toy-data zoo", table=2)
+    for row in doc_table("docs/data.md", "## The toy-data zoo", table=2)
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
-def test_experiments_reach_the_readmes_accuracy(make_cfg, experiment):
+def test_experiments_reach_their_documented_accuracy(make_cfg, experiment):
     metrics = train(make_cfg(f"experiment={experiment}", "logger=none"))
     assert metrics["val/acc"] == pytest.approx(EXPERIMENTS[experiment], abs=0.003)  # 1 point
 
