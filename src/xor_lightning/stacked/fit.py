@@ -185,7 +185,11 @@ def snapshot(trainer: Any, module: Any) -> GroupResult:
         signal=None,
         stopped_at=module.stopped_at.cpu(),
         stopped_loops=dict(module.stopped_loops),
-        extra={"batches_per_epoch": module.batches_per_epoch, "snapshots": module.snapshots},
+        extra={
+            "batches_per_epoch": module.batches_per_epoch,
+            "snapshots": module.snapshots,
+            "best_at_epoch_end": module.best_at_epoch_end,
+        },
         net=module.net,
     )
 

@@ -61,6 +61,7 @@ class StackedModule(L.LightningModule):
         self._sums: dict[str, Tensor] = {}
         self.print_every_n_epochs = 100
         self.batches_per_epoch = 1  # training batches (chunks) per epoch, for logging steps
+        self.best_at_epoch_end = False  # set in on_train_start
         # (epoch, global step, weights, gradients) every `snapshot_every` epochs: a small
         # group's pictures and histograms, drawn after the fit.
         self.snapshot_every = 0
@@ -138,12 +139,17 @@ class StackedModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.batches_per_epoch = self.trainer.num_training_batches
+        # When validating every epoch, a run's ModelCheckpoint saves at the epoch's end (its
+        # `_should_save_on_train_epoch_end`), after the loop has counted the epoch's batches.
+        self.best_at_epoch_end = self.trainer.check_val_every_n_epoch == 1
 
     def on_train_epoch_start(self) -> None:
         self._when = torch.tensor([self.current_epoch, self.global_step], device=self.device)
 
     def on_train_epoch_end(self) -> None:
         self._record({**self._epoch_metrics("train"), "train/lr": self.hyper["lr"].float()})
+        if self.best_at_epoch_end and self.current_epoch in (self.best or {}).get("loops", {}):
+            self.best["loops"][self.current_epoch] = self.trainer.fit_loop.state_dict()
         if every_n_or_last(self.trainer, self.print_every_n_epochs):
             self._print()
 

@@ -82,7 +82,10 @@ def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], work
             writers[os.getpid()] = CheckpointWriter(jobs[0].resolved)
         write_job(jobs[k], k, result, writers[os.getpid()], info)
 
-    fork_map(write, range(len(jobs)), min(workers, len(jobs) // 64))
+    workers = min(workers, len(jobs) // 64)
+    if workers > 1:
+        log.info("writing %d job dirs in %d worker processes", len(jobs), workers)
+    fork_map(write, range(len(jobs)), workers)
 
 
 class PeriodicSave(L.Callback):
@@ -114,10 +117,12 @@ def write_job(
     if result.best and int(result.best["epoch"][k]) >= 0:
         epoch, step = int(result.best["epoch"][k]), int(result.best["step"][k])
         path, score = ckpt_dir / best_filename(cfg, epoch, step), float(result.best["score"][k])
-        # What the best checkpoint's ModelCheckpoint saw: this validation, the epoch before's
-        # training.
+        # What the best checkpoint's ModelCheckpoint saw: this validation, and the epoch
+        # before's training (this epoch's when it saves at the epoch's end).
+        before = not result.extra.get("best_at_epoch_end")
         seen = {
-            key: at_epoch(result, key, k, epoch, before=key.startswith("train/")) for key in CURVES
+            key: at_epoch(result, key, k, epoch, before=before and key.startswith("train/"))
+            for key in CURVES
         }
         seen = result.best["metrics"].get(k) or {key: v for key, v in seen.items() if v is not None}
         writer.load(
@@ -128,12 +133,10 @@ def write_job(
         writer.save(path, result.best["loops"][epoch], seen, (path, score, score))
         best = (path, score, seen)
     _drop_stale_bests(ckpt_dir, best[0] if best else None)
-    monitor = writer.best_cb.monitor if writer.best_cb is not None else None
-    current = latest.get(monitor, best[1] if best else math.nan) if monitor else math.nan
     writer.load(cfg, model_slice(result.last, shapes, k), adam_slice(result.last_state, shapes, k))
-    writer.save(
-        ckpt_dir / "last.ckpt", loops, latest, (best[0], best[1], current) if best else None
-    )
+    # ModelCheckpoint's `current_score` is the score it last saved (top-1: the best's)
+    saved = (best[0], best[1], best[1]) if best else None
+    writer.save(ckpt_dir / "last.ckpt", loops, latest, saved)
 
     record: dict[str, Any] = {"wall_s": info["fit_s"], "vectorized": info}
     failed_epoch, failed_step = (int(v) for v in result.failed_at[k])
