@@ -35,6 +35,14 @@ def _xor(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return X, (X[:, 0] * X[:, 1] < 0).float()
 
 
+def _clusters(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four corners (±1, ±1), n/4 points each in random order; label 1 where the corner's
+    coordinates differ in sign. `noise` sigma then spreads each corner into a Gaussian blob."""
+    corner = torch.randperm(n, generator=g) % 4
+    signs = torch.stack([corner // 2, corner % 2], dim=1).float() * 2 - 1
+    return signs, (signs[:, 0] != signs[:, 1]).float()
+
+
 def _polar(r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.stack([r * torch.cos(t), r * torch.sin(t)], dim=1)
 
@@ -76,6 +84,7 @@ def _moons(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 
 PROBLEMS = {
     "xor": _xor,
+    "clusters": _clusters,
     "circle": _circle,
     "gaussians": _gaussians,
     "spiral": _spiral,
