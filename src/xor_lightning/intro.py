@@ -58,7 +58,7 @@ def train_xor(epochs: int = 401, seed: int = 0, problem: str = "xor", noise: flo
         logits = model(X)  # 2. forward pass
         loss = loss_fn(logits, y)
         loss.backward()  # 3. autograd computes every .grad
-        opt.step()  # 4. the optimizer updates every parameter
+        opt.step()  # 4. optimizer updates every parameter
         if epoch % 100 == 0:
             acc = ((logits > 0).float() == y).float().mean().item()
             print(f"epoch {epoch} loss {loss.item():.4f} train-acc {acc:.3f}")
