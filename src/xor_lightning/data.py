@@ -1,7 +1,8 @@
 """Toy data in plain PyTorch: the generators, the Dataset and a whole-batch sampler.
 
-XOR is the chapter's problem; circle, gaussians and spiral follow TensorFlow Playground,
-moons follows scikit-learn's `make_moons`.
+XOR is the chapter's problem: `xor` fills the square (the default), `clusters` puts it in
+four blobs at the corners, fitted to the losses the chapter prints (docs/chapter-numbers.md).
+circle, gaussians and spiral follow TensorFlow Playground, moons scikit-learn's `make_moons`.
 
 The data are tiny and live in memory, so a batch is one indexing of two tensors rather
 than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives in
