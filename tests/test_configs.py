@@ -45,9 +45,9 @@ def test_every_listed_option_composes(group, option):
     assert cfg.hydra.runtime.choices[group] == option
 
 
-def test_experiment_chapter_is_the_default_run_spelled_out(make_cfg):
+def test_experiment_chapter_is_the_default_run_on_the_fitted_clusters(make_cfg):
     assert OmegaConf.to_container(make_cfg("experiment=chapter"), resolve=True) == (
-        OmegaConf.to_container(make_cfg(), resolve=True)
+        OmegaConf.to_container(make_cfg("data=clusters"), resolve=True)
     )
 
 

@@ -1,7 +1,8 @@
 """Toy data in plain PyTorch: the generators, the Dataset and a whole-batch sampler.
 
-XOR is the chapter's problem; circle, gaussians and spiral follow TensorFlow Playground,
-moons follows scikit-learn's `make_moons`.
+XOR is the chapter's problem: `xor` fills the square (the default), `clusters` puts it in
+four blobs at the corners, fitted to the losses the chapter prints (docs/chapter-numbers.md).
+circle, gaussians and spiral follow TensorFlow Playground, moons scikit-learn's `make_moons`.
 
 The data are tiny and live in memory, so a batch is one indexing of two tensors rather
 than `batch_size` calls to `__getitem__` followed by a collate. Lightning lives in
@@ -33,6 +34,14 @@ def _xor(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform in [-1, 1]²; label 1 where exactly one coordinate is positive."""
     X = torch.rand(n, 2, generator=g) * 2 - 1
     return X, (X[:, 0] * X[:, 1] < 0).float()
+
+
+def _clusters(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four corners (±1, ±1), n/4 points each in random order; label 1 where the corner's
+    coordinates differ in sign. `noise` sigma then spreads each corner into a Gaussian blob."""
+    corner = torch.randperm(n, generator=g) % 4
+    signs = torch.stack([corner // 2, corner % 2], dim=1).float() * 2 - 1
+    return signs, (signs[:, 0] != signs[:, 1]).float()
 
 
 def _polar(r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -76,6 +85,7 @@ def _moons(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
 
 PROBLEMS = {
     "xor": _xor,
+    "clusters": _clusters,
     "circle": _circle,
     "gaussians": _gaussians,
     "spiral": _spiral,

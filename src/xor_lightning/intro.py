@@ -37,11 +37,15 @@ def autograd() -> None:
     print("x.grad:", x.grad)
 
 
-def train_xor(epochs: int = 401, seed: int = 0) -> MLP:
-    """Pillars 2 and 4: the model and the zero_grad -> forward -> backward -> step loop."""
+def train_xor(epochs: int = 401, seed: int = 0, problem: str = "xor", noise: float = 0.0) -> MLP:
+    """Pillars 2 and 4: the model and the zero_grad -> forward -> backward -> step loop.
+
+    On 400 points of `problem` with `noise` (`data.py`); `problem="clusters"` with the sigma of
+    conf/data/clusters.yaml is the data fitted to the chapter's printed losses.
+    """
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = XORDataset(n=400, seed=seed)
+    data = XORDataset(n=400, noise=noise, seed=seed, problem=problem)
     X, y = data.X.to(device), data.y.to(device)
     print(f"X is a tensor of shape {tuple(X.shape)}, dtype {X.dtype}")
     print(f"device: {device} (CUDA available: {torch.cuda.is_available()})")
@@ -54,7 +58,7 @@ def train_xor(epochs: int = 401, seed: int = 0) -> MLP:
         logits = model(X)  # 2. forward pass
         loss = loss_fn(logits, y)
         loss.backward()  # 3. autograd computes every .grad
-        opt.step()  # 4. the optimizer updates every parameter
+        opt.step()  # 4. optimizer updates every parameter
         if epoch % 100 == 0:
             acc = ((logits > 0).float() == y).float().mean().item()
             print(f"epoch {epoch} loss {loss.item():.4f} train-acc {acc:.3f}")

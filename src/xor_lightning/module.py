@@ -31,6 +31,11 @@ from xor_lightning.data import Batch
 STAGES = ("train", "val", "test")
 
 
+def _as_chunk(chunk: Sequence[Batch] | Batch) -> Sequence[Batch]:
+    """A plain (x, y) batch (the datamodule does not always chunk) is a chunk of one."""
+    return [chunk] if isinstance(chunk[0], Tensor) else chunk  # type: ignore[list-item]
+
+
 class NonFiniteLossError(UserError):
     """Training diverged: raised before any checkpoint could store the broken weights."""
 
@@ -95,49 +100,71 @@ class XORModule(L.LightningModule):
         return loss
 
     def training_step(self, chunk: Sequence[Batch] | Batch, chunk_idx: int) -> None:
-        if isinstance(chunk[0], Tensor):  # a plain (x, y) batch is a chunk of one
-            chunk = [chunk]  # type: ignore[list-item]
-        if self._logged_epoch != self.current_epoch:  # the epoch's first step (even on resume)
+        """The chapter's loop body, once per mini-batch of the chunk (see the module docstring)."""
+        self._log_train_metrics_once_per_epoch()
+        opt = self.optimizers()
+        seen: list[tuple[Tensor, Tensor, Tensor]] = []
+        for x, y in _as_chunk(chunk):
+            opt.zero_grad()  # 1. clear last step's gradients
+            logits = self.net(x)  # 2. forward pass
+            loss = self.loss_fn(logits, y)
+            self.manual_backward(loss)  # 3. autograd computes every .grad
+            self._clip_gradients(opt)
+            opt.step()  # 4. optimizer updates every parameter
+            seen.append((logits.detach(), y, loss.detach()))
+            if self._reached_max_steps():
+                break
+        self._stop_if_diverged(seen)
+        self._update_train_metrics(seen)
+
+    def _log_train_metrics_once_per_epoch(self) -> None:
+        """Speed: registering the logs costs more than a step here, so it is done at the
+        epoch's first step (even on resume), not per chunk; the metrics accumulate anyway."""
+        if self._logged_epoch != self.current_epoch:
             self._logged_epoch = self.current_epoch
             self._log_metrics("train")
             world = self.trainer.world_size
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"],
                      on_step=False, on_epoch=True, sync_dist=world > 1)  # fmt: skip
-        opt = self.optimizers()
-        max_steps = self.trainer.max_steps
-        logits_seen, losses, ys = [], [], []
-        for x, y in chunk:
-            opt.zero_grad()  # 1. clear last step's gradients
-            logits = self.net(x)  # 2. forward pass
-            loss = self.loss_fn(logits, y)
-            self.manual_backward(loss)  # 3. autograd computes every .grad
-            if self.gradient_clip_val:
-                self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
-            opt.step()  # 4. the optimizer updates every parameter
-            logits_seen.append(logits.detach())
-            losses.append(loss.detach())
-            ys.append(y)
-            if 0 <= max_steps <= self.global_step:
-                break
+
+    def _clip_gradients(self, opt: Any) -> None:
+        """`model.gradient_clip_val`: the Trainer's own clipping does not run under manual
+        optimization, so it is done here, between backward and step."""
+        if self.gradient_clip_val:
+            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip_val)
+
+    def _reached_max_steps(self) -> bool:
+        """`trainer.max_steps` exactly: Lightning checks it only between chunks."""
+        return 0 <= self.trainer.max_steps <= self.global_step
+
+    def _stop_if_diverged(self, seen: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Safety: raise on a non-finite loss before any checkpoint stores the broken weights.
+        One host sync per chunk, not per step; under DDP all ranks stop if any diverged."""
+        losses = torch.stack([loss for *_, loss in seen])
+        bad = ~torch.isfinite(losses)
+        if not self.trainer.strategy.reduce_boolean_decision(bool(bad.any()), all=False):
+            return
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            step = self.global_step - len(losses) + first + 1
+            epoch = self.current_epoch
+            where = f"{float(losses[first]):g} at epoch {epoch}, optimizer step {step}"
+        else:
+            where = f"non-finite on another DDP rank at epoch {self.current_epoch}"
+        raise NonFiniteLossError(
+            f"the loss became {where}: training stopped; last.ckpt and the best checkpoint "
+            "still hold the last good state (try a smaller model.optimizer.lr)"
+        )
+
+    def _update_train_metrics(self, seen: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Speed: the chunk's (logits, y, loss) in one metric update; its loss is the mean over
+        the chunk's points (a smaller last batch weighs less)."""
+        logits, ys, losses = zip(*seen, strict=True)
         losses_t = torch.stack(losses)
-        bad = ~torch.isfinite(losses_t)
-        # One host sync per chunk, not per step; under DDP all ranks stop if any diverged.
-        if self.trainer.strategy.reduce_boolean_decision(bool(bad.any()), all=False):
-            if bad.any():
-                first = int(bad.nonzero()[0])
-                step = self.global_step - len(losses) + first + 1
-                epoch = self.current_epoch
-                where = f"{float(losses_t[first]):g} at epoch {epoch}, optimizer step {step}"
-            else:
-                where = f"non-finite on another DDP rank at epoch {self.current_epoch}"
-            raise NonFiniteLossError(
-                f"the loss became {where}: training stopped; last.ckpt and the best checkpoint "
-                "still hold the last good state (try a smaller model.optimizer.lr)"
-            )
         y_all = torch.cat(ys)
         sizes = torch.tensor([len(y) for y in ys], dtype=losses_t.dtype, device=losses_t.device)
         mean_loss = (losses_t * sizes).sum() / len(y_all)
-        self._update_metrics("train", torch.cat(logits_seen), y_all, mean_loss)
+        self._update_metrics("train", torch.cat(logits), y_all, mean_loss)
 
     def on_train_start(self) -> None:
         self._logged_epoch = -1
