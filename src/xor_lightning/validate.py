@@ -1,7 +1,9 @@
 """Refuse a bad configuration before anything is built: one line naming key, value, rule.
 
 Hydra already refuses an override of a key that does not exist; this catches wrong types,
-values out of range, and keys added with `+` that nothing reads.
+values out of range, and keys that nothing reads. Which `model.*` and `data.*` keys are
+read follows from the classes the config names (their signatures): the chapter's MLP and
+XORDataModule, or a copier's own network and datamodule, with no list here to edit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from xor_lightning.checkpoint import NET_TARGETS
+from xor_lightning.checkpoint import DATA, NET, target_class, trusted
 from xor_lightning.config import UserError
 from xor_lightning.data import PROBLEMS
 from xor_lightning.model import ACTIVATIONS
@@ -62,20 +64,6 @@ STRATEGIES = ("auto", "ddp")
 
 TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": SEED,
-    "data.n_samples": at_least(1),
-    "data.n_val": at_least(1),
-    "data.n_test": at_least(1),
-    "data.noise": NOISE,
-    "data.batch_size": optional(at_least(1), "the full batch"),
-    "data.seed": SEED,
-    "data.batches_per_chunk": at_least(1),
-    "model.hidden": at_least(1),
-    "model.depth": at_least(1),
-    "data.problem": one_of([*PROBLEMS, "csv"]),
-    "data.val_fraction": FRACTION,
-    "data.test_fraction": FRACTION,
-    "model.activation": one_of(ACTIVATIONS),
-    "model.net._target_": one_of(NET_TARGETS),
     "model.optimizer.lr": POSITIVE,
     "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
     "trainer.max_epochs": (
@@ -98,6 +86,26 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler.factor": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "scheduler.patience": at_least(0),
 }
+# The chapter's classes' own keys: checked when the config names them (a copier's network
+# may give `activation` or `hidden` a meaning of its own).
+MLP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.hidden": at_least(1),
+    "model.depth": at_least(1),
+    "model.activation": one_of(ACTIVATIONS),
+    "model.net.n_in": at_least(1),
+}
+XOR_DATA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.n_samples": at_least(1),
+    "data.n_val": at_least(1),
+    "data.n_test": at_least(1),
+    "data.noise": NOISE,
+    "data.batch_size": optional(at_least(1), "the full batch"),
+    "data.seed": SEED,
+    "data.batches_per_chunk": at_least(1),
+    "data.problem": one_of([*PROBLEMS, "csv"]),
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+}
 # Lightning's own options that manual optimization cannot honour (it raises deep in `fit`):
 # the value each must keep, and what to use instead.
 NOT_UNDER_MANUAL_OPTIMIZATION = {
@@ -107,10 +115,11 @@ NOT_UNDER_MANUAL_OPTIMIZATION = {
 TRAIN_KEYS = {
     "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "scheduler",
          "trainer", "logger", "callbacks", "paths", "hparams_search"},
-    "data": {"_target_", "n_samples", "n_val", "n_test", "noise", "batch_size", "seed",
-             "batches_per_chunk", "problem", "path", "val_fraction", "test_fraction"},
-    "model": {"hidden", "activation", "depth", "net", "optimizer", "gradient_clip_val"},
 }  # fmt: skip
+# What `model.*` holds besides the network's own arguments (read by XORModule).
+MODEL_KEYS = ("net", "optimizer", "gradient_clip_val")
+MLP_TARGET = "xor_lightning.model.MLP"
+XOR_DATA_TARGET = "xor_lightning.datamodule.XORDataModule"
 
 EVAL_RULES = {
     "data.n_val": optional(at_least(1), "as in the checkpoint"),
@@ -211,10 +220,79 @@ def check_csv(data: DictConfig) -> None:
     load_split(data, "train")  # reads the whole file (cached for the datamodule)
 
 
+def arguments(cls: type) -> tuple[list[str], bool]:
+    """A class's keyword arguments, and whether it takes any (`**kwargs`)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _target(node: DictConfig, where: str, kind: str) -> type:
+    """The class `node._target_` names: one the project's config files name, importable."""
+    target = node.get("_target_")
+    if target not in trusted(where):
+        raise UserError(
+            f"{where}._target_={target!r} is named by no config file of the project: add a "
+            f"YAML under conf/{where.split('.')[0]}/ that names it ({kind})"
+        )
+    return target_class({"_target_": target}, where)[0]
+
+
+def check_net(cfg: DictConfig) -> None:
+    """`model.net._target_` is a trusted nn.Module class; every other `model.*` key and every
+    `model.net.*` key is one of its arguments."""
+    import torch
+
+    net = cfg.model.get("net")
+    if not isinstance(net, DictConfig):
+        raise UserError("model.net is required: the network's _target_ and its arguments")
+    cls = _target(net, NET, "your network")
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise UserError(f"model.net._target_={net._target_} is not a torch.nn.Module class")
+    names, any_kwargs = arguments(cls)
+    if any_kwargs:
+        return
+    takes = f"{net._target_} takes {', '.join(names) or 'no arguments'}"
+    for key in cfg.model:
+        if key not in MODEL_KEYS and key not in names:
+            raise UserError(
+                f"unknown key model.{key}: known keys are {', '.join(MODEL_KEYS)} and the "
+                f"network's arguments ({takes})"
+            )
+    for key in net:
+        if not str(key).startswith("_") and key not in names:
+            raise UserError(f"unknown key model.net.{key}: {takes}")
+
+
+def check_data(cfg: DictConfig) -> None:
+    """`data._target_` is a trusted LightningDataModule class; every `data.*` key is one of
+    its arguments."""
+    import lightning as L
+
+    cls = _target(cfg.data, DATA, "your LightningDataModule")
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
+        raise UserError(f"data._target_={cfg.data._target_} is not a LightningDataModule class")
+    names, any_kwargs = arguments(cls)
+    for key in cfg.data:
+        if not any_kwargs and not str(key).startswith("_") and key not in names:
+            raise UserError(
+                f"unknown key data.{key}: known keys are _target_ and the arguments of "
+                f"{cfg.data._target_} ({', '.join(names) or 'none'})"
+            )
+
+
 def validate_train(cfg: DictConfig) -> None:
     check_keys(cfg, TRAIN_KEYS)
+    check_data(cfg)
+    if cfg.data._target_ == XOR_DATA_TARGET:
+        check(cfg, XOR_DATA_RULES)
+        check_csv(cfg.data)
+    check_net(cfg)
     check(cfg, TRAIN_RULES)
-    check_csv(cfg.data)
+    if cfg.model.net._target_ == MLP_TARGET:
+        check(cfg, MLP_RULES)
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)
     check_scheduler(cfg)
