@@ -173,6 +173,15 @@ def build_net(ckpt: Mapping[str, Any]) -> nn.Module:
     return net.eval()
 
 
+def n_inputs(ckpt: Mapping[str, Any], net: nn.Module) -> int | None:
+    """How many inputs the network takes: its config's `n_in`, else the `in_features` of
+    its first `nn.Linear`; None when neither says."""
+    n_in = run_config(ckpt)["model"]["net"].get("n_in")
+    if isinstance(n_in, int):
+        return n_in
+    return next((m.in_features for m in net.modules() if isinstance(m, nn.Linear)), None)
+
+
 def data_kwargs(
     ckpt: Mapping[str, Any], overrides: dict[str, Any] | None = None
 ) -> tuple[type, dict[str, Any]]:

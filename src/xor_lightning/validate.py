@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xor_lightning.checkpoint import DATA, NET, target_class, trusted
@@ -296,3 +297,49 @@ def validate_train(cfg: DictConfig) -> None:
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)
     check_scheduler(cfg)
+
+
+def check_swept_keys(cfg: DictConfig) -> None:
+    """Refuse a sweep (hydra.sweeper.params or a command-line sweep) over a `model.*` key
+    that the network does not take, e.g. the shipped Optuna search's model.hidden with a
+    network of your own: one line before any job runs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    lines = [f"{k}={v}" for k, v in params.items()]
+    lines += list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
+    overrides = [o for o in OverridesParser.create().parse_overrides(lines)]
+    swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+    if "model" in swept or not isinstance(cfg.get("model"), DictConfig):
+        return  # several networks: each job's own check decides
+    try:
+        target = cfg.model.net._target_
+        names, any_kwargs = arguments(target_class({"_target_": target}, NET)[0])
+    except Exception:
+        return  # the jobs' own check says what is wrong
+    for key in sorted(swept):
+        parts = key.split(".") + [""]
+        if parts[0] != "model" or (parts[1] in MODEL_KEYS and parts[1] != "net"):
+            continue  # not the network's, or read by XORModule (model.optimizer.lr)
+        name = parts[2] if parts[1] == "net" else parts[1]
+        if any_kwargs or name.startswith("_") or name in names:
+            continue
+        where = "hydra.sweeper.params" if key in {str(k).lstrip("+") for k in params} else "-m"
+        raise UserError(
+            f"the sweep searches {key} ({where}), which {target} does not take (it takes "
+            f"{', '.join(names) or 'nothing'}): search your network's keys instead (for "
+            "hparams_search, a YAML of your own under conf/hparams_search/)"
+        )
+
+
+class SweptKeysCheck(Callback):
+    """Hydra callback: `check_swept_keys` before a multirun starts (before its dir exists)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import sys
+
+        try:
+            check_swept_keys(config)
+        except UserError as e:  # before Hydra's logging exists: stderr, like run_app
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
