@@ -318,11 +318,11 @@ def check_swept_keys(cfg: DictConfig) -> None:
     except Exception:
         return  # the jobs' own check says what is wrong
     for key in sorted(swept):
-        parts = key.split(".") + [""]
+        parts = [*key.split("."), ""]
         if parts[0] != "model" or (parts[1] in MODEL_KEYS and parts[1] != "net"):
             continue  # not the network's, or read by XORModule (model.optimizer.lr)
         name = parts[2] if parts[1] == "net" else parts[1]
-        if any_kwargs or name.startswith("_") or name in names:
+        if any_kwargs or not name or name.startswith("_") or name in names:
             continue
         where = "hydra.sweeper.params" if key in {str(k).lstrip("+") for k in params} else "-m"
         raise UserError(
