@@ -144,6 +144,13 @@ def test_eval_predict_and_export_read_the_checkpoint(project, trained):
     with torch.no_grad():
         acc = ((net(X) > 0).float() == y).float().mean().item()
     assert scores["test/acc"] == pytest.approx(acc, abs=1e-6)
+    code = (f"from {PACKAGE}.module import XORModule; import torch; "
+            f"m = XORModule.load_from_checkpoint('{best}', weights_only=True); "
+            "print(m(torch.tensor([[0.3, -0.4]])).item())")  # fmt: skip
+    loaded = ok(subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True,
+                               text=True, env=env(project)))  # fmt: skip
+    with torch.no_grad():
+        assert float(loaded.stdout) == pytest.approx(net(torch.tensor([[0.3, -0.4]])).item())
 
     out = ok(run(project, "predict", f"ckpt_path={best}", "points=[[0.1,0.2],[-0.5,0.9]]",
                  "hydra.run.dir=runs/predict")).stdout.splitlines()  # fmt: skip
@@ -244,3 +251,39 @@ def test_under_ddp_each_rank_sees_half_of_the_points(project, data):
     n = 512 if data == "waves" else 400
     assert len(seen[0]) == len(seen[1]) == n // 2
     assert len({tuple(p) for p in seen[0] + seen[1]}) == n
+
+
+def test_trust_follows_the_config_files_wherever_they_name_a_class(tmp_path):
+    from xor_lightning.checkpoint import trusted
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("net:\n  _target_: pkg.Mine\n")
+    (tmp_path / "experiment" / "big.yaml").write_text(
+        "# @package _global_\nmodel:\n  net:\n    _target_: pkg.Big\ndata:\n  _target_: pkg.Data\n"
+    )
+    (tmp_path / "model" / "opt.yaml").write_text("optimizer:\n  _target_: torch.optim.SGD\n")
+    assert trusted("model.net", str(tmp_path)) == {"pkg.Mine", "pkg.Big"}
+    assert trusted("data", str(tmp_path)) == {"pkg.Data"}  # a class named elsewhere is not
+
+
+def test_a_network_no_config_file_names_is_refused_before_it_is_imported(make_cfg, tmp_path):
+    from xor_lightning.config import UserError
+    from xor_lightning.train import train
+
+    cfg = make_cfg("model.net._target_=os.mkdir", f"+model.net.path={tmp_path}/PWNED")
+    with pytest.raises(UserError, match=r"^model.net._target_='os.mkdir' is named by no config"):
+        train(cfg)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_the_hidden_units_picture_applies_to_a_first_layer_on_the_plane():
+    from xor_lightning.model import MLP
+    from xor_lightning.units import first_layer
+
+    mlp = MLP(hidden=3, activation="relu")
+    assert first_layer(mlp) == (mlp[0], mlp[1])
+    wrapped = torch.nn.Sequential(torch.nn.Identity(), mlp)  # an inner Sequential counts
+    assert first_layer(wrapped) == (mlp[0], mlp[1])
+    assert first_layer(TwoLayerNet()) is None  # no Sequential: its own forward
+    assert first_layer(MLP(n_in=3)) is None  # not on the plane
