@@ -50,6 +50,8 @@ def add_own(dest: Path) -> None:
         shutil.copy(EXAMPLE / name, dest / "src" / PACKAGE / name)
     shutil.copy(EXAMPLE / "conf/model/two_layer.yaml", dest / "conf/model/two_layer.yaml")
     shutil.copy(EXAMPLE / "conf/data/waves.yaml", dest / "conf/data/waves.yaml")
+    search = "conf/hparams_search/two_layer_optuna.yaml"  # step 5: a search of its keys
+    shutil.copy(EXAMPLE / search, dest / search)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +220,18 @@ def test_the_shipped_optuna_search_refuses_keys_the_network_lacks(project):
 
 
 @pytest.mark.slow
+def test_a_search_of_the_networks_own_keys(project):
+    d = project / "runs" / "search"
+    ok(run(project, "train", *OWN, *SHORT, "hparams_search=two_layer_optuna",
+           "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={d}"))  # fmt: skip
+    for job in ("0", "1"):
+        record = json.loads((d / job / "job.json").read_text())
+        assert record["status"] == "ok"
+        keys = {o.split("=")[0] for o in record["overrides"]}
+        assert {"model.width1", "model.width2", "model.optimizer.lr"} <= keys
+
+
+@pytest.mark.slow
 def test_csv_with_three_features_sets_n_in_and_predicts_three_columns(project):
     g = torch.Generator().manual_seed(5)
     X = torch.rand(300, 3, generator=g) * 2 - 1
@@ -275,6 +289,13 @@ def test_a_network_no_config_file_names_is_refused_before_it_is_imported(make_cf
     with pytest.raises(UserError, match=r"^model.net._target_='os.mkdir' is named by no config"):
         train(cfg)
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_n_in_follows_the_data():
+    from xor_lightning.config import n_features
+
+    assert n_features({"problem": "xor"}) == 2
+    assert n_features({"_target_": "my.Data", "n_features": 5}) == 5  # a datamodule's own
 
 
 def test_the_hidden_units_picture_applies_to_a_first_layer_on_the_plane():
