@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
 
+from xor_lightning.datamodule import split_points
+
 log = logging.getLogger(__name__)
 
 
@@ -140,7 +142,8 @@ class BoundaryPlot(L.Callback):
     TensorBoard's image slider then shows the boundary forming over the training points
     (a quick NumPy rendering); `boundary.png` in the run dir shows the tested model on the
     test points (a Matplotlib figure, drawn once). Both cover the square `plane_extent`
-    gives for all the run's points.
+    gives for all the run's points. Any network of 2 inputs has it; for any other the run
+    log says once that it is skipped, and why.
     """
 
     tag = "pictures/decision_boundary"
@@ -148,6 +151,8 @@ class BoundaryPlot(L.Callback):
     def __init__(self, every_n_epochs: int = 50, filename: str = "boundary.png") -> None:
         self.every_n_epochs, self.filename = every_n_epochs, filename
         self.extent: tuple[float, float, float, float] | None = None
+        self.skipped: str | None = None  # why the picture cannot be drawn, once known
+        self._points: dict[str, tuple[Tensor, Tensor]] = {}
 
     def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
         from xor_lightning.plot import boundary_image
@@ -159,48 +164,74 @@ class BoundaryPlot(L.Callback):
 
         save_boundary(net, X, y, path, f"test set{score}", self.extent)
 
-    def _extent(self, trainer: L.Trainer) -> None:
+    def why_not(self, net: torch.nn.Module, X: Tensor) -> str | None:
+        """Why this network has no such picture (None: it has)."""
+        if X.shape[1] != 2:
+            return f"the points have {X.shape[1]} inputs; the picture is of the plane (2)"
+        return None
+
+    def _ready(self, trainer: L.Trainer, pl_module: L.LightningModule, split: str) -> bool:
+        """The split's points and the extent, once; False (logged once) when skipped."""
+        if self.skipped is None and split not in self._points:
+            self._points[split] = split_points(trainer.datamodule, split, 2000)
+            reason = self.why_not(pl_module.net, self._points[split][0])
+            if reason:
+                self.skipped = reason
+                log.info("%s skipped: %s", type(self).__name__, reason)
+        if self.skipped:
+            return False
         if self.extent is None:
             from xor_lightning.plot import plane_extent
 
-            sets = trainer.datamodule.datasets.values()
-            self.extent = plane_extent(torch.cat([d.X for d in sets]))
+            dm = trainer.datamodule
+            sets = [split_points(dm, s)[0].cpu() for s in ("train", "val", "test")]
+            self.extent = plane_extent(torch.cat(sets))
+        return True
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not every_n_or_last(trainer, self.every_n_epochs):
             return
         writers = tensorboard_writers(trainer)
-        if not writers:
+        if not writers or not self._ready(trainer, pl_module, "train"):
             return
-        self._extent(trainer)
-        data = trainer.datamodule.datasets["train"]
         from xor_lightning.plot import png_summary
 
         # `add_image`, with fast PNG compression (the default's was a third of the cost)
-        summary = png_summary(self.tag, self.image(pl_module.net, data.X, data.y))
+        X, y = (t.to(pl_module.device) for t in self._points["train"])
+        summary = png_summary(self.tag, self.image(pl_module.net, X, y))
         for writer in writers:
             writer.file_writer.add_summary(summary, trainer.global_step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not self._ready(trainer, pl_module, "test"):
             return
-        self._extent(trainer)
-        data = trainer.datamodule.datasets["test"]
         acc = trainer.callback_metrics.get("test/acc")
         shown = f", accuracy {float(acc):.3f}" if acc is not None else ""
-        self.save(
-            pl_module.net, data.X, data.y, Path(trainer.default_root_dir) / self.filename, shown
-        )
+        path = Path(trainer.default_root_dir) / self.filename
+        X, y = (t.to(pl_module.device) for t in self._points["test"])
+        self.save(pl_module.net, X, y, path, shown)
 
 
 class HiddenUnitsPlot(BoundaryPlot):
     """What each unit of the first hidden layer computes (see `units.py`): to TensorBoard
-    every `every_n_epochs`, so the slider shows the units forming, and to a PNG at the end."""
+    every `every_n_epochs`, so the slider shows the units forming, and to a PNG at the end.
+    Networks without a first layer `Linear(2, k)` + activation (`units.first_layer`) have
+    none: the run log says so once."""
 
     tag = "pictures/hidden_units"
 
     def __init__(self, every_n_epochs: int = 50, filename: str = "hidden_units.png") -> None:
         super().__init__(every_n_epochs, filename)
+
+    def why_not(self, net: torch.nn.Module, X: Tensor) -> str | None:
+        from xor_lightning.units import first_layer
+
+        if first_layer(net) is None:
+            return (
+                f"{type(net).__name__} has no nn.Sequential starting with nn.Linear(2, k) and "
+                "an activation (see units.first_layer)"
+            )
+        return super().why_not(net, X)
 
     def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
         from xor_lightning.units import hidden_units_image

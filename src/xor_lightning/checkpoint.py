@@ -12,28 +12,31 @@ A checkpoint of a run holds, besides Lightning's keys (`state_dict`, `epoch`, `g
 
 Every load uses `torch.load(weights_only=True)`: a file whose unpickling would import or
 call anything beyond tensors and plain containers is refused before any of it runs. The
-network's `_target_` is checked too, since instantiating an arbitrary one would run code as
-surely as a pickle.
+network's and the data's `_target_` are checked too, since instantiating an arbitrary one
+would run code as surely as a pickle: a checkpoint may name only a class that the project's
+own config files (conf/**/*.yaml) name at that place (`model.net._target_`,
+`data._target_`). A copier's network is trusted by the YAML that introduces it; there is no
+list in the code to keep.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
-from xor_lightning.config import UserError
-from xor_lightning.model import MLP
+from xor_lightning.config import CONF_DIR, UserError
 
 RUN_CONFIG = "run_config"
-NET_TARGETS = {"xor_lightning.model.MLP"}
-DATA_TARGETS = {"xor_lightning.datamodule.XORDataModule"}
+NET, DATA = "model.net", "data"  # where a config names the network's and the data's class
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
@@ -91,19 +94,73 @@ def module_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _kwargs(cfg: Mapping[str, Any], allowed: set[str], what: str) -> dict[str, Any]:
-    target = cfg.get("_target_")
+def _package(text: str, group: str) -> str:
+    """Where a config file's keys land: its `# @package` line, else its group's dir."""
+    found = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
+    package = found[1] if found else group
+    return "" if package == "_global_" else package.replace("_group_", group)
+
+
+def _targets(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_" and isinstance(value, str):
+                yield path, value
+            else:
+                yield from _targets(value, where)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _targets(value, path)
+
+
+@functools.lru_cache(maxsize=8)
+def _named(conf_dir: str) -> dict[str, frozenset[str]]:
+    found: dict[str, set[str]] = {}
+    for path in sorted(Path(conf_dir).rglob("*.yaml")):
+        text = path.read_text()
+        group = ".".join(path.relative_to(conf_dir).parent.parts)
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # Hydra refuses it when it is used; it names nothing here
+        for where, target in _targets(content, _package(text, group)):
+            found.setdefault(where, set()).add(target)
+    return {where: frozenset(targets) for where, targets in found.items()}
+
+
+def trusted(where: str, conf_dir: str = CONF_DIR) -> frozenset[str]:
+    """The classes the project's config files name at `where` (`model.net` or `data`): the
+    only ones a checkpoint's config may name there."""
+    return _named(conf_dir).get(where, frozenset())
+
+
+def target_class(cfg: Mapping[str, Any], where: str) -> tuple[type, dict[str, Any]]:
+    """The class `cfg._target_` names and its arguments (plain values); a `UserError` for a
+    class no config file of the project names at `where`, before any of its code runs."""
+    target, allowed = cfg.get("_target_"), trusted(where)
     if target not in allowed:
         raise UserError(
-            f"refusing {what}._target_={target!r}: use one of {', '.join(sorted(allowed))} "
-            "(a checkpoint's config may name only these)"
+            f"refusing {where}._target_={target!r}: use one of {', '.join(sorted(allowed))} "
+            f"(the classes the project's config files name at {where}._target_; a checkpoint's "
+            "config may name only these)"
         )
-    return {k: v for k, v in cfg.items() if not k.startswith("_")}
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(target)
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise UserError(
+            f"{where}._target_={target}: cannot import it ({type(cause).__name__}: {cause})"
+        ) from None
+    return cls, {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
 def make_net(cfg: Mapping[str, Any]) -> nn.Module:
-    """The network a config describes (`_target_` and arguments), untrained."""
-    return MLP(**_kwargs(cfg, NET_TARGETS, "model.net"))
+    """The network a config describes (`_target_` and its keyword arguments), untrained."""
+    cls, kwargs = target_class(cfg, NET)
+    return cls(**kwargs)
 
 
 def build_net(ckpt: Mapping[str, Any]) -> nn.Module:
@@ -116,11 +173,32 @@ def build_net(ckpt: Mapping[str, Any]) -> nn.Module:
     return net.eval()
 
 
-def data_kwargs(ckpt: Mapping[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The checkpoint's data settings, with the non-null `overrides` on top."""
-    kwargs = _kwargs(run_config(ckpt)["data"], DATA_TARGETS, "data")
-    kwargs.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return kwargs
+def n_inputs(ckpt: Mapping[str, Any], net: nn.Module) -> int | None:
+    """How many inputs the network takes: its config's `n_in`, else the `in_features` of
+    its first `nn.Linear`; None when neither says."""
+    n_in = run_config(ckpt)["model"]["net"].get("n_in")
+    if isinstance(n_in, int):
+        return n_in
+    return next((m.in_features for m in net.modules() if isinstance(m, nn.Linear)), None)
+
+
+def data_kwargs(
+    ckpt: Mapping[str, Any], overrides: dict[str, Any] | None = None
+) -> tuple[type, dict[str, Any]]:
+    """The checkpoint's datamodule class and settings, with the non-null `overrides` on top
+    (each must be an argument of the class)."""
+    import inspect
+
+    cls, kwargs = target_class(run_config(ckpt)["data"], DATA)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    takes = inspect.signature(cls).parameters
+    for key in given:
+        if key not in takes:
+            raise UserError(
+                f"data.{key} does not apply to this checkpoint's data ({cls.__qualname__} "
+                f"takes {', '.join(takes) or 'nothing'})"
+            )
+    return cls, kwargs | given
 
 
 def relocate(obj: Any, old: str, new: str) -> Any:

@@ -32,6 +32,21 @@ OmegaConf.register_new_resolver(
 )
 
 
+def n_features(data: Any) -> int:
+    """`${n_features:${data}}`: how many inputs the data's points have, for a network's
+    `n_in`: a CSV file's feature columns (every column but the last, the label), the data
+    config's own `n_features` (a datamodule of your own may take one), else 2 (the toy
+    problems)."""
+    if data.get("problem") == "csv" and data.get("path"):
+        from xor_lightning.csvdata import read_points
+
+        return int(read_points(data["path"])[0].shape[1])
+    return int(data.get("n_features", 2))
+
+
+OmegaConf.register_new_resolver("n_features", n_features, replace=True)
+
+
 class UserError(Exception):
     """A problem with what the user asked for: reported in one line, without a traceback."""
 

@@ -1,8 +1,10 @@
 """Points from CSV files: predict's input (`x1,x2`) and your own data (`x1,x2,label`).
 
-Every row is checked, and a bad one is refused in one line that names the file and the
-line: `points.csv line 7: 'abc' is not a number`. `data=csv` reads the whole file before
-anything is built, so a broken file stops a run before it starts.
+Any number of feature columns works: your data's file fixes it (its header line, else its
+first row: every column but the last, which is the label), and predict's input has as many
+as the network has inputs. Every row is checked, and a bad one is refused in one line that
+names the file and the line: `points.csv line 7: 'abc' is not a number`. `data=csv` reads
+the whole file before anything is built, so a broken file stops a run before it starts.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from xor_lightning.config import UserError
 LABELLED = ("x1", "x2", "label")
 
 
+def feature_names(n: int) -> tuple[str, ...]:
+    """`x1`, ..., `xn`: the columns of `n` features."""
+    return tuple(f"x{i + 1}" for i in range(n))
+
+
 def number(text: str, where: str, columns: Sequence[str] = ("x1", "x2")) -> float:
     """A finite float, or a `UserError` that says where and why not."""
     text = text.strip()
@@ -34,9 +41,12 @@ def number(text: str, where: str, columns: Sequence[str] = ("x1", "x2")) -> floa
     return value
 
 
-def csv_rows(path: Path, columns: Sequence[str] = ("x1", "x2")) -> Iterator[tuple[float, ...]]:
+def csv_rows(
+    path: Path, columns: Sequence[str] | None = ("x1", "x2")
+) -> Iterator[tuple[float, ...]]:
     """The rows of a CSV file with these columns (header line optional), validated; a
-    `label` column must hold 0 or 1."""
+    `label` column must hold 0 or 1. `columns=None`: labelled points with any number of
+    features, the header line (any names, `label` last) or the first row sets how many."""
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     with path.open(newline="") as f:
@@ -44,10 +54,18 @@ def csv_rows(path: Path, columns: Sequence[str] = ("x1", "x2")) -> Iterator[tupl
         try:
             for lineno, row in enumerate(reader, start=1):
                 where = f"{path} line {lineno}"
-                if lineno == 1 and [c.strip().lower() for c in row] == list(columns):
-                    continue
                 if not row or (len(row) == 1 and not row[0].strip()):
                     continue  # blank line
+                names = [c.strip().lower() for c in row]
+                if columns is None:
+                    labelled = names[-1] == "label" and len(row) >= 2
+                    columns = (*names[:-1], "label") if labelled else LABELLED
+                    if not labelled and len(row) >= 2:  # no header: the first row decides
+                        columns = (*feature_names(len(row) - 1), "label")
+                    if labelled:
+                        continue
+                elif lineno == 1 and names == list(columns):
+                    continue
                 if len(row) != len(columns):
                     raise UserError(
                         f"{where}: expected {len(columns)} columns ({','.join(columns)}), "
@@ -63,7 +81,7 @@ def csv_rows(path: Path, columns: Sequence[str] = ("x1", "x2")) -> Iterator[tupl
 
 
 def read_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every point of a labelled CSV file (x1,x2,label): X (n, 2), y (n, 1), float32.
+    """Every point of a labelled CSV file (x1,...,xk,label): X (n, k), y (n, 1), float32.
 
     Cached by path, size and modification time: the jobs of a sweep, or of a launcher
     that builds many jobs' data, read the file once per process. Do not modify the tensors.
@@ -77,12 +95,12 @@ def read_points(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.lru_cache(maxsize=4)
 def _read(path: str, resolved: str, size: int, mtime_ns: int) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = list(csv_rows(Path(path), LABELLED))
+    rows = list(csv_rows(Path(path), None))
     if not rows:
         lines = len(Path(path).read_text().splitlines())
         raise UserError(f"{path} line {lines + 1}: no points (expected rows x1,x2,label)")
     points = torch.tensor(rows, dtype=torch.float32)
-    return points[:, :2].contiguous(), points[:, 2:].contiguous()
+    return points[:, :-1].contiguous(), points[:, -1:].contiguous()
 
 
 def split_index(

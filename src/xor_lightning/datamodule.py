@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from xor_lightning.config import UserError
 from xor_lightning.data import SPLITS, Batch, BatchIndexSampler, XORDataset, load_split
@@ -23,7 +23,8 @@ class XORDataModule(L.LightningDataModule):
     of up to `batches_per_chunk` mini-batches, one optimizer step each. The validation and
     test sets have fixed sizes of their own, so changing `n_samples` does not change what
     the model is scored on. Under DDP each rank gets its own block of every set (see
-    `BatchIndexSampler`): Lightning's `use_distributed_sampler` is off for that reason.
+    `RankSampler`), which Lightning leaves in place: its `use_distributed_sampler` stays on
+    (its default), so a standard datamodule gets Lightning's DistributedSampler.
     Its arguments are saved with `save_hyperparameters()`, so
     `XORDataModule.load_from_checkpoint(path)` gives the run's data.
 
@@ -97,7 +98,7 @@ class XORDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch_size = self.batch_size or -(-n // world)  # full batch: the rank's whole block
-        sampler = BatchIndexSampler(
+        sampler = RankSampler(
             n, batch_size, shuffle, self.seed, chunk, rank, world, pad=split == "train"
         )
         return DataLoader(self.datasets[split], batch_size=None, sampler=sampler)
@@ -116,6 +117,23 @@ class XORDataModule(L.LightningDataModule):
         return self._loader("test")
 
 
+class RankSampler(BatchIndexSampler, DistributedSampler):
+    """`BatchIndexSampler`, which gives each DDP rank its block itself, marked as distributed.
+
+    Lightning's `use_distributed_sampler=True` (its default) puts a `DistributedSampler` in
+    every loader of a standard datamodule, so each rank sees its share; a loader whose
+    sampler already is one is left as it is (Lightning's documented rule). Being one, this
+    sampler keeps its batches, chunks and seeded order under DDP; no DistributedSampler code
+    runs (its constructor would need the process group to exist).
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 chunk: int | None = None, rank: int = 0, world_size: int = 1,
+                 pad: bool = False) -> None:  # fmt: skip
+        BatchIndexSampler.__init__(self, n, batch_size, shuffle, seed, chunk, rank, world_size, pad)
+        self.num_replicas, self.rank, self.drop_last = world_size, rank, False
+
+
 def counts_batches(trainer: L.Trainer) -> bool:
     """Whether a Trainer option counts training batches: then each batch must be one
     optimizer step (a chunk of one), so that it counts what it does in any Lightning project.
@@ -132,3 +150,21 @@ def counts_batches(trainer: L.Trainer) -> bool:
         or trainer.val_check_interval != 1.0
         or any(every_n_steps)
     )
+
+
+def split_points(
+    dm: L.LightningDataModule, split: str, limit: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to `limit` points (X, y) of a split, for the pictures: XORDataModule's tensors, or
+    the first batches of any other datamodule's `<split>_dataloader()` ((x, y) batches)."""
+    datasets = getattr(dm, "datasets", None)
+    if isinstance(datasets, dict) and hasattr(datasets.get(split), "X"):
+        return datasets[split].X[:limit], datasets[split].y[:limit]
+    xs, ys, n = [], [], 0
+    for batch in getattr(dm, f"{split}_dataloader")():
+        xs.append(batch[0].reshape(len(batch[0]), -1))
+        ys.append(batch[1].reshape(len(batch[1]), -1))
+        n += len(batch[0])
+        if limit is not None and n >= limit:
+            break
+    return torch.cat(xs)[:limit], torch.cat(ys)[:limit]

@@ -33,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check(cfg, EVAL_RULES)
     check_accelerator(cfg.accelerator)
     ckpt = load_checkpoint(cfg.ckpt_path)
-    data = data_kwargs(ckpt, OmegaConf.to_container(cfg.data))
+    data_class, data = data_kwargs(ckpt, OmegaConf.to_container(cfg.data))
     if data.get("problem") == "csv" and (cfg.data.n_val or cfg.data.n_test):
         raise UserError(
             "data.n_val and data.n_test do not apply to a CSV run: its sets are fractions of "
@@ -42,7 +42,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     import lightning as L
 
-    from xor_lightning.datamodule import XORDataModule
     from xor_lightning.module import XORModule
 
     module = XORModule(run_config(ckpt)["model"]["net"])
@@ -56,7 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    datamodule = XORDataModule(**data)
+    datamodule = data_class(**data)
     datamodule.load_state_dict(ckpt.get(type(datamodule).__qualname__, {}))  # a CSV's points
     scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     scores |= trainer.test(module, datamodule=datamodule, verbose=False)[0]

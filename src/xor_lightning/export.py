@@ -1,8 +1,9 @@
 """Ship a checkpoint: `python -m xor_lightning.export ckpt_path=<file> format=onnx|pt2`.
 
-The exported model takes a (batch, 2) float32 tensor of any batch size and returns
-probabilities (batch, 1). The file is checked against the PyTorch model on a grid of
-points before it is put in place.
+The exported model takes a (batch, n_in) float32 tensor of any batch size (n_in is 2 for
+the chapter's problems) and returns probabilities (batch, 1). The file is checked against
+the PyTorch model, on a grid of points of the plane, or for n_in != 2 on 10,201 seeded
+random points of [-1.5, 1.5]^n_in, before it is put in place.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from xor_lightning.checkpoint import build_net, load_checkpoint
+from xor_lightning.checkpoint import build_net, load_checkpoint, n_inputs
 from xor_lightning.config import CONF_DIR, UserError, quiet_known_warnings, run_app
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,12 @@ class Probability(nn.Module):
         return torch.sigmoid(self.net(x))
 
 
-def grid(n: int = 101, lim: float = 1.5) -> torch.Tensor:
-    """An n-by-n grid over [-lim, lim]², a little beyond the data's square."""
+def grid(n: int = 101, lim: float = 1.5, n_in: int = 2) -> torch.Tensor:
+    """An n-by-n grid over [-lim, lim]², a little beyond the data's square; for n_in != 2,
+    n² seeded uniform points of [-lim, lim]^n_in."""
+    if n_in != 2:
+        g = torch.Generator().manual_seed(0)
+        return (torch.rand(n * n, n_in, generator=g) * 2 - 1) * lim
     axis = torch.linspace(-lim, lim, n)
     return torch.cartesian_prod(axis, axis)
 
@@ -74,10 +79,11 @@ def export(cfg: DictConfig) -> Path:
     """Write the file, check it, and return its path."""
     if cfg.format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
-    model = Probability(build_net(load_checkpoint(cfg.ckpt_path))).eval()
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    model = Probability(build_net(ckpt)).eval()
     out = Path(cfg.output or Path(cfg.paths.output_dir) / f"model.{cfg.format}")
     tmp = out.with_name(f".{out.stem}.tmp.{cfg.format}")
-    x = grid()
+    x = grid(n_in=n_inputs(ckpt, model.net) or 2)
     quiet_known_warnings()
     try:
         with torch.no_grad():

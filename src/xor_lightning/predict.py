@@ -1,6 +1,7 @@
 """Classify new points: `python -m xor_lightning.predict ckpt_path=<file> points=... | input=...`.
 
-Prints a CSV table `x1,x2,prob,label` on stdout (log lines go to stderr) and writes the
+Prints a CSV table `x1,x2,prob,label` (`x1,...,xk,prob,label` for a network of k inputs)
+on stdout (log lines go to stderr) and writes the
 same table to `output=<file>` when given. A CSV input streams through in batches, so a
 million rows need little memory; it is checked whole before anything is written, so a bad
 row never leaves half a table behind.
@@ -19,30 +20,33 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.checkpoint import build_net, load_checkpoint
+from xor_lightning.checkpoint import build_net, load_checkpoint, n_inputs
 from xor_lightning.config import CONF_DIR, UserError, run_app
-from xor_lightning.csvdata import csv_rows, number
+from xor_lightning.csvdata import csv_rows, feature_names, number
 
 log = logging.getLogger(__name__)
 HEADER = "x1,x2,prob,label"
 
 
-def cli_points(points: Any) -> list[tuple[float, float]]:
-    """`points=[[x1,x2],...]` from the command line, validated."""
+def cli_points(points: Any, n: int = 2) -> list[tuple[float, ...]]:
+    """`points=[[x1,x2],...]` from the command line (n numbers each), validated."""
+    names = ",".join(feature_names(n))
     if not isinstance(points, list) or not points:
         raise UserError(
-            "points must be a non-empty list of [x1,x2] pairs, e.g. 'points=[[0.6,-0.7]]'"
+            f"points must be a non-empty list of [{names}] lists, e.g. "
+            f"'points=[[{','.join(['0.5'] * n)}]]'"
         )
     rows = []
     for i, p in enumerate(points):
-        if not isinstance(p, list) or len(p) != 2:
-            raise UserError(f"points[{i}]: expected a pair [x1,x2], got {p!r}")
-        rows.append(tuple(number(str(v), f"points[{i}]") for v in p))
+        if not isinstance(p, list) or len(p) != n:
+            what = "a pair" if n == 2 else f"{n} numbers"
+            raise UserError(f"points[{i}]: expected {what} [{names}], got {p!r}")
+        rows.append(tuple(number(str(v), f"points[{i}]", feature_names(n)) for v in p))
     return rows
 
 
-def chunks(rows: Iterator[tuple[float, float]], size: int) -> Iterator[list[tuple[float, float]]]:
-    chunk: list[tuple[float, float]] = []
+def chunks(rows: Iterator[tuple[float, ...]], size: int) -> Iterator[list[tuple[float, ...]]]:
+    chunk: list[tuple[float, ...]] = []
     for row in rows:
         chunk.append(row)
         if len(chunk) == size:
@@ -60,18 +64,20 @@ def predict(cfg: DictConfig) -> int:
         raise UserError(f"batch_size must be >= 1, got {cfg.batch_size}")
     ckpt = load_checkpoint(cfg.ckpt_path)
     net = build_net(ckpt)
+    n_in = n_inputs(ckpt, net) or 2
     if cfg.points is not None:
-        points = cli_points(OmegaConf.to_container(cfg.points))
+        points = cli_points(OmegaConf.to_container(cfg.points), n_in)
 
-        def rows() -> Iterator[tuple[float, float]]:
+        def rows() -> Iterator[tuple[float, ...]]:
             return iter(points)
     else:
         path = Path(cfg.input)
-        n_checked = sum(1 for _ in csv_rows(path))  # first pass: refuse bad input up front
+        columns = feature_names(n_in)
+        n_checked = sum(1 for _ in csv_rows(path, columns))  # first pass: refuse bad input
         log.info("%s: %d points", path, n_checked)
 
-        def rows() -> Iterator[tuple[float, float]]:
-            return csv_rows(path)
+        def rows() -> Iterator[tuple[float, ...]]:
+            return csv_rows(path, columns)
 
     out_path = Path(cfg.output) if cfg.output else None
     tmp = out_path.with_name(f".{out_path.name}.tmp") if out_path else None
@@ -80,14 +86,15 @@ def predict(cfg: DictConfig) -> int:
         sinks.append(tmp.open("w"))
     n = 0
     try:
+        header = HEADER if n_in == 2 else ",".join((*feature_names(n_in), "prob", "label"))
         for sink in sinks:
-            sink.write(HEADER + "\n")
+            sink.write(header + "\n")
         with torch.inference_mode():
             for chunk in chunks(rows(), cfg.batch_size):
                 prob = torch.sigmoid(net(torch.tensor(chunk))).squeeze(1).tolist()
                 lines = "".join(
-                    f"{x1!r},{x2!r},{p:.6f},{int(p >= 0.5)}\n"
-                    for (x1, x2), p in zip(chunk, prob, strict=True)
+                    ",".join(map(repr, row)) + f",{p:.6f},{int(p >= 0.5)}\n"
+                    for row, p in zip(chunk, prob, strict=True)
                 )
                 for sink in sinks:
                     sink.write(lines)

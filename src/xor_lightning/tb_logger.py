@@ -6,8 +6,10 @@ dir). TensorBoard then draws one chart per name with `train` and `val` as two li
 `test` and `best` as points), the view that shows over- and under-fitting. Lightning's
 `epoch` counter is not written: it is the x-axis already, as a straight line.
 
-`log_session` writes the HPARAMS records: the curated hyperparameters, the run's own
-override keys first, and the metrics the summary reports, read from the `best` and `test`
+`log_session` writes the HPARAMS records: the composed config's hyperparameters (every
+value of its `data`, `model` and `scheduler` sections, the seed and the epochs, whatever
+network and data they describe), the run's own override keys first, and the metrics the
+summary reports, read from the `best` and `test`
 sub-runs, so their values are points on the same charts rather than charts of their own.
 
 Outside a Trainer (one writer per job dir, any number of jobs)::
@@ -32,21 +34,11 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-# What HPARAMS shows of every run (after the run's own override keys).
-HPARAMS = [
-    "seed",
-    "data.problem",
-    "data.path",
-    "data.n_samples",
-    "data.noise",
-    "data.batch_size",
-    "model.hidden",
-    "model.depth",
-    "model.activation",
-    "model.optimizer._target_",
-    "model.optimizer.lr",
-    "trainer.max_epochs",
-]
+# What HPARAMS shows of every run (after the run's own override keys): these keys, and every
+# value under these sections; a class (`_target_`) as its name, e.g. model.optimizer: Adam.
+HPARAMS = ["seed", "trainer.max_epochs"]
+HPARAM_SECTIONS = ["data", "model", "scheduler"]
+NOT_HPARAMS = {"data.batches_per_chunk"}  # how the work is cut, not what is learned
 # The summary's metrics: the best checkpoint's validation scores, then its test scores.
 SUMMARY_METRICS = {"best/acc": "best val/acc", "best/loss": "its val/loss",
                    "test/acc": "test/acc", "test/loss": "test/loss"}  # fmt: skip
@@ -177,12 +169,42 @@ def session_hparams(
         if not key.startswith(("~", "hydra", "paths", "resume", "ckpt_path")):
             value = _select(cfg, key)  # a group (data=csv): its name
             group = value is None or OmegaConf.is_config(value) or isinstance(value, Mapping)
+            if key.endswith("._target_"):
+                value = str(value).rsplit(".", 1)[-1]
             own[_name(key)] = text if group else value
-    curated = {_name(k): _select(cfg, k) for k in HPARAMS}
-    curated["data.batch_size"] = curated["data.batch_size"] or "full"
-    params = own | {k: v for k, v in curated.items() if k not in own and v is not None}
-    params["model.optimizer"] = str(params["model.optimizer"]).rsplit(".", 1)[-1]
-    return params, list(own)
+    overridden = set(own)
+    composed = {k: _select(cfg, k) for k in HPARAMS[:1]}
+    for section in HPARAM_SECTIONS:
+        node = _select(cfg, section)
+        if OmegaConf.is_config(node):
+            node = OmegaConf.to_container(node, resolve=True)
+        composed |= _leaves(node, section) if isinstance(node, Mapping) else {}
+    composed |= {k: _select(cfg, k) for k in HPARAMS[1:]}
+    if "data.batch_size" in composed:
+        composed["data.batch_size"] = composed["data.batch_size"] or "full"
+    for key, value in composed.items():
+        if key in own or value is None or key in NOT_HPARAMS:
+            continue
+        own.setdefault(key, value if isinstance(value, (bool, int, float, str)) else str(value))
+    return own, [k for k in own if k in overridden]
+
+
+def _leaves(node: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """`prefix.key: value` for every value under `node`; a `_target_` as its class's name
+    under the key of its node; `model.net.x` is left out where `model.x` holds the same."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "_target_":
+            out[prefix] = str(value).rsplit(".", 1)[-1]
+        elif isinstance(value, Mapping):
+            out |= _leaves(value, f"{prefix}.{key}")
+        elif not str(key).startswith("_"):
+            out[f"{prefix}.{key}"] = value
+    return {
+        k: v
+        for k, v in out.items()
+        if not (k.startswith("model.net.") and out.get("model." + k[10:], object()) == v)
+    }
 
 
 def _select(cfg: Mapping[str, Any], key: str) -> Any:

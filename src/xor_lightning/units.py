@@ -6,6 +6,10 @@ shows one unit's activation over the plane, that line, and the data points, so a
 sees how the units cut the plane into the pieces the output layer combines (for XOR, two
 lines that separate the quadrants). The same two renderers as `plot.py`: NumPy pixels
 for TensorBoard every N epochs, a Matplotlib figure for `hidden_units.png`.
+
+Any network whose first hidden layer is an `nn.Sequential` (the network itself or one of
+its submodules) that starts with `nn.Linear(2, k)` and a parameter-free activation has
+this picture (`first_layer`); for any other there is none to draw.
 """
 
 from __future__ import annotations
@@ -34,11 +38,35 @@ if TYPE_CHECKING:
 PURPLE, ORANGE = np.array([94, 60, 153]), np.array([230, 97, 1])  # a unit's - and + side
 
 
+def first_layer(net: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
+    """The network's first hidden layer on the plane and its activation: the first
+    `nn.Sequential` in it (itself included) that starts with `nn.Linear(2, k)` followed by
+    a module without parameters. None when it has no such layer."""
+    for module in net.modules():
+        if isinstance(module, nn.Sequential) and len(module) >= 2:
+            linear, activation = module[0], module[1]
+            if (
+                isinstance(linear, nn.Linear)
+                and linear.in_features == 2
+                and linear.bias is not None
+                and not any(True for _ in activation.parameters())
+            ):
+                return linear, activation
+    return None
+
+
+def _layer(net: nn.Module) -> tuple[nn.Linear, nn.Module]:
+    layer = first_layer(net)
+    if layer is None:
+        raise ValueError(f"{type(net).__name__} has no first layer Linear(2, k) + activation")
+    return layer
+
+
 @torch.no_grad()
 def unit_grids(net: nn.Module, steps: int, extent: Extent) -> tuple[np.ndarray, np.ndarray]:
     """The first hidden layer over a steps-by-steps grid: each unit's pre-activation
     w·x + b and its activation, both (units, steps, steps), rows from bottom to top."""
-    linear, activation = net[0], net[1]
+    linear, activation = _layer(net)
     pre = linear(grid_points(extent, steps, linear.weight.device))
     shape = (-1, steps, steps)
     return pre.T.reshape(shape).cpu().numpy(), activation(pre).T.reshape(shape).cpu().numpy()
@@ -69,7 +97,7 @@ def hidden_units_image(
     from purple (below its value on the line) to orange (above), the line w·x + b = 0 in
     grey, the first `max_points` points as dots by label. An RGB uint8 array."""
     pre, act = unit_grids(net, size, extent)
-    centre, half = _scale(net[1], act)
+    centre, half = _scale(_layer(net)[1], act)
     units, cols, gap = len(pre), _columns(len(pre)), 4
     rows = -(-units // cols)
     canvas = np.full((rows * (size + gap) - gap, cols * (size + gap) - gap, 3), 255.0)
@@ -99,14 +127,15 @@ def hidden_units_figure(
     from matplotlib.figure import Figure
 
     pre, act = unit_grids(net, 121, extent)
-    centre, half = _scale(net[1], act)
+    linear, activation = _layer(net)
+    centre, half = _scale(activation, act)
     cols = _columns(len(pre))
     rows = -(-len(pre) // cols)
     fig = Figure(figsize=(2.2 * cols, 2.3 * rows + 0.5), dpi=100)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(0.01, 0.01, 0.99, 1 - 0.8 / fig.get_figheight(), 0.05, 0.15)
-    name = type(net[1]).__name__.lower()
-    (w1, w2), b = net[0].weight.T.tolist(), net[0].bias.tolist()
+    name = type(activation).__name__.lower()
+    (w1, w2), b = linear.weight.T.tolist(), linear.bias.tolist()
     X, y = X[:max_points].cpu().numpy(), y[:max_points].flatten().cpu().numpy()
     colours = np.where(y == 1, "#b2182b", "#2166ac")
     for k in range(len(pre)):

@@ -1,7 +1,9 @@
 """Refuse a bad configuration before anything is built: one line naming key, value, rule.
 
 Hydra already refuses an override of a key that does not exist; this catches wrong types,
-values out of range, and keys added with `+` that nothing reads.
+values out of range, and keys that nothing reads. Which `model.*` and `data.*` keys are
+read follows from the classes the config names (their signatures): the chapter's MLP and
+XORDataModule, or a copier's own network and datamodule, with no list here to edit.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from xor_lightning.checkpoint import NET_TARGETS
+from xor_lightning.classes import check_data, check_net
 from xor_lightning.config import UserError
 from xor_lightning.data import PROBLEMS
 from xor_lightning.model import ACTIVATIONS
@@ -62,20 +64,6 @@ STRATEGIES = ("auto", "ddp")
 
 TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": SEED,
-    "data.n_samples": at_least(1),
-    "data.n_val": at_least(1),
-    "data.n_test": at_least(1),
-    "data.noise": NOISE,
-    "data.batch_size": optional(at_least(1), "the full batch"),
-    "data.seed": SEED,
-    "data.batches_per_chunk": at_least(1),
-    "model.hidden": at_least(1),
-    "model.depth": at_least(1),
-    "data.problem": one_of([*PROBLEMS, "csv"]),
-    "data.val_fraction": FRACTION,
-    "data.test_fraction": FRACTION,
-    "model.activation": one_of(ACTIVATIONS),
-    "model.net._target_": one_of(NET_TARGETS),
     "model.optimizer.lr": POSITIVE,
     "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
     "trainer.max_epochs": (
@@ -98,6 +86,26 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scheduler.factor": (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1"),
     "scheduler.patience": at_least(0),
 }
+# The chapter's classes' own keys: checked when the config names them (a copier's network
+# may give `activation` or `hidden` a meaning of its own).
+MLP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model.hidden": at_least(1),
+    "model.depth": at_least(1),
+    "model.activation": one_of(ACTIVATIONS),
+    "model.net.n_in": at_least(1),
+}
+XOR_DATA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.n_samples": at_least(1),
+    "data.n_val": at_least(1),
+    "data.n_test": at_least(1),
+    "data.noise": NOISE,
+    "data.batch_size": optional(at_least(1), "the full batch"),
+    "data.seed": SEED,
+    "data.batches_per_chunk": at_least(1),
+    "data.problem": one_of([*PROBLEMS, "csv"]),
+    "data.val_fraction": FRACTION,
+    "data.test_fraction": FRACTION,
+}
 # Lightning's own options that manual optimization cannot honour (it raises deep in `fit`):
 # the value each must keep, and what to use instead.
 NOT_UNDER_MANUAL_OPTIMIZATION = {
@@ -107,10 +115,9 @@ NOT_UNDER_MANUAL_OPTIMIZATION = {
 TRAIN_KEYS = {
     "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "scheduler",
          "trainer", "logger", "callbacks", "paths", "hparams_search"},
-    "data": {"_target_", "n_samples", "n_val", "n_test", "noise", "batch_size", "seed",
-             "batches_per_chunk", "problem", "path", "val_fraction", "test_fraction"},
-    "model": {"hidden", "activation", "depth", "net", "optimizer", "gradient_clip_val"},
 }  # fmt: skip
+MLP_TARGET = "xor_lightning.model.MLP"
+XOR_DATA_TARGET = "xor_lightning.datamodule.XORDataModule"
 
 EVAL_RULES = {
     "data.n_val": optional(at_least(1), "as in the checkpoint"),
@@ -213,8 +220,14 @@ def check_csv(data: DictConfig) -> None:
 
 def validate_train(cfg: DictConfig) -> None:
     check_keys(cfg, TRAIN_KEYS)
+    check_data(cfg)
+    if cfg.data._target_ == XOR_DATA_TARGET:
+        check(cfg, XOR_DATA_RULES)
+        check_csv(cfg.data)
+    check_net(cfg)
     check(cfg, TRAIN_RULES)
-    check_csv(cfg.data)
+    if cfg.model.net._target_ == MLP_TARGET:
+        check(cfg, MLP_RULES)
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)
     check_scheduler(cfg)
