@@ -120,10 +120,17 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
 
     cfg, shapes = job.resolved, result.net.shapes[k]
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}
-    extent = plane_extent(torch.cat([X for X, _ in data.values()]))
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if c and name in ("boundary_plot", "hidden_units_plot", "histograms")}  # fmt: skip
     net = make_net(cfg["model"]["net"])
+    for name in ("boundary_plot", "hidden_units_plot"):  # pictures of the plane only (2 inputs)
+        if name in callbacks and callbacks[name].why_not(net, data["train"][0]) is not None:
+            del callbacks[name]
+    extent = (
+        plane_extent(torch.cat([X for X, _ in data.values()]))
+        if data["train"][0].shape[1] == 2
+        else None
+    )
 
     def load(weights: list[Any]) -> Any:
         net.load_state_dict(
