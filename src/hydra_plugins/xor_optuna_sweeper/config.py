@@ -120,7 +120,7 @@ class XorOptunaSweeperConf:
     # the hydra/sweeper/pruner group: none, median, hyperband; or any _target_ config
     pruner: Any = MISSING
     # Many processes on one study (docs/optuna-processes.md). The index seeds this process's
-    # sampler (seed + 1,000,003 x index + the trials done when it starts); null: the lowest
+    # sampler (seed + 1,000,003 x index + the trials that index asked for before); null: the lowest
     # index that no live process of the study holds (0 for a search run alone).
     process_index: int | None = None
     # A process's trials are taken over by another once it has ended, its pid is dead (same

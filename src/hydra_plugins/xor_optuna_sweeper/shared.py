@@ -97,16 +97,22 @@ class Process:
             return _pid_alive(int(entry["pid"]), entry.get("started"))
         return now - float(entry["beat"]) <= self.grace
 
-    def register(self, index: int | None) -> int:
+    def register(self, index: int | None) -> tuple[int, int]:
         """Join the study (under the study lock) with `index`, or the lowest index no live
-        process holds; start the heartbeat. The index, which seeds this process's sampler."""
-        now = time.time()
-        taken = {int(e["index"]) for e in self.others().values() if self.alive(e, now)}
+        process holds; start the heartbeat. The index and the trials that earlier processes
+        with that index asked for (ownerless ones count for index 0), which seed this
+        process's sampler: processes differ, and a resumed process does not replay."""
+        now, entries = time.time(), self.others()
+        taken = {int(e["index"]) for e in entries.values() if self.alive(e, now)}
         self.index = index if index is not None else min(set(range(len(taken) + 1)) - taken)
+        mine = {token for token, e in entries.items() if int(e["index"]) == self.index}
+        if self.index == 0:
+            mine.add(None)
+        done = sum(t.system_attrs.get(OWNER) in mine for t in self.study.get_trials(deepcopy=False))
         self._write(index=self.index, beat=now)
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name="xor-heartbeat")
         self._beat.start()
-        return self.index
+        return self.index, done
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.interval):

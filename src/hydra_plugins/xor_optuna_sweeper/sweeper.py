@@ -28,12 +28,19 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 from hydra_plugins.xor_optuna_sweeper import record
 from hydra_plugins.xor_optuna_sweeper import space as sp
 from hydra_plugins.xor_optuna_sweeper.shared import Process, study_lock
-from hydra_plugins.xor_optuna_sweeper.trial import lock_file, prunes, storage, url_of
+from hydra_plugins.xor_optuna_sweeper.trial import (
+    JOURNAL,
+    check_url,
+    lock_file,
+    prunes,
+    storage,
+    url_of,
+)
 
 log = logging.getLogger(__name__)
 URL = "https://hydra.cc/docs/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
 GRID = "optuna.samplers.GridSampler"
-PROCESS_STRIDE = 1_000_003  # seed + this x the process index + the trials done at its start
+PROCESS_STRIDE = 1_000_003  # seed + this x the process index + the trials its index asked for
 
 
 class SweeperError(CompactHydraException):
@@ -165,21 +172,13 @@ class XorOptunaSweeper(Sweeper):
                 sp.grid(space)
         except (ValueError, ImportError) as e:
             raise SweeperError(str(e)) from e
+        if isinstance(self.storage, str) and not self.storage.startswith(JOURNAL):
+            self._storage_error(check_url, self.storage)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = lock_file(url_of(self.storage, self.config.hydra))
-        try:
-            store = storage(self.storage, self.config.hydra)
-        except Exception as e:
-            raise SweeperError(
-                f"hydra.sweeper.storage={self.storage}: {type(e).__name__}: {e} (use an "
-                "SQLAlchemy URL such as sqlite:///study.db, journal:<file>, or a _target_ config)"
-            ) from e
+        store = self._storage_error(storage, self.storage, self.config.hydra)
         with study_lock(lock):  # processes starting together create one study, distinct indices
-            try:
-                done = store.get_n_trials(store.get_study_id_from_name(self.study_name or ""))
-            except KeyError:  # a new study
-                done = 0
             study = optuna.create_study(
                 study_name=self.study_name,
                 storage=store,
@@ -188,13 +187,23 @@ class XorOptunaSweeper(Sweeper):
                 load_if_exists=True,
             )
             me = Process(study, store, self.heartbeat_interval, self.grace_period)
-            index = me.register(self.process_index)
+            index, done = me.register(self.process_index)
         try:
             study.sampler = self._sampler(space, done, index) or study.sampler
             self._search(study, me, lock, space, fixed, custom, len(directions))
         finally:
             me.end()
         record.write_results(study, sweep_dir, len(directions))
+
+    def _storage_error(self, make: Any, *args: Any) -> Any:
+        """make(*args), a storage or its check; what goes wrong, in one line."""
+        try:
+            return make(*args)
+        except Exception as e:
+            raise SweeperError(
+                f"hydra.sweeper.storage={self.storage}: {type(e).__name__}: {e} (use an "
+                "SQLAlchemy URL such as sqlite:///study.db, journal:<file>, or a _target_ config)"
+            ) from e
 
     def _search(self, study: Any, me: Process, lock: Any, space: Any, *job: Any) -> None:
         """Batches of trials until the study holds n_trials (counting every process's)."""

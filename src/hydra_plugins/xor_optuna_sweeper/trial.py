@@ -51,6 +51,13 @@ def url_of(cfg: Any, hydra_cfg: Any) -> str:
     return str(cfg)
 
 
+def check_url(url: str) -> None:
+    """Raise unless SQLAlchemy can parse the URL and load its database's driver."""
+    from sqlalchemy.engine import make_url
+
+    make_url(url).get_dialect()
+
+
 def lock_file(url: Any) -> Path | None:
     """The file a storage URL keeps the study in (SQLite or journal), which the study lock
     goes with; None for a server database (its own transactions serialise the writers)."""
