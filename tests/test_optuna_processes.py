@@ -8,6 +8,7 @@ own sweep dir, all on one storage. The resume tests interrupt real training sear
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.xor_optuna_sweeper.shared import OWNER, PROCESS, SWEEP_DIR, Process
 from hydra_plugins.xor_optuna_sweeper.sweeper import PROCESS_STRIDE
+from tests.conftest import load
 
 APP = """
 import time
@@ -207,3 +209,57 @@ def test_bad_settings_are_refused_in_one_line(tmp_path, override, message):
     first = err.splitlines()[0]  # then Hydra's line on HYDRA_FULL_ERROR=1
     assert p.returncode == 1 and message in first and "Traceback" not in err, err
     assert not (tmp_path / "s").exists()  # nothing written
+
+
+def train_search(d: Path, log: Path, *args: str) -> subprocess.Popen:
+    """`xor-train hparams_search=xor_optuna` as a user starts it, its output in `log`."""
+    cmd = [sys.executable, "-m", "xor_lightning.train", "hparams_search=xor_optuna",
+           f"hydra.sweep.dir={d}", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
+           "logger=none", *args]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, cwd=d.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def steps(d: Path) -> dict[str, int]:
+    return {p.parts[-3]: load(p)["global_step"] for p in d.glob("*/checkpoints/last.ckpt")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "vectorized"])
+def test_a_search_stopped_by_ctrl_c_resumes_its_trials_in_their_own_dirs(tmp_path, launcher):
+    d, epochs = tmp_path / "opt", 300 if launcher == "basic" else 400
+    args = [f"trainer.max_epochs={epochs}"]
+    if launcher == "vectorized":  # its jobs' last.ckpt written every 10 epochs, as a run's
+        args += ["hydra/launcher=vectorized", "hydra.launcher.last_every_n_epochs=10"]
+    first = train_search(d, tmp_path / "first.log", *args)
+    try:  # Ctrl-C once the batch trains: job 0 under the basic launcher, the fit's 3 jobs
+        # under the vectorised one
+        end = time.monotonic() + 120
+        while time.monotonic() < end and first.poll() is None:
+            if (d / "0" / "checkpoints" / "last.ckpt").is_file():
+                break
+            time.sleep(0.1)
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+    finally:
+        first.kill()
+    study = optuna.load_study(study_name="xor", storage=f"sqlite:///{d}/optuna.db")
+    before = study.trials
+    assert [t.state for t in before] == [TrialState.RUNNING] * 3
+    stopped = steps(d)
+    assert stopped and all(0 < s < epochs for s in stopped.values())  # one batch an epoch
+    again = train_search(d, tmp_path / "again.log", *args)
+    assert again.wait(timeout=400) == 0, (tmp_path / "again.log").read_text()[-3000:]
+    after = optuna.load_study(study_name="xor", storage=f"sqlite:///{d}/optuna.db").trials
+    assert [t.state for t in after] == [TrialState.COMPLETE] * 3  # n_trials: 3 in all
+    assert [t.params for t in after] == [t.params for t in before]
+    assert sorted(p.name for p in d.iterdir() if p.is_dir()) == ["0", "1", "2"]  # no new dir
+    assert steps(d) == dict.fromkeys(["0", "1", "2"], epochs)
+    for job, step in stopped.items():  # continued from its last.ckpt, not trained afresh
+        if launcher == "basic":
+            overrides = json.loads((d / job / "job.json").read_text())["overrides"]
+            assert f"ckpt_path={d / job / 'checkpoints' / 'last.ckpt'}" in overrides
+        else:  # the resumed fit's log starts after the step it stopped at
+            rerun = (d / job / "train.log").read_text().split("trained in one fit")[2]
+            assert "epoch    0 " not in rerun and step < epochs
