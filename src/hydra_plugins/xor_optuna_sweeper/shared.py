@@ -17,6 +17,7 @@ kernel when its holder dies, even by `kill -9`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import logging
 import os
@@ -27,6 +28,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 OWNER = "xor:owner"  # trial system attr: the token of the process that runs it
@@ -127,16 +130,15 @@ class Process:
         with contextlib.suppress(Exception):
             self._write(ended=True)
 
-    def own(self, trial: Any, sweep_dir: Path) -> Path:
-        """Mark a trial just asked for as this process's. The sweep dir its job runs in:
-        this process's, or the one it started in (a trial taken over keeps its job dir)."""
+    def own(self, trial: Any, sweep_dir: Path) -> Path | None:
+        """Mark a trial just asked for as this process's. None for a new trial (it runs in
+        this process's sweep dir); for one taken over, the sweep dir its job ran in."""
         trial_id = self._id(trial.number)
         before = self.storage.get_trial(trial_id).system_attrs.get(SWEEP_DIR)
         self.storage.set_trial_system_attr(trial_id, OWNER, self.token)
         if before is None:
-            before = str(sweep_dir.resolve())
-            self.storage.set_trial_system_attr(trial_id, SWEEP_DIR, before)
-        return Path(before)
+            self.storage.set_trial_system_attr(trial_id, SWEEP_DIR, str(sweep_dir.resolve()))
+        return Path(before) if before else None
 
     def _id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -165,3 +167,32 @@ class Process:
         if back:
             log.info(f"{back} trial(s) left running by a process that is gone: resuming them")
         return back
+
+
+def resume_overrides(config: Any, number: int, trial_dir: Path, job: list[str]) -> list[str]:
+    """The overrides that continue a trial taken over (its `job` overrides so far) in its own
+    job dir: its sweep dir (another process's), and with the basic, joblib or submitit
+    launcher its last.ckpt, when that dir holds this same job (its `.hydra/overrides.yaml`).
+    The vectorised launcher resumes an interrupted job by itself."""
+    mine = Path(config.hydra.sweep.dir).resolve()
+    extra = [f"hydra.sweep.dir={trial_dir}"] if trial_dir != mine else []
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if "ckpt_path" not in config or "xor_vectorized_launcher" in launcher:
+        return extra
+    cfg = copy.deepcopy(config)
+    OmegaConf.set_readonly(cfg.hydra, False)
+    with open_dict(cfg.hydra):
+        cfg.hydra.job.num = number
+        try:
+            job_dir = trial_dir / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+        except Exception:  # a subdir made of what only the job knows: train it afresh
+            return extra
+    last, ran = job_dir / "checkpoints" / "last.ckpt", job_dir / ".hydra" / "overrides.yaml"
+    if not (last.is_file() and ran.is_file()):
+        return extra
+    before = [o for o in OmegaConf.load(ran) if not str(o).startswith("ckpt_path=")]
+    if before != [o for o in job if not o.startswith("hydra.")]:
+        log.warning(f"{job_dir} holds another job than trial {number}: it trains afresh")
+        return extra
+    log.info(f"trial {number} continues from {last}")
+    return [*extra, f"ckpt_path={last}"]

@@ -11,7 +11,6 @@ reports through `trial.TrialReporter` and raises `optuna.TrialPruned`).
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -23,11 +22,11 @@ from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException, HydraDeprecationError
 from hydra.plugins.sweeper import Sweeper
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from hydra_plugins.xor_optuna_sweeper import record
 from hydra_plugins.xor_optuna_sweeper import space as sp
-from hydra_plugins.xor_optuna_sweeper.shared import Process, study_lock
+from hydra_plugins.xor_optuna_sweeper.shared import Process, resume_overrides, study_lock
 from hydra_plugins.xor_optuna_sweeper.trial import (
     JOURNAL,
     check_url,
@@ -231,39 +230,16 @@ class XorOptunaSweeper(Sweeper):
             if not trials:
                 return
             try:  # a bad override stops the search; its trials are not left running
-                jobs = [
-                    self._overrides(t, fixed, custom) + extra + self._resume(t.number, d)
-                    for t, d in zip(trials, dirs, strict=True)
-                ]
+                jobs = [self._overrides(t, fixed, custom) + extra for t in trials]
+                for i, (t, ran_in) in enumerate(zip(trials, dirs, strict=True)):
+                    if ran_in is not None:  # taken over: continued where it stopped
+                        jobs[i] += resume_overrides(self.config, t.number, ran_in, jobs[i])
                 returns = self._launch(trials, jobs)
             except Exception:
                 for t in trials:
                     record.fail(study, t)
                 raise
             self._tell_batch(study, trials, returns, n_values)
-
-    def _resume(self, number: int, trial_dir: Path) -> list[str]:
-        """The overrides that continue a trial in its own job dir: its sweep dir (another
-        process's), and with the basic, joblib or submitit launcher its last.ckpt (the
-        vectorised launcher resumes an interrupted job by itself)."""
-        mine = Path(self.config.hydra.sweep.dir).resolve()
-        extra = [f"hydra.sweep.dir={trial_dir}"] if trial_dir != mine else []
-        launcher = str(self.config.hydra.launcher.get("_target_", ""))
-        if "ckpt_path" not in self.config or "xor_vectorized_launcher" in launcher:
-            return extra
-        cfg = copy.deepcopy(self.config)
-        OmegaConf.set_readonly(cfg.hydra, False)
-        with open_dict(cfg.hydra):
-            cfg.hydra.job.num = number
-            try:
-                subdir = str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-            except Exception:  # a subdir built from what only the job knows
-                return extra
-        last = trial_dir / subdir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info(f"trial {number} continues from {last}")
-            extra.append(f"ckpt_path={last}")
-        return extra
 
     def _overrides(self, trial: Any, fixed: list[Any], custom: Any) -> list[str]:
         """The job's overrides; fixed ones are recorded as the trial's user attributes."""
