@@ -21,7 +21,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hydra_plugins.xor_optuna_sweeper.shared import OWNER, PROCESS, SWEEP_DIR, Process
+from hydra_plugins.xor_optuna_sweeper.shared import (
+    OWNER,
+    PROCESS,
+    SWEEP_DIR,
+    Process,
+    resume_overrides,
+)
 from hydra_plugins.xor_optuna_sweeper.sweeper import PROCESS_STRIDE
 from tests.conftest import load
 
@@ -130,6 +136,45 @@ def test_four_processes_share_one_study(tmp_path, kind):
     assert {Path(t.system_attrs[SWEEP_DIR]).name for t in firsts.values()} <= {
         f"s{i}" for i in range(4)
     }
+    # n_trials counts the study: a process started once it is full runs nothing
+    late = start(app, tmp_path / "late", f"hydra.sweeper.storage={url}")
+    _, err = late.communicate(timeout=120)
+    assert late.returncode == 0 and len(study.trials) == 12, err[-3000:]
+    assert not [p for p in (tmp_path / "late").iterdir() if p.is_dir()]
+
+
+def test_a_running_trial_no_sweeper_asked_for_is_failed_and_asked_again(tmp_path):
+    app, url = write_app(tmp_path), f"sqlite:///{tmp_path}/x.db"
+    other = optuna.create_study(study_name="shared", storage=url).ask()  # another program's
+    params = {"x": other.suggest_float("x", -5, 5), "y": other.suggest_float("y", 0, 1)}
+    p = start(app, tmp_path / "s", f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=3")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert [t.state for t in trials[:1]] == [TrialState.FAIL] and len(trials) == 3
+    assert trials[1].params == params and trials[1].state == expected_state(trials[1])
+
+
+def test_a_trial_continues_from_last_ckpt_only_where_its_dir_holds_the_same_job(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from xor_lightning.config import CONF_DIR
+
+    def overrides(*extra: str) -> list[str]:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", [f"hydra.sweep.dir={tmp_path}", *extra], True)
+        return resume_overrides(cfg, 5, tmp_path, ["model.hidden=4", "hydra.sweeper.x=1"])
+
+    job = tmp_path / "5"
+    assert overrides() == []  # never started
+    (job / "checkpoints").mkdir(parents=True)
+    (job / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (job / ".hydra").mkdir()
+    (job / ".hydra" / "overrides.yaml").write_text("- model.hidden=4\n")
+    assert overrides() == [f"ckpt_path={job / 'checkpoints' / 'last.ckpt'}"]
+    assert overrides("hydra/launcher=vectorized") == []  # it resumes by itself
+    (job / ".hydra" / "overrides.yaml").write_text("- model.hidden=8\n")  # another job's
+    assert overrides() == []
 
 
 def wait_for_running(url: str, name: str = "shared", timeout: float = 60) -> None:
