@@ -6,7 +6,10 @@ under SQLAlchemy 2, and a trial that raises aborts the whole search. This one ac
 the release accepts and adds: the study lives in SQLite at the sweep root, so rerunning with
 the same `hydra.sweep.dir` resumes an interrupted search; a trial that fails or returns NaN is
 recorded as failed and the search goes on; a pruner stops hopeless trials early (the job
-reports through `trial.TrialReporter` and raises `optuna.TrialPruned`).
+reports through `trial.TrialReporter` and raises `optuna.TrialPruned`). Many processes may
+share one study (`shared.py`, docs/optuna-processes.md): `n_trials` counts the study, each
+process seeds its sampler by its index, and the trials of a process that is gone (Ctrl-C,
+kill) are run again as the same jobs, from their last.ckpt.
 """
 
 from __future__ import annotations
