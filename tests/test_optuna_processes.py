@@ -308,3 +308,27 @@ def test_a_search_stopped_by_ctrl_c_resumes_its_trials_in_their_own_dirs(tmp_pat
         else:  # the resumed fit's log starts after the step it stopped at
             rerun = (d / job / "train.log").read_text().split("trained in one fit")[2]
             assert "epoch    0 " not in rerun and step < epochs
+
+
+@pytest.mark.parametrize("space", [[], ["x=choice(1, 2)"]])
+def test_an_ended_process_s_trial_is_resumed_and_a_changed_space_refused(tmp_path, space):
+    app, url = write_app(tmp_path), f"sqlite:///{tmp_path}/x.db"
+    store = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name="shared", storage=store)
+    stopped = study.ask({"x": optuna.distributions.FloatDistribution(-3, 3)})
+    gone = {"host": socket.gethostname(), "pid": os.getpid(), "index": 0, "beat": 0}
+    store.set_study_system_attr(study._study_id, PROCESS + "t0", {**gone, "ended": True})
+    store.set_trial_system_attr(stopped._trial_id, OWNER, "t0")  # as a Ctrl-C'd sweep leaves it
+    store.set_trial_system_attr(stopped._trial_id, SWEEP_DIR, str(tmp_path / "s"))
+    p = start(app, tmp_path / "s", f"hydra.sweeper.storage={url}", "hydra.sweeper.n_trials=2",
+              *space)  # fmt: skip
+    _, err = p.communicate(timeout=120)
+    if space:  # Optuna keeps one kind of distribution per parameter in a study
+        first = err.splitlines()[0]
+        assert p.returncode == 1 and "Traceback" not in err and "(x, y) does not fit" in first
+        assert "use another hydra.sweeper.study_name" in first, err
+        return
+    assert p.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert len(trials) == 2 and trials[0].params["x"] == stopped.params["x"]
+    assert trials[0].state == TrialState.COMPLETE and (tmp_path / "s" / "0").is_dir()

@@ -197,6 +197,16 @@ class XorOptunaSweeper(Sweeper):
             me.end()
         record.write_results(study, sweep_dir, len(directions))
 
+    def _ask(self, study: Any, space: dict[str, Any]) -> Any:
+        try:
+            return study.ask(space)
+        except ValueError as e:  # Optuna: one distribution kind per parameter in a study
+            raise SweeperError(
+                f"the search space ({', '.join(space)}) does not fit the trials study "
+                f"'{study.study_name}' already holds ({e}): use another "
+                "hydra.sweeper.study_name or hydra.sweep.dir"
+            ) from e
+
     def _storage_error(self, make: Any, *args: Any) -> Any:
         """make(*args), a storage or its check; what goes wrong, in one line."""
         try:
@@ -228,7 +238,9 @@ class XorOptunaSweeper(Sweeper):
                 me.take_over()
                 room = self.n_trials - len(study.trials)
                 ready = len(study.get_trials(deepcopy=False, states=waiting))
-                trials = [study.ask(space) for _ in range(min(self.n_jobs, ready + max(room, 0)))]
+                trials = [
+                    self._ask(study, space) for _ in range(min(self.n_jobs, ready + max(room, 0)))
+                ]
                 dirs = [me.own(t, sweep_dir) for t in trials]
             if not trials:
                 return
