@@ -101,9 +101,13 @@ class XorOptunaSweeperConf:
         MISSING  # the hydra/sweeper/sampler group: tpe, random, cmaes, nsgaii, motpe, grid
     )
     direction: Any = "minimize"  # or maximize, or a list of them (multi-objective)
-    storage: Any = None  # a URL or a _target_ config; null: sqlite:///<sweep dir>/optuna.db
+    # an SQLAlchemy URL (sqlite:///study.db), journal:<file> (Optuna's JournalStorage on a
+    # file, for shared file systems), or a _target_ config; null: sqlite:///<sweep dir>/optuna.db
+    storage: Any = None
     study_name: str | None = "xor"  # fixed, so rerunning the command resumes the search
-    n_trials: int = 20  # trials in the study in all, those of an earlier, resumed run included
+    # trials in the study in all: those of an earlier, resumed run and of every other process
+    # on the same storage included (each process stops when the study holds n_trials)
+    n_trials: int = 20
     n_jobs: int = 2  # trials asked for at once and handed to the launcher together
     # A batch whose share of failed trials is above this stops the search (1.0: never)
     max_failure_rate: float = 1.0
@@ -115,6 +119,15 @@ class XorOptunaSweeperConf:
     custom_search_space: str | None = None
     # the hydra/sweeper/pruner group: none, median, hyperband; or any _target_ config
     pruner: Any = MISSING
+    # Many processes on one study (docs/optuna-processes.md). The index seeds this process's
+    # sampler (seed + 1,000,003 x index + the trials that index asked for before); null: the lowest
+    # index that no live process of the study holds (0 for a search run alone).
+    process_index: int | None = None
+    # A process's trials are taken over by another once it has ended, its pid is dead (same
+    # host), or (another host) its heartbeat, written every heartbeat_interval seconds, is
+    # older than grace_period seconds.
+    heartbeat_interval: float = 60.0
+    grace_period: float = 180.0
 
 
 PRUNERS = {

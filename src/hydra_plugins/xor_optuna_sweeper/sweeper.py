@@ -6,7 +6,10 @@ under SQLAlchemy 2, and a trial that raises aborts the whole search. This one ac
 the release accepts and adds: the study lives in SQLite at the sweep root, so rerunning with
 the same `hydra.sweep.dir` resumes an interrupted search; a trial that fails or returns NaN is
 recorded as failed and the search goes on; a pruner stops hopeless trials early (the job
-reports through `trial.TrialReporter` and raises `optuna.TrialPruned`).
+reports through `trial.TrialReporter` and raises `optuna.TrialPruned`). Many processes may
+share one study (`shared.py`, docs/optuna-processes.md): `n_trials` counts the study, each
+process seeds its sampler by its index, and the trials of a process that is gone (Ctrl-C,
+kill) are run again as the same jobs, from their last.ckpt.
 """
 
 from __future__ import annotations
@@ -22,15 +25,24 @@ from hydra.core.plugins import Plugins
 from hydra.errors import CompactHydraException, HydraDeprecationError
 from hydra.plugins.sweeper import Sweeper
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from hydra_plugins.xor_optuna_sweeper import record
 from hydra_plugins.xor_optuna_sweeper import space as sp
-from hydra_plugins.xor_optuna_sweeper.trial import prunes, storage
+from hydra_plugins.xor_optuna_sweeper.shared import Process, resume_overrides, study_lock
+from hydra_plugins.xor_optuna_sweeper.trial import (
+    JOURNAL,
+    check_url,
+    lock_file,
+    prunes,
+    storage,
+    url_of,
+)
 
 log = logging.getLogger(__name__)
 URL = "https://hydra.cc/docs/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
 GRID = "optuna.samplers.GridSampler"
+PROCESS_STRIDE = 1_000_003  # seed + this x the process index + the trials its index asked for
 
 
 class SweeperError(CompactHydraException):
@@ -51,11 +63,16 @@ class XorOptunaSweeper(Sweeper):
         params: Any,
         custom_search_space: str | None,
         pruner: Any,
+        process_index: int | None = None,
+        heartbeat_interval: float = 60.0,
+        grace_period: float = 180.0,
     ) -> None:
         self.sampler, self.direction, self.storage = sampler, direction, storage
         self.study_name, self.n_trials, self.n_jobs = study_name, n_trials, n_jobs
         self.max_failure_rate, self.pruner, self.params = max_failure_rate, pruner, params
         self.search_space, self.custom_search_space = search_space, custom_search_space
+        self.process_index = process_index
+        self.heartbeat_interval, self.grace_period = heartbeat_interval, grace_period
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -81,6 +98,16 @@ class XorOptunaSweeper(Sweeper):
             )
         if self.n_jobs < 1:
             raise SweeperError(f"hydra.sweeper.n_jobs={self.n_jobs}: use an integer >= 1")
+        if self.process_index is not None and self.process_index < 0:
+            raise SweeperError(
+                f"hydra.sweeper.process_index={self.process_index}: use an integer >= 0, "
+                "or null (the lowest index no live process of the study holds)"
+            )
+        if not 0 < self.heartbeat_interval < self.grace_period:
+            raise SweeperError(
+                f"hydra.sweeper.heartbeat_interval={self.heartbeat_interval}, grace_period="
+                f"{self.grace_period}: use 0 < heartbeat_interval < grace_period (seconds)"
+            )
         if len(directions) > 1 and prunes(self.pruner):
             raise SweeperError(
                 f"hydra.sweeper.pruner={self.pruner._target_} with {len(directions)} "
@@ -114,7 +141,7 @@ class XorOptunaSweeper(Sweeper):
         keys = {o.key_or_group for o in fixed}  # a fixed value takes its key out of the space
         return {k: v for k, v in {**space, **swept}.items() if sp.key_of(k) not in keys}, fixed
 
-    def _sampler(self, space: dict[str, Any], done: int) -> Any:
+    def _sampler(self, space: dict[str, Any], done: int, index: int = 0) -> Any:
         cfg = OmegaConf.to_container(self.sampler, resolve=True) if self.sampler else None
         if not cfg:
             return None  # Optuna's default
@@ -123,8 +150,9 @@ class XorOptunaSweeper(Sweeper):
                 _target_="optuna.samplers.TPESampler",
                 n_ei_candidates=cfg.pop("n_ehvi_candidates", 24),
             )
-        if done and cfg.get("seed") is not None:
-            cfg["seed"] += done  # a resumed search must not replay its first suggestions
+        if cfg.get("seed") is not None:  # a resumed search must not replay its suggestions,
+            cfg["seed"] = (cfg["seed"] + PROCESS_STRIDE * index + done) % 2**32  # nor a process
+
         if cfg["_target_"] != GRID:
             return instantiate(cfg)
         cfg.pop("_partial_", None)
@@ -146,44 +174,87 @@ class XorOptunaSweeper(Sweeper):
                 sp.grid(space)
         except (ValueError, ImportError) as e:
             raise SweeperError(str(e)) from e
+        if isinstance(self.storage, str) and not self.storage.startswith(JOURNAL):
+            self._storage_error(check_url, self.storage)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        store = storage(self.storage, self.config.hydra)
+        lock = lock_file(url_of(self.storage, self.config.hydra))
+        store = self._storage_error(storage, self.storage, self.config.hydra)
+        with study_lock(lock):  # processes starting together create one study, distinct indices
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=store,
+                pruner=instantiate(self.pruner) if prunes(self.pruner) else None,
+                directions=directions,
+                load_if_exists=True,
+            )
+            me = Process(study, store, self.heartbeat_interval, self.grace_period)
+            index, done = me.register(self.process_index)
         try:
-            done = store.get_n_trials(store.get_study_id_from_name(self.study_name or ""))
-        except KeyError:  # a new study
-            done = 0
-        pruner = instantiate(self.pruner) if prunes(self.pruner) else None
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=store,
-            pruner=pruner,
-            sampler=self._sampler(space, done),
-            directions=directions,
-            load_if_exists=True,
-        )
+            study.sampler = self._sampler(space, done, index) or study.sampler
+            self._search(study, me, lock, space, fixed, custom, len(directions))
+        finally:
+            me.end()
+        record.write_results(study, sweep_dir, len(directions))
+
+    def _ask(self, study: Any, space: dict[str, Any]) -> Any:
+        try:
+            return study.ask(space)
+        except ValueError as e:  # Optuna: one distribution kind per parameter in a study
+            raise SweeperError(
+                f"the search space ({', '.join(space)}) does not fit the trials study "
+                f"'{study.study_name}' already holds ({e}): use another "
+                "hydra.sweeper.study_name or hydra.sweep.dir"
+            ) from e
+
+    def _storage_error(self, make: Any, *args: Any) -> Any:
+        """make(*args), a storage or its check; what goes wrong, in one line."""
+        try:
+            return make(*args)
+        except Exception as e:
+            raise SweeperError(
+                f"hydra.sweeper.storage={self.storage}: {type(e).__name__}: {e} (use an "
+                "SQLAlchemy URL such as sqlite:///study.db, journal:<file>, or a _target_ config)"
+            ) from e
+
+    def _search(self, study: Any, me: Process, lock: Any, space: Any, *job: Any) -> None:
+        """Batches of trials until the study holds n_trials (counting every process's)."""
+        import optuna
+
         log.info(f"Study name: {study.study_name}")
-        log.info(f"Storage: {getattr(store, 'url', self.storage)}")
-        log.info(f"Sampler: {type(study.sampler).__name__}")
-        log.info(f"Directions: {directions}")
-        for stale in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-            record.fail(study, stale.number)  # interrupted
-        if done:
-            log.info(f"resuming study '{study.study_name}': {done} of {self.n_trials} trials done")
-        # Jobs find their study by name: tell them the one Optuna made up for study_name=null.
+        log.info(f"Storage: {url_of(self.storage, self.config.hydra)}")
+        log.info(f"Sampler: {type(study.sampler).__name__}, process index {me.index}")
+        log.info(f"Directions: {[d.name.lower() for d in study.directions]}")
+        # Jobs find their study by name: tell them the one Optuna made up for study_name=null,
+        # in their overrides and in the sweep's own config, which the launcher reads.
         extra = [f"hydra.sweeper.study_name={study.study_name}"] if not self.study_name else []
-        while len(study.trials) < self.n_trials:
-            n = min(self.n_jobs, self.n_trials - len(study.trials))
-            trials = [study.ask(space) for _ in range(n)]
+        with read_write(self.config.hydra), read_write(self.config.hydra.sweeper):
+            self.config.hydra.sweeper.study_name = study.study_name
+        fixed, custom, n_values = job
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        waiting = (optuna.trial.TrialState.WAITING,)
+        while True:
+            with study_lock(lock):  # the budget and the takeovers, one process at a time
+                me.take_over()
+                room = self.n_trials - len(study.trials)
+                ready = len(study.get_trials(deepcopy=False, states=waiting))
+                trials = [
+                    self._ask(study, space) for _ in range(min(self.n_jobs, ready + max(room, 0)))
+                ]
+                dirs = [me.own(t, sweep_dir) for t in trials]
+            if not trials:
+                return
             try:  # a bad override stops the search; its trials are not left running
                 jobs = [self._overrides(t, fixed, custom) + extra for t in trials]
+                for i, (t, ran_in) in enumerate(zip(trials, dirs, strict=True)):
+                    if ran_in is not None:  # taken over: continued where it stopped
+                        jobs[i] += resume_overrides(self.config, t.number, ran_in, jobs[i])
                 returns = self._launch(trials, jobs)
             except Exception:
                 for t in trials:
                     record.fail(study, t)
                 raise
-            self._tell_batch(study, trials, returns, len(directions))
-        record.write_results(study, sweep_dir, len(directions))
+            self._tell_batch(study, trials, returns, n_values)
 
     def _overrides(self, trial: Any, fixed: list[Any], custom: Any) -> list[str]:
         """The job's overrides; fixed ones are recorded as the trial's user attributes."""

@@ -13,6 +13,7 @@ storage and name (`hydra.sweeper`) and its trial number, which is its job number
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +23,86 @@ SQLITE_TIMEOUT_S = 120  # how long a write waits for another process's lock on a
 
 
 def storage(cfg: Any, hydra_cfg: Any) -> Any:
-    """The study's storage: `hydra.sweeper.storage` (a URL or a `_target_` config), or SQLite
-    at the sweep root. SQLite waits for locks instead of failing with "database is locked"."""
+    """The study's storage: `hydra.sweeper.storage`, or SQLite at the sweep root.
+
+    A string is an SQLAlchemy URL (`sqlite:///x.db`) or `journal:<file>` (Optuna's
+    JournalStorage on a file, for shared file systems); a dict is a `_target_` config.
+    SQLite waits for locks instead of failing with "database is locked"; a file storage is
+    created under the study lock, so processes starting together do not collide."""
     from hydra.utils import instantiate
     from omegaconf import DictConfig
 
+    from hydra_plugins.xor_optuna_sweeper.shared import study_lock
+
     if isinstance(cfg, (dict, DictConfig)):
         return instantiate(cfg)
+    url = url_of(cfg, hydra_cfg)
+    with study_lock(lock_file(url)):
+        return _journal(url) if url.startswith(JOURNAL) else _rdb(url)
+
+
+JOURNAL = "journal:"
+
+
+def url_of(cfg: Any, hydra_cfg: Any) -> str:
     if cfg is None:
         sweep_dir = Path(hydra_cfg.runtime.cwd, hydra_cfg.sweep.dir)  # as Hydra's job dirs
-        cfg = f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
-    return _rdb(str(cfg))
+        return f"sqlite:///{sweep_dir.resolve() / 'optuna.db'}"
+    return str(cfg)
+
+
+def check_url(url: str) -> None:
+    """Raise unless SQLAlchemy can parse the URL and load its database's driver."""
+    from sqlalchemy.engine import make_url
+
+    make_url(url).get_dialect()
+
+
+def lock_file(url: Any) -> Path | None:
+    """The file a storage URL keeps the study in (SQLite or journal), which the study lock
+    goes with; None for a server database (its own transactions serialise the writers)."""
+    if not isinstance(url, str):
+        return None
+    if url.startswith(JOURNAL):
+        return Path(_journal_path(url)).absolute()
+    if url.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return Path(database).absolute()
+    return None
+
+
+def _journal_path(url: str) -> str:
+    path = url.removeprefix(JOURNAL)
+    return path[2:] if path.startswith("//") else path
+
+
+@functools.cache
+def _journal(url: str) -> Any:
+    import optuna
+
+    path = Path(_journal_path(url))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
 @functools.cache
 def _rdb(url: str) -> Any:
     """One RDB storage (one connection pool) per URL in a process, whatever its jobs."""
     import optuna
+    from sqlalchemy.exc import IntegrityError
 
     kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(3):  # a server database created by two processes at once
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def prunes(pruner_cfg: Any) -> bool:
