@@ -220,6 +220,7 @@ def check_csv(data: DictConfig) -> None:
 
 def validate_train(cfg: DictConfig) -> None:
     check_keys(cfg, TRAIN_KEYS)
+    check(cfg, {"seed": SEED})  # before data.seed, which follows it
     check_data(cfg)
     if cfg.data._target_ == XOR_DATA_TARGET:
         check(cfg, XOR_DATA_RULES)

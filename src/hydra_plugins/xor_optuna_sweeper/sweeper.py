@@ -225,6 +225,11 @@ class XorOptunaSweeper(Sweeper):
         log.info(f"Storage: {url_of(self.storage, self.config.hydra)}")
         log.info(f"Sampler: {type(study.sampler).__name__}, process index {me.index}")
         log.info(f"Directions: {[d.name.lower() for d in study.directions]}")
+        if study.trials:  # an earlier launch's, or other processes'
+            log.info(
+                f"resuming study '{study.study_name}': {len(study.trials)} of {self.n_trials} "
+                "trials done"
+            )
         # Jobs find their study by name: tell them the one Optuna made up for study_name=null,
         # in their overrides and in the sweep's own config, which the launcher reads.
         extra = [f"hydra.sweeper.study_name={study.study_name}"] if not self.study_name else []
