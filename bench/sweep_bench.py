@@ -4,12 +4,15 @@
 - the basic launcher (one job after another, one process) and joblib (worker processes):
   N jobs would take too long, so each is timed on a small and a larger sweep, alternated,
   and projected to N as (time of the small sweep) + (N - small) x (cost of one more job).
-The table goes to outputs/bench/sweep-latest.md.
+`--copier`: the same for a copier's own network (docs/template.md's two-layer ReLU net,
+`model=two_layer`, in a copy of the project made as tests/test_template.py makes it).
+The table goes to outputs/bench/sweep-latest.md (sweep-copier-latest.md with --copier).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -23,13 +26,25 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench import machine, save_table  # noqa: E402
 
+WHERE = {"package": "xor_lightning", "cwd": REPO, "env": None}  # --copier: the copy's
+
 
 def sweep(n: int, launcher: list[str], sweep_dir: Path, extra: list[str]) -> float:
-    cmd = [sys.executable, "-m", "xor_lightning.train", "-m", f"seed=range({n})", *launcher,
-           f"hydra.sweep.dir={sweep_dir}", *extra]  # fmt: skip
+    cmd = [sys.executable, "-m", f"{WHERE['package']}.train", "-m", f"seed=range({n})",
+           *launcher, f"hydra.sweep.dir={sweep_dir}", *extra]  # fmt: skip
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=WHERE["cwd"], check=True, capture_output=True, env=WHERE["env"])
     return time.perf_counter() - start
+
+
+def copier_project(dest: Path) -> None:
+    """A copier's project with their own network, made as tests/test_template.py makes it."""
+    sys.path.insert(0, str(REPO))
+    from tests.test_template import PACKAGE, add_own, copy_and_rename
+
+    copy_and_rename(dest)
+    add_own(dest)
+    WHERE.update(package=PACKAGE, cwd=dest, env=os.environ | {"PYTHONPATH": str(dest / "src")})
 
 
 def disk(path: Path) -> tuple[int, float]:
@@ -44,12 +59,17 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=2, help="the small sweep of the projection")
     parser.add_argument("--large", type=int, default=6, help="the larger sweep of the projection")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--copier", action="store_true", help="a copier's own network")
     args = parser.parse_args()
     extra = [f"trainer.accelerator={args.accelerator}"]
+    if args.copier:
+        extra.append("model=two_layer")
     launchers = {"basic": [], "joblib": ["hydra/launcher=joblib"]}
     times: dict[tuple[str, int], list[float]] = {}
     vec: list[float] = []
     with tempfile.TemporaryDirectory(dir=REPO / "outputs") as tmp:
+        if args.copier:
+            copier_project(Path(tmp) / "copy")
         for r in range(args.repeats):
             for name, launcher in launchers.items():
                 for n in (args.small, args.large):
@@ -74,7 +94,8 @@ def main() -> None:
                      projected / vec_s))  # fmt: skip
     rows.append(("vectorized", f"{vec_s / n:.3f} (the sweep / N)", f"{vec_s:.1f} (measured)", 1.0))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    lines = [f"{n}-job seed sweep (`seed=range({n})`, the default 401-epoch run each, outputs "
+    what = "a copier's two-layer ReLU net (`model=two_layer`)" if args.copier else "the default"
+    lines = [f"{n}-job seed sweep (`seed=range({n})`, {what} 401-epoch run each, outputs "
              f"included, `trainer.accelerator={args.accelerator}`), {stamp}, medians of "
              f"{args.repeats} alternated runs", "", f"Machine: {machine()}", "",
              f"Vectorised sweep's output: {files} files, {mb:.0f} MB.", "",
@@ -83,7 +104,7 @@ def main() -> None:
     for name, per_job, total, ratio in rows:
         faster = f"{ratio:.0f}x faster" if name != "vectorized" else ""
         lines.append(f"| {name} | {per_job} | {total} | {faster} |")
-    save_table(lines, "sweep-latest.md")
+    save_table(lines, "sweep-copier-latest.md" if args.copier else "sweep-latest.md")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """Many runs in one fit: what `hydra/launcher=vectorized` trains a sweep's jobs with.
 
-- `net.py`: K MLPs as stacked weights (`StackedMLP`) and Adam with per-model values.
+- `net.py`: K of the chapter's MLPs as stacked, padded weights (`StackedMLP`) and Adam with
+  per-model values; `anynet.py`: K copies of any other network (`StackedNet`, torch.func)
+  and the slicing of one model's tensors out of stacked ones that both share.
 - `module.py`, `data.py`: the LightningModule and LightningDataModule around them.
 - `groups.py`: which jobs can share a fit; `fit.py`: one fit of a group.
 - `checkpoints.py`, `outputs.py`, `tensorboard.py`: each job's dir, as its own run would
   have left it.
 - `pruning.py`: an Optuna pruner stopping one model of a fit.
 - `resume.py`: a group continued from its jobs' own `last.ckpt` files.
+- `forks.py`: work shared out to forked worker processes.
 - `run.py`: the launcher's work, from jobs to groups to fits to job dirs.
 """

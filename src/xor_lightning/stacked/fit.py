@@ -28,15 +28,25 @@ def init_net(cfg: dict[str, Any]) -> Any:
     (seeded, then built in the same order; tests/test_stacked.py checks it bit for bit)."""
     import lightning as L
 
+    from xor_lightning.checkpoint import make_net
     from xor_lightning.datamodule import XORDataModule
-    from xor_lightning.model import MLP
-
-    def args(node: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in node.items() if not k.startswith("_")}
 
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    datamodule = XORDataModule(**args(cfg["data"]))  # `stack_problem` checked the targets
-    return MLP(**args(cfg["model"]["net"])), datamodule
+    data = {k: v for k, v in cfg["data"].items() if not k.startswith("_")}
+    datamodule = XORDataModule(**data)  # `stack_problem` checked the target
+    return make_net(cfg["model"]["net"]), datamodule
+
+
+def stacked_net(cfgs: list[dict[str, Any]], nets: list[Any]) -> Any:
+    """The chapter's MLPs padded to one (`StackedMLP`: widths may differ), any other
+    network stacked as it is (`StackedNet`: one config, one set of shapes)."""
+    from xor_lightning.stacked.anynet import StackedNet
+    from xor_lightning.stacked.groups import MLP_TARGET
+    from xor_lightning.stacked.net import StackedMLP
+
+    if cfgs[0]["model"]["net"]["_target_"] == MLP_TARGET:
+        return StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
+    return StackedNet(nets)
 
 
 @dataclass
@@ -108,13 +118,12 @@ def fit_group(
     from xor_lightning.stacked.checkpoints import quiet_lightning
     from xor_lightning.stacked.data import StackedDataModule
     from xor_lightning.stacked.module import StackedModule
-    from xor_lightning.stacked.net import StackedMLP
     from xor_lightning.stacked.resume import stacked_checkpoint
 
     quiet_known_warnings()  # as a run's `build` does
     first = cfgs[0]
     nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
-    net = StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
+    net = stacked_net(cfgs, list(nets))
     decoupled = ADAM[first["model"]["optimizer"]["_target_"]]
     best_cfg = get(first, "callbacks.best_checkpoint") or {}
     module = StackedModule(

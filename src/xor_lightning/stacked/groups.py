@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+MLP_TARGET = "xor_lightning.model.MLP"
+# The chapter's MLP's keys that may differ between the jobs of one fit (its stacked form
+# pads the widths); any other network's jobs share a fit only with the same network.
+MLP_VARYING = ("model.hidden", "model.activation", "model.net.hidden", "model.net.activation")
 # Keys whose values may differ between the jobs of one fit; everything else must match.
 VARYING = (
     "seed",
     "data.seed",
     "data.noise",
     "data.problem",
-    "model.hidden",
-    "model.activation",
-    "model.net.hidden",
-    "model.net.activation",
+    *MLP_VARYING,
     "model.optimizer.lr",
     "model.optimizer.betas",
     "model.optimizer.eps",
@@ -58,8 +59,6 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if set(opt) - ADAM_KEYS:
         extra = sorted(set(opt) - ADAM_KEYS)[0]
         return f"model.optimizer.{extra} (stacked: lr, betas, eps, weight_decay)"
-    if cfg["model"]["net"].get("_target_") != "xor_lightning.model.MLP":
-        return f"model.net._target_={cfg['model']['net'].get('_target_')}"
     if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":
         return f"data._target_={cfg['data'].get('_target_')}"
     if cfg.get("ckpt_path") or cfg.get("resume"):
@@ -90,7 +89,8 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
 def stack_key(unresolved: dict[str, Any]) -> str:
     """The job's config without the keys that may differ: equal keys share a fit."""
     pruned = json.loads(json.dumps(unresolved, default=str))
-    for key in VARYING:
+    mlp = get(pruned, "model.net._target_") == MLP_TARGET
+    for key in VARYING if mlp else [k for k in VARYING if k not in MLP_VARYING]:
         *parents, last = key.split(".")
         node = get(pruned, ".".join(parents)) if parents else pruned
         if isinstance(node, dict):

@@ -17,13 +17,14 @@ import torch
 from torch import Tensor, nn
 
 from xor_lightning.model import ACTIVATIONS, MLP
+from xor_lightning.stacked.anynet import Slices
 
 
 def _layers(net: MLP) -> list[nn.Linear]:
     return [m for m in net if isinstance(m, nn.Linear)]
 
 
-class StackedMLP(nn.Module):
+class StackedMLP(Slices, nn.Module):
     """`nets` (MLPs of one depth, any widths and activations) as one stacked network.
 
     It copies their current weights: build it from freshly initialised nets and each
@@ -36,6 +37,9 @@ class StackedMLP(nn.Module):
         if len({len(s) for s in shapes}) != 1:
             raise ValueError("stacked nets must have the same depth")
         self.shapes = shapes  # per model, per layer: (out, in)
+        self.names = [
+            f"{2 * i}.{kind}" for i in range(len(shapes[0])) for kind in ("weight", "bias")
+        ]
         widest = [
             tuple(max(s[i][j] for s in shapes) for j in (0, 1)) for i in range(len(shapes[0]))
         ]
@@ -85,22 +89,9 @@ class StackedMLP(nn.Module):
                     x = x * getattr(self, f"mask{i}")
         return x
 
-    def net_state(self, k: int, params: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
-        """Model k's weights as its own `MLP.state_dict()` (keys `0.weight`, `0.bias`, ...)."""
-        params = list(params) if params is not None else self.flat_params()
-        state = {}
-        for i, (out, inp) in enumerate(self.shapes[k]):
-            w, b = params[2 * i], params[2 * i + 1]
-            state[f"{2 * i}.weight"] = w[k, :out, :inp].detach().clone()
-            state[f"{2 * i}.bias"] = b[k, :out].detach().clone()
-        return state
-
-    def load_net_state(self, k: int, state: dict[str, Tensor]) -> None:
-        """Put model k's own weights (an `MLP.state_dict()`) into its slice."""
-        with torch.no_grad():
-            for i, (out, inp) in enumerate(self.shapes[k]):
-                self.weights[i][k, :out, :inp] = state[f"{2 * i}.weight"]
-                self.biases[i][k, :out] = state[f"{2 * i}.bias"]
+    def param_shapes(self, k: int) -> list[tuple[int, ...]]:
+        """Model k's own shapes, in `flat_params()` order: (out, in) and (out,) per layer."""
+        return [shape for out, inp in self.shapes[k] for shape in ((out, inp), (out,))]
 
     def flat_params(self) -> list[Tensor]:
         """Weights and biases in `MLP.parameters()` order: w0, b0, w1, b1, ..."""
@@ -189,35 +180,12 @@ class StackedAdam(torch.optim.Optimizer):
         state["exp_avg"], state["exp_avg_sq"] = m, v
         p.copy_(new_p)
 
-    def model_state(self, k: int, net: StackedMLP) -> list[dict[str, Tensor]]:
-        """Model k's Adam state per parameter, shaped like its own MLP's."""
-        out = []
-        for p, shape in zip(self.param_groups[0]["params"], _param_shapes(net, k), strict=True):
-            s = self.state[p]
-            idx = (k, *(slice(0, n) for n in shape))
-            out.append(
-                {
-                    "step": s["step"][k].clone(),
-                    "exp_avg": s["exp_avg"][idx].clone(),
-                    "exp_avg_sq": s["exp_avg_sq"][idx].clone(),
-                }
-            )
-        return out
-
-    def load_model_state(self, k: int, net: StackedMLP, states: list[dict[str, Tensor]]) -> None:
-        """Put model k's own Adam state (as from `model_state`) into its slice."""
-        for p, shape, st in zip(
-            self.param_groups[0]["params"], _param_shapes(net, k), states, strict=True
-        ):
-            s = self.state[p]
-            if not s:
-                s["step"] = torch.zeros(len(p), device=p.device)
-                s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-            idx = (k, *(slice(0, n) for n in shape))
-            s["step"][k] = st["step"]
-            s["exp_avg"][idx] = st["exp_avg"]
-            s["exp_avg_sq"][idx] = st["exp_avg_sq"]
-
-
-def _param_shapes(net: StackedMLP, k: int) -> list[tuple[int, ...]]:
-    return [shape for out, inp in net.shapes[k] for shape in ((out, inp), (out,))]
+    def model_state(self, k: int, net: Slices) -> list[dict[str, Tensor]]:
+        """Model k's Adam state per parameter, shaped like its own network's."""
+        params = self.param_groups[0]["params"]
+        avg = net.take([self.state[p]["exp_avg"] for p in params], k)
+        sq = net.take([self.state[p]["exp_avg_sq"] for p in params], k)
+        return [
+            {"step": self.state[p]["step"][k].clone(), "exp_avg": a, "exp_avg_sq": q}
+            for p, a, q in zip(params, avg, sq, strict=True)
+        ]

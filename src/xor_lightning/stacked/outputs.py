@@ -40,21 +40,15 @@ def record_job(job: Any, fields: dict[str, Any]) -> None:
     write_json(job.dir / "job.json", record)
 
 
-def model_slice(stacked: list[Tensor], shapes: list[tuple[int, int]], k: int) -> list[Tensor]:
-    """Model k's own tensors (weights and biases in MLP order) out of stacked, padded ones."""
-    out = []
-    for i, (rows, cols) in enumerate(shapes):
-        out.append(stacked[2 * i][k, :rows, :cols].clone())
-        out.append(stacked[2 * i + 1][k, :rows].clone())
-    return out
+def model_slice(stacked: list[Tensor], net: Any, k: int) -> list[Tensor]:
+    """Model k's own tensors (its network's `parameters()` order) out of stacked ones."""
+    return net.take(stacked, k)
 
 
-def adam_slice(
-    stacked: list[dict[str, Tensor]], shapes: list[tuple[int, int]], k: int
-) -> list[dict[str, Tensor]]:
+def adam_slice(stacked: list[dict[str, Tensor]], net: Any, k: int) -> list[dict[str, Tensor]]:
     """Model k's Adam state per parameter, shaped as its own optimizer holds it."""
-    avg = model_slice([s["exp_avg"] for s in stacked], shapes, k)
-    sq = model_slice([s["exp_avg_sq"] for s in stacked], shapes, k)
+    avg = net.take([s["exp_avg"] for s in stacked], k)
+    sq = net.take([s["exp_avg_sq"] for s in stacked], k)
     return [
         {"step": s["step"][k].clone(), "exp_avg": a, "exp_avg_sq": q}
         for s, a, q in zip(stacked, avg, sq, strict=True)
@@ -106,7 +100,7 @@ def write_job(
 ) -> None:
     """Job k's checkpoints, metrics.json, job.json and train.log (only the first three, with
     status `running`, for a periodic save during the fit: `info["final"]` False)."""
-    cfg, shapes = job.resolved, result.net.shapes[k]
+    cfg, net = job.resolved, result.net
     ckpt_dir = Path(cfg["paths"]["ckpt_dir"])
     stopped = int(result.stopped_at[k])  # an Optuna pruner stopped it after this epoch
     final = stopped if stopped >= 0 else max(result.epoch - 1, 0)
@@ -127,13 +121,13 @@ def write_job(
         seen = result.best["metrics"].get(k) or {key: v for key, v in seen.items() if v is not None}
         writer.load(
             cfg,
-            model_slice(result.best["params"], shapes, k),
-            adam_slice(result.best["state"], shapes, k),
+            model_slice(result.best["params"], net, k),
+            adam_slice(result.best["state"], net, k),
         )
         writer.save(path, result.best["loops"][epoch], seen, (path, score, score))
         best = (path, score, seen)
     _drop_stale_bests(ckpt_dir, best[0] if best else None)
-    writer.load(cfg, model_slice(result.last, shapes, k), adam_slice(result.last_state, shapes, k))
+    writer.load(cfg, model_slice(result.last, net, k), adam_slice(result.last_state, net, k))
     # ModelCheckpoint's `current_score` is the score it last saved (top-1: the best's)
     saved = (best[0], best[1], best[1]) if best else None
     writer.save(ckpt_dir / "last.ckpt", loops, latest, saved)
@@ -194,9 +188,9 @@ def _train_log(
 ) -> None:
     """`train.log`: the lines a run alone logs, from the job's slice of the fit."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    n_params = sum(rows * cols + rows for rows, cols in result.net.shapes[k])
+    name = str(job.resolved["model"]["net"]["_target_"]).rsplit(".", 1)[-1]
     lines = [
-        f"model: MLP, {n_params} learnable parameters",
+        f"model: {name}, {result.net.n_params(k)} learnable parameters",
         f"run dir: {job.dir}",
         f"trained in one fit of {info['models']} models (hydra/launcher=vectorized, "
         f"group {info['group']})",

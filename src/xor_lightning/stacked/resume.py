@@ -72,13 +72,10 @@ def stacked_checkpoint(module: StackedModule, lasts: list[Path]) -> dict[str, An
 def _load_adam(
     opt: Any, params: list[Tensor], net: Any, k: int, states: list[dict[str, Tensor]]
 ) -> None:
-    for i, (p, st) in enumerate(zip(params, states, strict=True)):
-        rows, cols = net.shapes[k][i // 2]
-        idx = (k, slice(0, rows), slice(0, cols)) if i % 2 == 0 else (k, slice(0, rows))
-        s = opt.state[p]
-        s["step"][k] = st["step"]
-        s["exp_avg"][idx] = st["exp_avg"]
-        s["exp_avg_sq"][idx] = st["exp_avg_sq"]
+    for p, st in zip(params, states, strict=True):
+        opt.state[p]["step"][k] = st["step"]
+    for key in ("exp_avg", "exp_avg_sq"):
+        net.put([opt.state[p][key] for p in params], k, [st[key] for st in states])
 
 
 def _join_best(
@@ -100,13 +97,11 @@ def _join_best(
     state = best_state(ckpt)
     best["score"][k] = float(state["best_model_score"]) if state else float("nan")
     best["epoch"][k], best["step"][k] = ckpt["epoch"], ckpt["global_step"]
-    weights = _net_state(ckpt)
-    for i, adam in enumerate(_adam(ckpt)):
-        rows, cols = net.shapes[k][i // 2]
-        idx = (k, slice(0, rows), slice(0, cols)) if i % 2 == 0 else (k, slice(0, rows))
-        best["params"][i][idx] = weights[f"{2 * (i // 2)}.{'weight' if i % 2 == 0 else 'bias'}"]
-        best["state"][i]["step"][k] = adam["step"]
-        best["state"][i]["exp_avg"][idx] = adam["exp_avg"]
-        best["state"][i]["exp_avg_sq"][idx] = adam["exp_avg_sq"]
+    weights, adam = _net_state(ckpt), _adam(ckpt)
+    net.put(best["params"], k, [weights[name] for name in net.names])
+    for i, st in enumerate(adam):
+        best["state"][i]["step"][k] = st["step"]
+    for key in ("exp_avg", "exp_avg_sq"):
+        net.put([s[key] for s in best["state"]], k, [st[key] for st in adam])
     best["loops"][int(ckpt["epoch"])] = ckpt["loops"]["fit_loop"]
     best["metrics"][k] = dict(ckpt.get("metrics", {}))

@@ -137,6 +137,9 @@ def run_jobs(
                     ckpt = torch.load(job.resume, map_location="cpu", weights_only=True)
                     step = ckpt["global_step"]
                 groups.setdefault(f"{job.key}@{step}", []).append(job)
+        for key in [k for k, g in groups.items() if (why := _unstackable(g[0]))]:
+            for job in groups.pop(key):
+                job.problem = why  # run alone below, the reason in the log and its job.json
         kept = sum(j.done for j in jobs)
         if kept:
             log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
@@ -149,6 +152,9 @@ def run_jobs(
             if job.num not in returns:
                 log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
                 returns[job.num] = hooks.run_alone(job)
+                record = read_json(job.dir / "job.json")
+                if record is not None:
+                    write_json(job.dir / "job.json", {**record, "alone": job.problem})
     finally:
         for job in held:
             let_go(job.dir)
@@ -181,6 +187,19 @@ def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, me
         hooks.ended(job, returns[job.num])
     if result.signal is not None:
         _stop(sweep_dir, result.signal, metric, settings["hydra"])
+
+
+def _unstackable(job: Job) -> str | None:
+    """Why a network other than the chapter's MLP cannot be stacked, found by building it
+    once (buffers, or not mapping (N, n_in) to (N, 1) logits); None: it can."""
+    from xor_lightning.checkpoint import make_net
+    from xor_lightning.stacked.anynet import stack_problem_of
+    from xor_lightning.stacked.groups import MLP_TARGET
+
+    net_cfg = job.resolved["model"]["net"]
+    if net_cfg["_target_"] == MLP_TARGET:
+        return None
+    return stack_problem_of(make_net(net_cfg), int(net_cfg.get("n_in", 2)))
 
 
 def claim(jobs: list[Job]) -> list[Job]:

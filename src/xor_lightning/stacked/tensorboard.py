@@ -118,7 +118,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from xor_lightning.plot import plane_extent, png_summary
     from xor_lightning.stacked.outputs import model_slice
 
-    cfg, shapes = job.resolved, result.net.shapes[k]
+    cfg, stacked = job.resolved, result.net
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if c and name in ("boundary_plot", "hidden_units_plot", "histograms")}  # fmt: skip
@@ -133,9 +133,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     )
 
     def load(weights: list[Any]) -> Any:
-        net.load_state_dict(
-            dict(zip(net.state_dict(), model_slice(weights, shapes, k), strict=True))
-        )
+        net.load_state_dict(dict(zip(stacked.names, model_slice(weights, stacked, k), strict=True)))
         return net.eval()
 
     events: list[tuple[Any, int]] = []
@@ -149,8 +147,8 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
                 events.append((png_summary(cb.tag, image), step))
         hist = callbacks.get("histograms")
         if hist is not None and (epoch % hist.every_n_epochs == 0 or epoch == result.epoch - 1):
-            for (name, _), w, g in zip(net.named_parameters(), model_slice(weights, shapes, k),
-                                       model_slice(grads, shapes, k), strict=True):  # fmt: skip
+            for (name, _), w, g in zip(net.named_parameters(), model_slice(weights, stacked, k),
+                                       model_slice(grads, stacked, k), strict=True):  # fmt: skip
                 for tag, values in ((f"weights/{name}", w), (f"weights/{name}.grad", g)):
                     kept = values[values.abs() < 1e20]
                     if len(kept):
