@@ -11,9 +11,9 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import cli, load
 from xor_lightning.checkpoint import load_checkpoint
-from xor_lightning.config import UserError
 from xor_lightning.data import make_xor
 from xor_lightning.datamodule import XORDataModule
+from xor_lightning.errors import UserError
 from xor_lightning.module import XORModule
 from xor_lightning.predict import predict
 from xor_lightning.train import train

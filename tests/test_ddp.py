@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import cli, load, wait_for
-from xor_lightning.config import UserError
 from xor_lightning.data import BatchIndexSampler, Chunk
 from xor_lightning.datamodule import XORDataModule
+from xor_lightning.errors import UserError
 
 
 def rows_of(sampler: BatchIndexSampler, n: int) -> list[list[int]]:

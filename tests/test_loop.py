@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tests.conftest import fit
-from xor_lightning.config import UserError
+from xor_lightning.errors import UserError
 from xor_lightning.module import XORModule
 from xor_lightning.validate import validate_train
 

@@ -38,9 +38,9 @@ from optuna.trial import TrialState
 
 from hydra_plugins.xor_optuna_sweeper import space as sp
 from hydra_plugins.xor_optuna_sweeper import sweeper as sweeper_module
-from hydra_plugins.xor_optuna_sweeper.trial import TrialReporter
 from tests.conftest import cli, load
 from tests.sphere.app import main as sphere
+from xor_lightning.trials import TrialReporter
 
 APP = Path(__file__).parent / "sphere"
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # pytest keeps its logging

@@ -18,7 +18,8 @@ from hydra import compose, initialize_config_dir
 
 from tests.conftest import REPO, doc_block, doc_table
 from xor_lightning.checkpoint import build_net, load_checkpoint
-from xor_lightning.config import CONF_DIR, UserError
+from xor_lightning.config import CONF_DIR
+from xor_lightning.errors import UserError
 from xor_lightning.validate import validate_train
 
 # What `make -n <target>` must print for each target of docs/make-targets.md's table.

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from tests.conftest import fit, load
-from xor_lightning.config import UserError
+from xor_lightning.errors import UserError
 from xor_lightning.validate import validate_train
 
 # Full batch: one optimizer step per epoch; validation only where a test asks for it.

@@ -282,7 +282,7 @@ def test_trust_follows_the_config_files_wherever_they_name_a_class(tmp_path):
 
 
 def test_a_network_no_config_file_names_is_refused_before_it_is_imported(make_cfg, tmp_path):
-    from xor_lightning.config import UserError
+    from xor_lightning.errors import UserError
     from xor_lightning.train import train
 
     cfg = make_cfg("model.net._target_=os.mkdir", f"+model.net.path={tmp_path}/PWNED")

@@ -15,8 +15,8 @@ import torch
 
 from tests.conftest import cli, compose_app
 from xor_lightning.checkpoint import load_checkpoint
-from xor_lightning.config import UserError
 from xor_lightning.data import make_xor
+from xor_lightning.errors import UserError
 from xor_lightning.evaluate import evaluate
 from xor_lightning.export import export
 from xor_lightning.predict import HEADER, predict

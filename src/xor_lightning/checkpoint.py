@@ -33,7 +33,8 @@ import torch
 import yaml
 from torch import nn
 
-from xor_lightning.config import CONF_DIR, UserError
+from xor_lightning.config import CONF_DIR
+from xor_lightning.errors import UserError
 
 RUN_CONFIG = "run_config"
 NET, DATA = "model.net", "data"  # where a config names the network's and the data's class

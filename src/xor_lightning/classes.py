@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import DATA, NET, target_class, trusted
-from xor_lightning.config import UserError
+from xor_lightning.errors import UserError
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
 MODEL_KEYS = ("net", "optimizer", "gradient_clip_val")

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
+from xor_lightning.errors import UserError
+
 T = TypeVar("T")
 
 # A source checkout (editable install) reads the repo's conf/; a wheel carries a copy
@@ -45,10 +47,6 @@ def n_features(data: Any) -> int:
 
 
 OmegaConf.register_new_resolver("n_features", n_features, replace=True)
-
-
-class UserError(Exception):
-    """A problem with what the user asked for: reported in one line, without a traceback."""
 
 
 def run_app(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:

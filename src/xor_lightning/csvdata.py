@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from xor_lightning.config import UserError
+from xor_lightning.errors import UserError
 
 LABELLED = ("x1", "x2", "label")
 

@@ -9,8 +9,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from xor_lightning.config import UserError
 from xor_lightning.data import SPLITS, Batch, BatchIndexSampler, XORDataset, load_split
+from xor_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-from xor_lightning.config import UserError
+from xor_lightning.errors import UserError
 
 # Set by Lightning's launcher in the process that starts the ranks.
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")

@@ -15,13 +15,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import data_kwargs, load_checkpoint, run_config
-from xor_lightning.config import (
-    CONF_DIR,
-    UserError,
-    check_accelerator,
-    quiet_known_warnings,
-    run_app,
-)
+from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.errors import UserError
 from xor_lightning.validate import EVAL_RULES, check
 
 log = logging.getLogger(__name__)

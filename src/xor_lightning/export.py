@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from xor_lightning.checkpoint import build_net, load_checkpoint, n_inputs
-from xor_lightning.config import CONF_DIR, UserError, quiet_known_warnings, run_app
+from xor_lightning.config import CONF_DIR, quiet_known_warnings, run_app
+from xor_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "pt2")

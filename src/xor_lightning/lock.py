@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from xor_lightning.config import UserError
+from xor_lightning.errors import UserError
 
 LOCK_FILE = ".lock"
 

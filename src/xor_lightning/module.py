@@ -25,8 +25,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
 
 from xor_lightning.checkpoint import add_run_info, make_net, relocate_callbacks
-from xor_lightning.config import UserError
 from xor_lightning.data import Batch
+from xor_lightning.errors import UserError
 
 STAGES = ("train", "val", "test")
 

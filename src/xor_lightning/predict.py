@@ -21,8 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import build_net, load_checkpoint, n_inputs
-from xor_lightning.config import CONF_DIR, UserError, run_app
+from xor_lightning.config import CONF_DIR, run_app
 from xor_lightning.csvdata import csv_rows, feature_names, number
+from xor_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 HEADER = "x1,x2,prob,label"

@@ -49,7 +49,7 @@ def trial_pruning(cfg: DictConfig) -> OptunaPruning | None:
     """The pruning callback when this Hydra job is a trial of a search with a pruner."""
     from hydra.core.hydra_config import HydraConfig
 
-    from hydra_plugins.xor_optuna_sweeper.trial import TrialReporter
+    from xor_lightning.trials import TrialReporter
 
     reporter = TrialReporter.from_hydra(HydraConfig.get())
     return OptunaPruning(reporter, cfg.get("optimized_metric", "val/acc")) if reporter else None

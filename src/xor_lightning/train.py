@@ -20,14 +20,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import load_checkpoint, module_kwargs, relocate, run_config
-from xor_lightning.config import (
-    CONF_DIR,
-    UserError,
-    check_accelerator,
-    quiet_known_warnings,
-    run_app,
-)
+from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
 from xor_lightning.ddp import job_dir_for_ranks, release
+from xor_lightning.errors import UserError
 from xor_lightning.files import write_json
 from xor_lightning.validate import validate_train
 

@@ -15,8 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from xor_lightning.classes import check_data, check_net
-from xor_lightning.config import UserError
 from xor_lightning.data import PROBLEMS
+from xor_lightning.errors import UserError
 from xor_lightning.model import ACTIVATIONS
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")

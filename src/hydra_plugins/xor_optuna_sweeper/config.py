@@ -12,7 +12,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-SWEEPER = "hydra_plugins.xor_optuna_sweeper.sweeper.XorOptunaSweeper"
+from xor_lightning.trials import SWEEPER  # the name a job knows its sweeper by (stdlib only)
 
 
 # Samplers: the release's fields. Where Optuna 5 deprecates an argument (it warns when one

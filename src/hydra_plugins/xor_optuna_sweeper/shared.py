@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import logging
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +33,6 @@ log = logging.getLogger(__name__)
 OWNER = "xor:owner"  # trial system attr: the token of the process that runs it
 SWEEP_DIR = "xor:sweep_dir"  # trial system attr: the sweep dir its job runs in
 PROCESS = "xor:process:"  # study system attr prefix: one entry per sweeper process
-
-
-@contextlib.contextmanager
-def study_lock(path: Path | None) -> Iterator[None]:
-    """Hold the lock that goes with a storage file (`<file>.sweeper-lock`); no file: none."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{path}.sweeper-lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX)  # blocks until the holder releases it, or dies
-        yield
-    finally:
-        os.close(fd)  # closing drops the lock
 
 
 def _started(pid: int) -> str | None:

@@ -29,13 +29,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
 
 from hydra_plugins.xor_optuna_sweeper import record
 from hydra_plugins.xor_optuna_sweeper import space as sp
-from hydra_plugins.xor_optuna_sweeper.shared import Process, resume_overrides, study_lock
-from hydra_plugins.xor_optuna_sweeper.trial import (
+from hydra_plugins.xor_optuna_sweeper.shared import Process, resume_overrides
+from xor_lightning.trials import (
     JOURNAL,
     check_url,
     lock_file,
     prunes,
     storage,
+    study_lock,
     url_of,
 )
 

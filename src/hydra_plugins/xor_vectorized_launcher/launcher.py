@@ -165,7 +165,8 @@ class VectorizedLauncher(Launcher):
             files = {"config.yaml": task, "hydra.yaml": hydra_node,
                      "overrides.yaml": list(cfg.hydra.overrides.task)}  # fmt: skip
             job.hydra_files = (job_dir / str(cfg.hydra.output_subdir), files)
-        from xor_lightning.config import UserError, check_accelerator
+        from xor_lightning.config import check_accelerator
+        from xor_lightning.errors import UserError
         from xor_lightning.validate import validate_train
 
         try:

@@ -21,6 +21,7 @@ from torch import Tensor
 from xor_lightning.stacked.groups import ADAM, get
 
 log = logging.getLogger(__name__)
+CURVES = ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc")  # each job's, per epoch
 
 
 def init_net(cfg: dict[str, Any]) -> Any:

@@ -23,11 +23,10 @@ from torch import Tensor
 from xor_lightning.files import write_json
 from xor_lightning.stacked import tensorboard
 from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename
-from xor_lightning.stacked.fit import GroupResult, snapshot
+from xor_lightning.stacked.fit import CURVES, GroupResult, snapshot
 from xor_lightning.stacked.forks import fork_map
 
 log = logging.getLogger(__name__)
-CURVES = ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc")
 
 
 def record_job(job: Any, fields: dict[str, Any]) -> None:

@@ -74,7 +74,7 @@ def write_run(
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
-    from xor_lightning.stacked.outputs import CURVES
+    from xor_lightning.stacked.fit import CURVES
     from xor_lightning.tb_logger import session_hparams, session_summaries
 
     cfg = job.resolved
@@ -116,7 +116,6 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
 
     from xor_lightning.checkpoint import make_net
     from xor_lightning.plot import plane_extent, png_summary
-    from xor_lightning.stacked.outputs import model_slice
 
     cfg, stacked = job.resolved, result.net
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}
@@ -133,7 +132,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     )
 
     def load(weights: list[Any]) -> Any:
-        net.load_state_dict(dict(zip(stacked.names, model_slice(weights, stacked, k), strict=True)))
+        net.load_state_dict(dict(zip(stacked.names, stacked.take(weights, k), strict=True)))
         return net.eval()
 
     events: list[tuple[Any, int]] = []
@@ -147,8 +146,8 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
                 events.append((png_summary(cb.tag, image), step))
         hist = callbacks.get("histograms")
         if hist is not None and (epoch % hist.every_n_epochs == 0 or epoch == result.epoch - 1):
-            for (name, _), w, g in zip(net.named_parameters(), model_slice(weights, stacked, k),
-                                       model_slice(grads, stacked, k), strict=True):  # fmt: skip
+            for (name, _), w, g in zip(net.named_parameters(), stacked.take(weights, k),
+                                       stacked.take(grads, k), strict=True):  # fmt: skip
                 for tag, values in ((f"weights/{name}", w), (f"weights/{name}.grad", g)):
                     kept = values[values.abs() < 1e20]
                     if len(kept):

@@ -12,12 +12,18 @@ storage and name (`hydra.sweeper`) and its trial number, which is its job number
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hydra_plugins.xor_optuna_sweeper.config import SWEEPER
+# The sweeper whose trials these are, by name: the package never imports its own plugins
+# (they import it); the plugin's config takes its `_target_` from here.
+SWEEPER = "hydra_plugins.xor_optuna_sweeper.sweeper.XorOptunaSweeper"
 
 SQLITE_TIMEOUT_S = 120  # how long a write waits for another process's lock on an SQLite study
 
@@ -32,8 +38,6 @@ def storage(cfg: Any, hydra_cfg: Any) -> Any:
     from hydra.utils import instantiate
     from omegaconf import DictConfig
 
-    from hydra_plugins.xor_optuna_sweeper.shared import study_lock
-
     if isinstance(cfg, (dict, DictConfig)):
         return instantiate(cfg)
     url = url_of(cfg, hydra_cfg)
@@ -42,6 +46,21 @@ def storage(cfg: Any, hydra_cfg: Any) -> Any:
 
 
 JOURNAL = "journal:"
+
+
+@contextlib.contextmanager
+def study_lock(path: Path | None) -> Iterator[None]:
+    """Hold the lock that goes with a storage file (`<file>.sweeper-lock`); no file: none."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.sweeper-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)  # blocks until the holder releases it, or dies
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def url_of(cfg: Any, hydra_cfg: Any) -> str:
