@@ -135,12 +135,12 @@ def write_sweep(
 def read_curves(run_dir: Path) -> tuple[list[str], list[int], list[int], list[str], list[float]]:
     """Every scalar of `run_dir`'s sub-runs (its subdirectories holding event files) as
     columns stage, epoch, step, metric, value; a step logged twice (a resumed run) keeps its
-    last value, as TensorBoard does. Steps count training batches (Lightning's logging
+    last value. Steps count training batches (Lightning's logging
     step); an epoch's point is at step (epoch + 1) * n - 1, the test's at (last epoch + 1) * n,
     where n, the batches an epoch, is the first `train` point's step + 1 (1 without one)."""
     points: dict[tuple[str, str, int], float] = {}
     for stage_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
-        for file in sorted(stage_dir.glob("events.out.tfevents.*")):
+        for file in sorted(stage_dir.glob("events.out.tfevents.*"), key=_written):
             for step, tag, value in _scalars(file):
                 points[stage_dir.name, tag, step] = value
     train = [step for stage, _, step in points if stage == "train"]
@@ -176,6 +176,14 @@ def _scalars(path: Path) -> Iterable[tuple[int, str, float]]:
             ):  # the plugin is named on a tag's first event only
                 scalar_tags.add(v.tag)
                 yield event.step, v.tag, float(tensor_util.make_ndarray(v.tensor))
+
+
+def _written(file: Path) -> tuple[int, int, str]:
+    """An event file's order of writing: its name is events.out.tfevents.<time>.<host>.<pid>.
+    <count>, and the count goes 9, 10 within a second (sorted as text, 10 would come first)."""
+    parts = file.name.split(".")
+    number = lambda s: int(s) if s.isdigit() else -1  # noqa: E731
+    return number(parts[3]), number(parts[-1]), file.name
 
 
 def _float(value: Any) -> float | None:
