@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import cli, curves, doc_block, write_points
+from tests.conftest import REPO, cli, curves, doc_block, write_points
 from xor_lightning import tables
 from xor_lightning.tb_logger import StageLogger
 
@@ -201,7 +203,8 @@ def test_an_optuna_search_without_tensorboard_has_rows_and_no_curves(tmp_path):
                "logger=none", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_tables(d, 3, tensorboard=False)
-    assert pq.read_table(d / "curves.parquet").num_rows == 0
+    empty = pq.read_table(d / "curves.parquet")
+    assert empty.num_rows == 0 and empty.column_names == list(tables.CURVE_COLUMNS)
     schema = pq.read_schema(d / "results.parquet")
     assert {"model.optimizer.lr", "model.hidden", "model.activation"} <= set(schema.names)
     assert str(schema.field("model.optimizer.lr").type) == "double"
@@ -231,3 +234,7 @@ def test_the_docs_one_liners_read_the_tables(tmp_path, monkeypatch):
     assert by_pandas.to_dict() == pytest.approx(mean)
     assert dict(by_polars.sort("job").iter_rows()) == pytest.approx(peak)
     assert dict(by_duckdb.fetchall()) == pytest.approx(mean)
+    text = " ".join((REPO / "docs" / "sweeps.md").read_text().split())
+    [query] = re.findall(r'df\.query\("([^"]+)"\)', text)  # a name with / in a query
+    df = pd.read_parquet("results.parquet")
+    assert len(df.query(query)) == sum(v > 0.9 for v in acc.values())
