@@ -238,3 +238,32 @@ def test_the_docs_one_liners_read_the_tables(tmp_path, monkeypatch):
     [query] = re.findall(r'df\.query\("([^"]+)"\)', text)  # a name with / in a query
     df = pd.read_parquet("results.parquet")
     assert len(df.query(query)) == sum(v > 0.9 for v in acc.values())
+
+
+def test_the_sweep_callback_writes_them_and_a_failure_is_one_line(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from xor_lightning.files import write_json
+    from xor_lightning.sweep import SweepSummary
+
+    for job, hidden in enumerate((2, 8)):
+        job_dir = tmp_path / str(job)
+        job_dir.mkdir()
+        write_json(job_dir / "job.json", row(job, [f"model.hidden={hidden}"], wall_s=0.1))
+        write_json(job_dir / "metrics.json", {"val/acc": hidden / 10, "best_epoch": 0})
+        logger = StageLogger(str(job_dir))
+        logger.log_metrics({"val/acc": hidden / 10}, 0)
+        logger.finalize("success")
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SweepSummary().on_multirun_end(config)
+    got = pq.read_table(tmp_path / "results.parquet").to_pydict()
+    assert (got["model.hidden"], got["val/acc"]) == ([2, 8], [0.2, 0.8])
+    assert pq.read_table(tmp_path / "curves.parquet").to_pydict()["value"] == pytest.approx(
+        [0.2, 0.8]
+    )
+    (tmp_path / "curves.parquet").unlink()
+    (tmp_path / "curves.parquet" / "x").mkdir(parents=True)  # cannot be replaced
+    SweepSummary().on_multirun_end(config)
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.startswith("the sweep's tables were not written: ") and "\n" not in error
+    assert (tmp_path / "summary.csv").is_file()

@@ -115,6 +115,9 @@ class SweepSummary(Callback):
         if summarize(sweep_dir, metric, metric_mode(config.hydra, metric), records):
             log.info("sweep summary, best %s first:\n%s", metric,
                      (sweep_dir / "summary.md").read_text())  # fmt: skip
-            written = tables.write_sweep(sweep_dir, records)
-            log.info("written: %s", ", ".join(str(p) for p in (
-                sweep_dir / "summary.csv", sweep_dir / "summary.md", *written)))  # fmt: skip
+            written = [sweep_dir / "summary.csv", sweep_dir / "summary.md"]
+            try:  # the jobs are done and summarised: a table that fails says so in a line
+                written += tables.write_sweep(sweep_dir, records)
+            except Exception as e:
+                log.error("the sweep's tables were not written: %s: %s", type(e).__name__, e)
+            log.info("written: %s", ", ".join(map(str, written)))

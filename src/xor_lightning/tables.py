@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,13 @@ def parse_override(text: str) -> tuple[str, Any, str]:
         key, whole, decimal = plain.groups()
         return key, int(whole) if whole is not None else float(decimal), whole or decimal
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    [override] = OverridesParser.create().parse_overrides([text])
+    try:
+        [override] = OverridesParser.create().parse_overrides([text])
+    except HydraException:  # not Hydra's syntax (a record of another tool): its text
+        key, _, value = text.lstrip("+~").partition("=")
+        return key, value, value
     key = override.key_or_group + (f"@{override.package}" if override.package else "")
     value = None if override.is_delete() else override.value()
     return key, value, override.get_value_element_as_str()
@@ -142,7 +148,7 @@ def read_curves(run_dir: Path) -> tuple[list[str], list[int], list[int], list[st
     for stage_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
         for file in sorted(stage_dir.glob("events.out.tfevents.*"), key=_written):
             for step, tag, value in _scalars(file):
-                points[stage_dir.name, tag, step] = value
+                points[stage_dir.name, sys.intern(tag), step] = value
     train = [step for stage, _, step in points if stage == "train"]
     n = min(train) + 1 if train else 1
     out: tuple[list[Any], ...] = ([], [], [], [], [])
