@@ -33,7 +33,8 @@ def hydra_reads(text: str) -> object:
 @given(st.one_of(st.integers(-(10**20), 10**20), st.floats(allow_nan=False, allow_infinity=False)))
 def test_an_override_value_is_what_hydra_reads(number):
     # would fail if the fast path read "1e-05" or "007" otherwise than Hydra's grammar
-    for text in (f"a.b={number}", f"a.b={number!r}", "a.b=007", "a.b=1_000", "a.b=-0.50"):
+    examples = ("a.b=007", "a.b=1_000", "a.b=-0.50", "a.b=1e5", "a.b=2.5E-3", "a.b=1.e3")
+    for text in (f"a.b={number}", f"a.b={number!r}", *examples):
         key, value, _ = tables.parse_override(text)
         expected = hydra_reads(text)
         assert (key, value, type(value)) == ("a.b", expected, type(expected))

@@ -30,7 +30,9 @@ TRAILING = (*METRICS, "best_epoch", "wall_s", "error")
 CURVE_COLUMNS = ("job", "stage", "epoch", "step", "metric", "value")
 # Values Hydra's grammar reads as an int or a float for sure: parsed here without its
 # (ANTLR) parser, which costs ~0.1 ms an override; anything else goes to Hydra's parser.
-_PLAIN = re.compile(r"([A-Za-z_][\w.\-]*)=(?:([+-]?(?:0|[1-9]\d*))|([+-]?(?:0|[1-9]\d*)\.\d+))")
+_INT = r"[+-]?(?:0|[1-9]\d*)"
+_FLOAT = r"[+-]?(?:0|[1-9]\d*)(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+)"  # 0.05, 1e-05
+_PLAIN = re.compile(rf"([A-Za-z_][\w.\-]*)=(?:({_INT})|({_FLOAT}))")
 
 
 def parse_override(text: str) -> tuple[str, Any, str]:
