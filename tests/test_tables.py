@@ -6,6 +6,7 @@ own reader (`curves` in conftest), not from the table writer.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -228,10 +229,13 @@ def test_the_docs_one_liners_read_the_tables(tmp_path, monkeypatch):
     peak = {j: max(v for _, v in series) for j, series in tb.items()}
 
     monkeypatch.chdir(d)
-    lines = [x for x in doc_block("docs/sweeps.md", "**One table per sweep.**") if x.strip()]
+    block = ast.parse("\n".join(doc_block("docs/sweeps.md", "**One table per sweep.**")))
+    imports, *lines = block.body
     namespace: dict = {}
-    exec(lines[0], namespace)  # the imports
-    by_pandas, by_polars, by_duckdb = (eval(x, namespace) for x in lines[1:])
+    exec(compile(ast.Module([imports], []), "docs", "exec"), namespace)
+    by_pandas, by_polars, by_duckdb = (
+        eval(compile(ast.Expression(line.value), "docs", "eval"), namespace) for line in lines
+    )
     assert by_pandas.to_dict() == pytest.approx(mean)
     assert dict(by_polars.sort("job").iter_rows()) == pytest.approx(peak)
     assert dict(by_duckdb.fetchall()) == pytest.approx(mean)
