@@ -1,8 +1,9 @@
-"""What a multirun leaves at its root: `summary.csv` and `summary.md`, one row per job.
+"""What a multirun leaves at its root: `summary.csv` and `summary.md`, one row per job,
+and the sweep's tables `results.parquet` and `curves.parquet` (see `tables.py`).
 
 Each job writes `job.json` (its overrides, status, error, wall time) beside its
 `metrics.json`; the `SweepSummary` Hydra callback gathers them when the multirun ends,
-whatever the launcher (basic, joblib, submitit) or sweeper (grid, Optuna).
+whatever the launcher (basic, joblib, submitit, vectorized) or sweeper (grid, Optuna).
 """
 
 from __future__ import annotations
@@ -48,10 +49,22 @@ def metric_mode(hydra: Any, metric: str) -> str:
     return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
 
 
-def summarize(sweep_dir: Path, metric: str = "val/acc", mode: str = "max") -> list[dict[str, Any]]:
+def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """(job dir, `job_record`) of every finished job under `sweep_dir`."""
+    dirs = sorted(d for d in sweep_dir.iterdir() if d.is_dir())
+    return [(d, r) for d in dirs if (r := job_record(d))]
+
+
+def summarize(
+    sweep_dir: Path,
+    metric: str = "val/acc",
+    mode: str = "max",
+    records: list[tuple[Path, dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
     """Write summary.csv and summary.md at the sweep root; return the rows, best first
-    (`mode`: "max" or "min", whether `metric` is best high or low)."""
-    rows = [r for d in sorted(sweep_dir.iterdir()) if d.is_dir() and (r := job_record(d))]
+    (`mode`: "max" or "min", whether `metric` is best high or low; `records`: the jobs'
+    `job_records`, read here when not given)."""
+    rows = [dict(r) for _, r in (job_records(sweep_dir) if records is None else records)]
     if not rows:
         return []
 
@@ -88,14 +101,23 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of every multirun, summarize its jobs."""
+    """Hydra callback: at the end of every multirun, summarize its jobs and write the
+    sweep's tables."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from xor_lightning import tables
+
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
         metric = config.get("optimized_metric", "val/acc")
-        if summarize(sweep_dir, metric, metric_mode(config.hydra, metric)):
+        records = job_records(sweep_dir)
+        if summarize(sweep_dir, metric, metric_mode(config.hydra, metric), records):
             log.info("sweep summary, best %s first:\n%s", metric,
                      (sweep_dir / "summary.md").read_text())  # fmt: skip
-            log.info("written: %s, %s", sweep_dir / "summary.csv", sweep_dir / "summary.md")
+            written = [sweep_dir / "summary.csv", sweep_dir / "summary.md"]
+            try:  # the jobs are done and summarised: a table that fails says so in a line
+                written += tables.write_sweep(sweep_dir, records)
+            except Exception as e:
+                log.error("the sweep's tables were not written: %s: %s", type(e).__name__, e)
+            log.info("written: %s", ", ".join(map(str, written)))
