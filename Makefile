@@ -39,7 +39,7 @@ sweep: $(STAMP) ## an example grid: hidden x lr, 6 jobs, with a summary table at
 	$(BIN)/xor-train -m model.hidden=4,8 model.optimizer.lr=0.01,0.05,0.1 $(ARGS)
 
 seeds: $(STAMP) ## how often the chapter's net learns XOR: SEEDS seeds x widths 1,2,3,4,8, vectorised
-	$(BIN)/python -m xor_lightning.seeds --seeds $(SEEDS) $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
+	$(BIN)/python -m xor_lightning.sweeps.seeds --seeds $(SEEDS) $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
 
 eval: $(STAMP) ## score a checkpoint: make eval ckpt=<file> [ARGS='data.n_test=10000']
 	$(BIN)/xor-eval ckpt_path=$(ckpt) $(ARGS)

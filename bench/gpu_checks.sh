@@ -43,7 +43,7 @@ if [ "$SEEDS" -gt 0 ]; then
   echo "== make seeds on the GPU, $SEEDS seeds per width" | tee -a "$OUT/summary.txt"
   start=$(date +%s.%N)
   seeds=$(mktemp -d)/seeds
-  $PY -m xor_lightning.seeds --seeds "$SEEDS" --sweep-dir "$seeds" trainer.accelerator=$ACCEL \
+  $PY -m xor_lightning.sweeps.seeds --seeds "$SEEDS" --sweep-dir "$seeds" trainer.accelerator=$ACCEL \
     > "$OUT/seeds.log" 2>&1
   echo "exit $? in $(since "$start") s" | tee -a "$OUT/summary.txt"
   tail -7 "$OUT/seeds.log" | tee -a "$OUT/summary.txt"

@@ -15,7 +15,7 @@ from xor_lightning.data import make_xor
 from xor_lightning.datamodule import XORDataModule
 from xor_lightning.errors import UserError
 from xor_lightning.module import XORModule
-from xor_lightning.predict import predict
+from xor_lightning.tools.predict import predict
 from xor_lightning.train import train
 
 # What the `trained_ckpt` run (conftest: debug=quick, 60 epochs) was given.

@@ -11,8 +11,8 @@ from tests.conftest import cli, compose_app, compose_train, write_points
 from xor_lightning.data import load_split, make_xor
 from xor_lightning.datamodule import XORDataModule
 from xor_lightning.errors import UserError
-from xor_lightning.evaluate import evaluate
-from xor_lightning.predict import predict
+from xor_lightning.tools.evaluate import evaluate
+from xor_lightning.tools.predict import predict
 from xor_lightning.train import build, train
 
 

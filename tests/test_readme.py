@@ -36,7 +36,7 @@ PRINTS = {
     "lint": [r"ruff check", r"ruff format --check"],
     "bench": [r"bench/bench\.py"],
     "screenshots": [r"docs/screenshots\.py"],
-    "seeds": [r"-m xor_lightning\.seeds --seeds 1000"],
+    "seeds": [r"-m xor_lightning\.sweeps\.seeds --seeds 1000"],
     "install": [r"Nothing to be done|pip install .*-c constraints\.txt"],
     "format": [r"ruff format src"],
     "clean": [r"find outputs"],

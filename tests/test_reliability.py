@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import cli, compose_app, compose_train, load, wait_for
 from xor_lightning.errors import UserError
-from xor_lightning.evaluate import evaluate
 from xor_lightning.module import NonFiniteLossError
+from xor_lightning.tools.evaluate import evaluate
 from xor_lightning.train import build, train
 from xor_lightning.validate import validate_train
 

@@ -20,10 +20,10 @@ from hydra_plugins.xor_vectorized_launcher.compose import (
 from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
-from xor_lightning.seeds import success_rates, wilson
 from xor_lightning.stacked.fit import init_net
 from xor_lightning.stacked.groups import stack_key, stack_problem
 from xor_lightning.stacked.net import StackedAdam, StackedMLP
+from xor_lightning.sweeps.seeds import success_rates, wilson
 from xor_lightning.train import build
 
 # (hidden, activation, lr, betas, eps, weight_decay, data seed)

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import REPO, cli, curves, doc_block, write_points
-from xor_lightning import tables
+from xor_lightning.sweeps import tables
 from xor_lightning.tb_logger import StageLogger
 
 
@@ -125,7 +125,8 @@ def test_curves_of_a_run_with_several_batches_an_epoch(tmp_path):
 
 
 def test_pyarrow_is_not_imported_when_xor_train_starts():
-    code = "import sys, xor_lightning.train, xor_lightning.sweep, xor_lightning.tables; "
+    code = "import sys, xor_lightning.train, xor_lightning.sweeps.summary, "
+    code += "xor_lightning.sweeps.tables; "
     code += "sys.exit('pyarrow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -249,7 +250,7 @@ def test_the_sweep_callback_writes_them_and_a_failure_is_one_line(tmp_path, capl
     from omegaconf import OmegaConf
 
     from xor_lightning.files import write_json
-    from xor_lightning.sweep import SweepSummary
+    from xor_lightning.sweeps.summary import SweepSummary
 
     for job, hidden in enumerate((2, 8)):
         job_dir = tmp_path / str(job)

@@ -140,7 +140,7 @@ def test_a_key_the_network_does_not_take_is_refused_naming_what_it_takes(project
 def test_eval_predict_and_export_read_the_checkpoint(project, trained):
     best = next((trained / "checkpoints").glob("best-*.ckpt"))
     net = net_of(load(best))
-    ok(run(project, "evaluate", f"ckpt_path={best}", "hydra.run.dir=runs/eval"))
+    ok(run(project, "tools.evaluate", f"ckpt_path={best}", "hydra.run.dir=runs/eval"))
     scores = json.loads((project / "runs/eval/metrics.json").read_text())
     X, y = waves(256, 2, 2).tensors  # the test split: seed 0, split 2 (the datamodule's rule)
     with torch.no_grad():
@@ -154,7 +154,7 @@ def test_eval_predict_and_export_read_the_checkpoint(project, trained):
     with torch.no_grad():
         assert float(loaded.stdout) == pytest.approx(net(torch.tensor([[0.3, -0.4]])).item())
 
-    out = ok(run(project, "predict", f"ckpt_path={best}", "points=[[0.1,0.2],[-0.5,0.9]]",
+    out = ok(run(project, "tools.predict", f"ckpt_path={best}", "points=[[0.1,0.2],[-0.5,0.9]]",
                  "hydra.run.dir=runs/predict")).stdout.splitlines()  # fmt: skip
     with torch.no_grad():
         probs = torch.sigmoid(net(torch.tensor([[0.1, 0.2], [-0.5, 0.9]]))).flatten().tolist()
@@ -163,7 +163,7 @@ def test_eval_predict_and_export_read_the_checkpoint(project, trained):
 
     x = torch.rand(50, 2) * 2 - 1
     for fmt in ("onnx", "pt2"):
-        ok(run(project, "export", f"ckpt_path={best}", f"format={fmt}",
+        ok(run(project, "tools.export", f"ckpt_path={best}", f"format={fmt}",
                f"output={project}/model.{fmt}", "hydra.run.dir=runs/export"))  # fmt: skip
     program = torch.export.load(project / "model.pt2").module()
     import onnxruntime as ort
@@ -246,7 +246,7 @@ def test_csv_with_three_features_sets_n_in_and_predicts_three_columns(project):
     assert ckpt["hyper_parameters"]["net"]["n_in"] == 3
     assert json.loads((d / "metrics.json").read_text())["test/acc"] > 0.85
     assert "BoundaryPlot skipped: the points have 3 inputs" in (d / "train.log").read_text()
-    out = ok(run(project, "predict", f"ckpt_path={d}/checkpoints/last.ckpt",
+    out = ok(run(project, "tools.predict", f"ckpt_path={d}/checkpoints/last.ckpt",
                  "points=[[0.5,0.0,0.5],[-0.5,0.0,-0.5]]", "hydra.run.dir=runs/p3"))  # fmt: skip
     rows = out.stdout.splitlines()
     assert rows[0] == "x1,x2,x3,prob,label" and [r.split(",")[-1] for r in rows[1:]] == ["1", "0"]
@@ -300,7 +300,7 @@ def test_n_in_follows_the_data():
 
 def test_the_hidden_units_picture_applies_to_a_first_layer_on_the_plane():
     from xor_lightning.model import MLP
-    from xor_lightning.units import first_layer
+    from xor_lightning.pictures.units import first_layer
 
     mlp = MLP(hidden=3, activation="relu")
     assert first_layer(mlp) == (mlp[0], mlp[1])

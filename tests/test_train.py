@@ -14,7 +14,7 @@ from tests.conftest import compose_app, curves, doc_block, fit, load, readme_blo
 from xor_lightning import intro
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.data import make_xor
-from xor_lightning.predict import predict
+from xor_lightning.tools.predict import predict
 from xor_lightning.train import train
 
 METRIC_KEYS = {"train/loss", "val/loss", "val/acc", "test/loss", "test/acc"}

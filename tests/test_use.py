@@ -17,9 +17,9 @@ from tests.conftest import cli, compose_app
 from xor_lightning.checkpoint import load_checkpoint
 from xor_lightning.data import make_xor
 from xor_lightning.errors import UserError
-from xor_lightning.evaluate import evaluate
-from xor_lightning.export import export
-from xor_lightning.predict import HEADER, predict
+from xor_lightning.tools.evaluate import evaluate
+from xor_lightning.tools.export import export
+from xor_lightning.tools.predict import HEADER, predict
 
 # ---------------------------------------------------------------- evaluate
 
@@ -62,7 +62,7 @@ def test_evaluate_data_overrides_change_the_test_set(trained_ckpt, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_cli_prints_and_writes_the_scores_in_its_run_dir(trained_ckpt, tmp_path):
-    proc = cli("evaluate", f"ckpt_path={trained_ckpt}", cwd=tmp_path)
+    proc = cli("tools.evaluate", f"ckpt_path={trained_ckpt}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     [run] = (tmp_path / "outputs" / "evaluate").iterdir()
     written = json.loads((run / "metrics.json").read_text())
@@ -168,7 +168,7 @@ def test_predict_cli_streams_a_million_rows_in_bounded_memory(trained_ckpt, tmp_
             "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL);"
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
         )
-        args = [sys.executable, "-m", "xor_lightning.predict", f"ckpt_path={trained_ckpt}"]
+        args = [sys.executable, "-m", "xor_lightning.tools.predict", f"ckpt_path={trained_ckpt}"]
         args += [f"input={src}", f"output={src}.out", f"hydra.run.dir={tmp_path}/run"]
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -182,7 +182,7 @@ def test_predict_cli_streams_a_million_rows_in_bounded_memory(trained_ckpt, tmp_
 def test_predict_cli_error_is_one_line_with_the_line_number(trained_ckpt, tmp_path):
     src = tmp_path / "bad.csv"
     src.write_text("0.1,0.2\n0.3,abc\n")
-    proc = cli("predict", f"ckpt_path={trained_ckpt}", f"input={src}", cwd=tmp_path)
+    proc = cli("tools.predict", f"ckpt_path={trained_ckpt}", f"input={src}", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == f"error: {src} line 2: 'abc' is not a number"
 
@@ -212,7 +212,7 @@ def test_export_onnx_any_batch_size_matches_pytorch(trained_ckpt, tmp_path):
 
 def test_export_pt2_loads_with_torch_export(trained_ckpt, tmp_path, caplog):
     out = tmp_path / "m.pt2"
-    with caplog.at_level(logging.INFO, logger="xor_lightning.export"):
+    with caplog.at_level(logging.INFO, logger="xor_lightning.tools.export"):
         export(compose_app("export", f"ckpt_path={trained_ckpt}", "format=pt2", f"output={out}"))
     program = torch.export.load(out)
     x = torch.rand(33, 2)
@@ -225,7 +225,7 @@ def test_export_pt2_loads_with_torch_export(trained_ckpt, tmp_path, caplog):
 def test_an_export_that_differs_from_pytorch_is_refused_and_not_written(
     trained_ckpt, tmp_path, monkeypatch
 ):
-    from xor_lightning import export as export_module
+    from xor_lightning.tools import export as export_module
 
     real = export_module._pt2
     monkeypatch.setattr(export_module, "_pt2", lambda *a: real(*a) + 2e-5)
@@ -297,7 +297,7 @@ def test_bad_checkpoint_is_refused_and_no_code_runs(trained_ckpt, tmp_path, app,
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("module", ["evaluate", "train"])
+@pytest.mark.parametrize("module", ["tools.evaluate", "train"])
 def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_ckpt, tmp_path, module):
     path, _ = bad_checkpoints(tmp_path, trained_ckpt)["evil"]
     proc = cli(module, f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)

@@ -12,9 +12,9 @@ from tests.conftest import doc_table
 from xor_lightning import intro
 from xor_lightning.data import PROBLEMS, make_xor
 from xor_lightning.model import MLP
-from xor_lightning.plot import SQUARE, boundary_figure, boundary_image, plane_extent
+from xor_lightning.pictures.plot import SQUARE, boundary_figure, boundary_image, plane_extent
+from xor_lightning.pictures.units import hidden_units_figure, hidden_units_image
 from xor_lightning.train import train
-from xor_lightning.units import hidden_units_figure, hidden_units_image
 
 
 @pytest.mark.parametrize("problem", sorted(PROBLEMS))

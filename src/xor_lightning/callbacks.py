@@ -155,12 +155,12 @@ class BoundaryPlot(L.Callback):
         self._points: dict[str, tuple[Tensor, Tensor]] = {}
 
     def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
-        from xor_lightning.plot import boundary_image
+        from xor_lightning.pictures.plot import boundary_image
 
         return boundary_image(net, X, y, extent=self.extent)
 
     def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
-        from xor_lightning.plot import save_boundary
+        from xor_lightning.pictures.plot import save_boundary
 
         save_boundary(net, X, y, path, f"test set{score}", self.extent)
 
@@ -181,7 +181,7 @@ class BoundaryPlot(L.Callback):
         if self.skipped:
             return False
         if self.extent is None:
-            from xor_lightning.plot import plane_extent
+            from xor_lightning.pictures.plot import plane_extent
 
             dm = trainer.datamodule
             sets = [split_points(dm, s)[0].cpu() for s in ("train", "val", "test")]
@@ -194,7 +194,7 @@ class BoundaryPlot(L.Callback):
         writers = tensorboard_writers(trainer)
         if not writers or not self._ready(trainer, pl_module, "train"):
             return
-        from xor_lightning.plot import png_summary
+        from xor_lightning.pictures.plot import png_summary
 
         # `add_image`, with fast PNG compression (the default's was a third of the cost)
         X, y = (t.to(pl_module.device) for t in self._points["train"])
@@ -224,7 +224,7 @@ class HiddenUnitsPlot(BoundaryPlot):
         super().__init__(every_n_epochs, filename)
 
     def why_not(self, net: torch.nn.Module, X: Tensor) -> str | None:
-        from xor_lightning.units import first_layer
+        from xor_lightning.pictures.units import first_layer
 
         if first_layer(net) is None:
             return (
@@ -234,12 +234,12 @@ class HiddenUnitsPlot(BoundaryPlot):
         return super().why_not(net, X)
 
     def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
-        from xor_lightning.units import hidden_units_image
+        from xor_lightning.pictures.units import hidden_units_image
 
         return hidden_units_image(net, X, y, extent=self.extent)
 
     def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
-        from xor_lightning.units import save_hidden_units
+        from xor_lightning.pictures.units import save_hidden_units
 
         title = (
             "The first hidden layer, unit by unit, over the test points\n"

@@ -244,7 +244,7 @@ def _describe(groups: list[list[Job]], size: int) -> None:
 
 def _stop(sweep_dir: Path, signum: int, metric: str, hydra: Any) -> None:
     """After Ctrl-C or SIGTERM: the summary, how to resume, exit 128 + the signal number."""
-    from xor_lightning.sweep import metric_mode, summarize
+    from xor_lightning.sweeps.summary import metric_mode, summarize
 
     summarize(sweep_dir, metric, metric_mode(hydra, metric))
     log.warning(

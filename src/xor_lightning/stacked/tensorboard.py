@@ -115,7 +115,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from torch.utils.tensorboard import summary
 
     from xor_lightning.checkpoint import make_net
-    from xor_lightning.plot import plane_extent, png_summary
+    from xor_lightning.pictures.plot import plane_extent, png_summary
 
     cfg, stacked = job.resolved, result.net
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}

@@ -1,4 +1,4 @@
-"""Score a checkpoint: `python -m xor_lightning.evaluate ckpt_path=<file>` or `xor-eval`.
+"""Score a checkpoint: `python -m xor_lightning.tools.evaluate ckpt_path=<file>` or `xor-eval`.
 
 The model and the data are rebuilt from the run config stored in the checkpoint, so
 no run dir is needed; `data.*` overrides (a bigger test set, more noise) show how the

@@ -1,4 +1,5 @@
-"""Classify new points: `python -m xor_lightning.predict ckpt_path=<file> points=... | input=...`.
+"""Classify new points: `xor-predict ckpt_path=<file> points=... | input=...`
+(`python -m xor_lightning.tools.predict`).
 
 Prints a CSV table `x1,x2,prob,label` (`x1,...,xk,prob,label` for a network of k inputs)
 on stdout (log lines go to stderr) and writes the

@@ -1,4 +1,4 @@
-"""Ship a checkpoint: `python -m xor_lightning.export ckpt_path=<file> format=onnx|pt2`.
+"""Ship a checkpoint: `python -m xor_lightning.tools.export ckpt_path=<file> format=onnx|pt2`.
 
 The exported model takes a (batch, n_in) float32 tensor of any batch size (n_in is 2 for
 the chapter's problems) and returns probabilities (batch, 1). The file is checked against

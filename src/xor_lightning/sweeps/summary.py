@@ -105,7 +105,7 @@ class SweepSummary(Callback):
     sweep's tables."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from xor_lightning import tables
+        from xor_lightning.sweeps import tables
 
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():

@@ -1,4 +1,5 @@
-"""How often does the chapter's network learn XOR? `make seeds` (`python -m xor_lightning.seeds`).
+"""How often does the chapter's network learn XOR? `make seeds`
+(`python -m xor_lightning.sweeps.seeds`).
 
 Trains the chapter's run for N seeds at each hidden width (1, 2, 3, 4, 8) in one
 vectorised sweep, then counts, per width, the seeds that learned XOR: test accuracy at

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xor_lightning.plot import (
+from xor_lightning.pictures.plot import (
     FAST_PNG,
     SQUARE,
     Extent,
