@@ -153,6 +153,9 @@ def test_ctrl_c_stops_every_job_then_each_resumes(reference, tmp_path):
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     rows = summary(d)
     assert {r["status"] for r in rows.values()} == {"interrupted"}
+    import pyarrow.parquet as pq  # the sweep's table is written on the way out too
+
+    assert set(pq.read_table(d / "results.parquet").column("status").to_pylist()) == {"interrupted"}
     steps = {load(j / "checkpoints" / "last.ckpt")["global_step"] for j in d.glob("[0-9]*")}
     assert len(steps) == 1 and 0 < steps.pop() < 150  # every job at the same epoch
     # one job alone, then the whole sweep: the others continue, the finished one is kept

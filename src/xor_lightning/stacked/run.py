@@ -244,9 +244,9 @@ def _describe(groups: list[list[Job]], size: int) -> None:
 
 def _stop(sweep_dir: Path, signum: int, metric: str, hydra: Any) -> None:
     """After Ctrl-C or SIGTERM: the summary, how to resume, exit 128 + the signal number."""
-    from xor_lightning.sweeps.summary import metric_mode, summarize
+    from xor_lightning.sweeps.summary import metric_mode, write_all
 
-    summarize(sweep_dir, metric, metric_mode(hydra, metric))
+    write_all(sweep_dir, metric, metric_mode(hydra, metric))  # the summary and the tables
     log.warning(
         "%s: every job of the fit stopped at the same epoch, its last.ckpt written. Resume "
         "the sweep with the same command and hydra.sweep.dir=%s (finished jobs are kept), "

@@ -100,24 +100,34 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def write_all(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
+    """Summarize the jobs under `sweep_dir` and write the sweep's tables: the files written
+    (none when no job finished). A table that fails says so in one line: the jobs are
+    done and summarised."""
+    from xor_lightning.sweeps import tables
+
+    records = job_records(sweep_dir)
+    if not summarize(sweep_dir, metric, mode, records):
+        return []
+    written = [sweep_dir / "summary.csv", sweep_dir / "summary.md"]
+    try:
+        written += tables.write_sweep(sweep_dir, records)
+    except Exception as e:
+        log.error("the sweep's tables were not written: %s: %s", type(e).__name__, e)
+    return written
+
+
 class SweepSummary(Callback):
     """Hydra callback: at the end of every multirun, summarize its jobs and write the
     sweep's tables."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from xor_lightning.sweeps import tables
-
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
         metric = config.get("optimized_metric", "val/acc")
-        records = job_records(sweep_dir)
-        if summarize(sweep_dir, metric, metric_mode(config.hydra, metric), records):
+        written = write_all(sweep_dir, metric, metric_mode(config.hydra, metric))
+        if written:
             log.info("sweep summary, best %s first:\n%s", metric,
                      (sweep_dir / "summary.md").read_text())  # fmt: skip
-            written = [sweep_dir / "summary.csv", sweep_dir / "summary.md"]
-            try:  # the jobs are done and summarised: a table that fails says so in a line
-                written += tables.write_sweep(sweep_dir, records)
-            except Exception as e:
-                log.error("the sweep's tables were not written: %s: %s", type(e).__name__, e)
             log.info("written: %s", ", ".join(map(str, written)))
