@@ -54,12 +54,17 @@ def add_own(dest: Path) -> None:
     shutil.copy(EXAMPLE / search, dest / search)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("copy")
+def new_project(factory: pytest.TempPathFactory) -> Path:
+    """A copier's project: copied, renamed, with the network and data of its own."""
+    dest = factory.mktemp("copy")
     copy_and_rename(dest)
     add_own(dest)
     return dest
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_project(tmp_path_factory)
 
 
 def env(project: Path) -> dict[str, str]:

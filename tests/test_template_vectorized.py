@@ -14,16 +14,12 @@ import pytest
 import torch
 
 from tests.conftest import load
-from tests.test_template import PACKAGE, add_own, copy_and_rename, env, ok, run
+from tests.test_template import PACKAGE, env, new_project, ok, run
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The copier's project, as tests/test_template.py makes it (renamed, their own net)."""
-    dest = tmp_path_factory.mktemp("copy")
-    copy_and_rename(dest)
-    add_own(dest)
-    return dest
+    return new_project(tmp_path_factory)  # this module's own copy: a test adds a network
 
 
 STEPS = ("model=two_layer", "+trainer.max_steps=10", "trainer.check_val_every_n_epoch=1",
