@@ -1,9 +1,12 @@
-"""A stacked job's TensorBoard files: the layout a run's `StageLogger` writes, without a Trainer.
+"""A stacked fit's TensorBoard files, written without a Trainer.
 
-Sub-runs `train`, `val`, `test` and `best` with the tags `loss` and `acc` (and `lr` in
-`train`), the HPARAMS records, and for small groups the pictures and weight histograms,
-in the run dir itself. Each file is written in one go with TensorBoard's record writer:
-a `SummaryWriter` per sub-run starts a thread and costs milliseconds, which a sweep of a
+Each job's: the layout a run's `StageLogger` writes (sub-runs `train`, `val`, `test` and
+`best` with the tags `loss` and `acc`, and `lr` in `train`), the HPARAMS records, and for
+small groups the pictures and weight histograms, in the job's dir. The fit's summary
+(`write_summary`): the mean and the 10th and 90th percentiles of every job's curves, a
+few runs at the sweep's root that TensorBoard can show when it has too many job runs to
+select them all. Each file is written in one go with TensorBoard's record writer: a
+`SummaryWriter` per sub-run starts a thread and costs milliseconds, which a sweep of a
 thousand jobs would pay four thousand times.
 """
 
@@ -15,6 +18,8 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 _files = itertools.count()
 
@@ -71,6 +76,57 @@ def write_run(
     write_events(run_dir, [(s, 0) for s in session] + list(extras))
 
 
+def logs_to_tensorboard(cfg: dict[str, Any]) -> bool:
+    """Whether a run of this resolved config writes TensorBoard files (its `logger`s)."""
+    return any(str((lg or {}).get("_target_", "")).endswith(("StageLogger", "TensorBoardLogger"))
+               for lg in (cfg.get("logger") or {}).values())  # fmt: skip
+
+
+SUMMARY_DIR = "tb"  # the summary runs' dir in the sweep dir
+STATISTICS = {"mean": None, "p10": 10.0, "p90": 90.0}  # run name -> percentile
+
+
+def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
+    """The fit's jobs summarised per epoch, as runs `<sweep_dir>/tb/<name>/{mean,p10,p90}`
+    with the tags `loss/train`, `loss/val`, `acc/train`, `acc/val` (TensorBoard's landing
+    page opens the `acc` and `loss` groups), and `models/train`, `models/val` in `mean`:
+    how many models each epoch's statistics are over. A model is in an epoch's statistics
+    while it trains (until the epoch its loss became non-finite, up to the epoch an Optuna
+    pruner stopped it after) and while both its loss and acc there are finite. Steps are
+    the jobs' own (Lightning's logging step), so the summary lines up with their curves.
+    Written anew each time: the runs hold this fit's epochs. Returns `<sweep_dir>/tb/<name>`."""
+    n = result.extra["batches_per_epoch"]
+    failed = result.failed_at[:, 0].numpy()  # the epoch a model's loss became non-finite
+    stopped = result.stopped_at.numpy()  # the last epoch a pruned model trained
+    events: dict[str, list[tuple[Any, int]]] = {stat: [] for stat in STATISTICS}
+    for stage in ("train", "val"):
+        epochs, loss = result.series(f"{stage}/loss")
+        acc_epochs, acc = result.series(f"{stage}/acc")
+        if not len(epochs) or not np.array_equal(epochs, acc_epochs):
+            continue
+        e = epochs[:, None]
+        training = ((failed < 0) | (e < failed)) & ((stopped < 0) | (e <= stopped))
+        kept = training & np.isfinite(loss) & np.isfinite(acc)
+        counts = kept.sum(axis=1)
+        steps = ((epochs + 1) * n - 1).tolist()
+        rows = np.flatnonzero(counts)  # epochs with a model in the statistics
+        for metric, values in (("loss", loss), ("acc", acc)):
+            masked = np.where(kept, values, np.nan).astype(np.float64)[rows]
+            for stat, q in STATISTICS.items():
+                x = np.nanmean(masked, axis=1) if q is None else np.nanpercentile(masked, q, 1)
+                tag = f"{metric}/{stage}"
+                pairs = zip(rows.tolist(), x.tolist(), strict=True)
+                events[stat] += [(scalar(tag, v), steps[r]) for r, v in pairs]
+        pairs = zip(steps, counts.tolist(), strict=True)
+        events["mean"] += [(scalar(f"models/{stage}", c), s) for s, c in pairs]
+    root = Path(sweep_dir) / SUMMARY_DIR / name
+    for stat, stat_events in events.items():
+        for old in (root / stat).glob("events.out.tfevents.*"):
+            old.unlink()  # a rerun of the sweep into the same dir: this fit's alone
+        write_events(root / stat, stat_events)
+    return root
+
+
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
@@ -78,8 +134,7 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
     from xor_lightning.tb_logger import session_hparams, session_summaries
 
     cfg = job.resolved
-    if not any(str((lg or {}).get("_target_", "")).endswith(("StageLogger", "TensorBoardLogger"))
-               for lg in (cfg.get("logger") or {}).values()):  # fmt: skip
+    if not logs_to_tensorboard(cfg):
         return
     n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
     step = lambda epoch: (epoch + 1) * n - 1  # noqa: E731  (Lightning's logging step)
