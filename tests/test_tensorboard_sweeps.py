@@ -52,6 +52,10 @@ def test_a_vectorised_sweep_summary_equals_the_statistics_of_its_jobs_curves(tmp
         if record["status"] == "failed":
             failed_at[job.name] = int(re.search(r"at epoch (\d+)", record["error"]).group(1))
     assert len(failed_at) == 4  # the lr=1e38 jobs: the exclusion below is exercised
+    for job, epoch in failed_at.items():  # a failed job's curves end as its run alone's do
+        steps = [s for run in ("train", "val") for s, _ in found.get(f"{job}/{run}", {}).get(
+                 "loss", [])]  # fmt: skip
+        assert steps and max(steps) < epoch, (job, steps)
 
     # The runs TensorBoard lists at the sweep's root, and their tags
     summary = {run: tags for run, tags in found.items() if run.startswith("tb/")}
@@ -63,7 +67,7 @@ def test_a_vectorised_sweep_summary_equals_the_statistics_of_its_jobs_curves(tmp
         metric, stage = tag.split("/")
         per_step: dict[int, list[float]] = {}
         for job in jobs:
-            for step, value in found[f"{job.name}/{stage}"][metric]:
+            for step, value in found.get(f"{job.name}/{stage}", {}).get(metric, []):
                 epoch = step  # full batches: one step an epoch
                 if epoch < failed_at.get(job.name, math.inf) and math.isfinite(value):
                     per_step.setdefault(step, []).append(value)

@@ -139,6 +139,7 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
     n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
     step = lambda epoch: (epoch + 1) * n - 1  # noqa: E731  (Lightning's logging step)
     points: dict[str, list[tuple[int, float]]] = {}
+    failed = int(result.failed_at[k][0])  # its run alone stops in that epoch, unlogged
     for key in CURVES:
         epochs, values = result.series(key)
         if not len(epochs):
@@ -146,6 +147,8 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
         keep = (epochs <= final) & (
             (epochs % every == 0) | (epochs == final) | key.startswith("val")
         )
+        if failed >= 0:
+            keep &= epochs < failed
         kept = zip(epochs[keep].tolist(), values[keep, k].tolist(), strict=True)
         points[key] = [(step(e), v) for e, v in kept]
     session = []
