@@ -129,3 +129,34 @@ def test_a_rerun_replaces_the_summary(tmp_path):
     for stat in ("mean", "p10", "p90"):
         assert len(list(Path(tmp_path, "tb", "group0", stat).iterdir())) == 1
     assert curves(tmp_path)["tb/group0/mean"]["loss/train"] == [(1, 0.5), (3, 0.5)]
+
+
+@pytest.mark.slow
+def test_hparams_lists_sessions_past_a_thousand(tmp_path):
+    """HPARAMS' 1,000 (`hparamsLimit`, what its UI asks for) caps hyperparameters, not
+    sessions: 1,001 sessions, the page from index 1,000 holds the last one."""
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams.hparams_plugin import HParamsPlugin
+    from werkzeug.test import Client
+
+    from xor_lightning.stacked.tensorboard import scalar, write_events
+    from xor_lightning.tb_logger import session_summaries
+
+    for job in range(1001):
+        write_events(tmp_path / str(job), [(s, 0) for s in session_summaries({"seed": job})])
+        write_events(tmp_path / str(job) / "test", [(scalar("acc", job / 1000), 9)])
+    mux = EventMultiplexer().AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    provider = MultiplexerDataProvider(mux, str(tmp_path))
+    context = base_plugin.TBContext(logdir=str(tmp_path), multiplexer=mux, data_provider=provider)
+    apps = HParamsPlugin(context).get_plugin_apps()
+    exp = Client(apps["/experiment"]).post("/", json={"experimentName": "", "hparamsLimit": 1000})
+    assert [h["name"] for h in exp.get_json()["hparamInfos"]] == ["seed"]
+    request = {"experimentName": "", "colParams": [{"hparam": "seed", "order": "ORDER_ASC"}],
+               "startIndex": 1000, "sliceSize": 100,
+               "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS"]}  # fmt: skip
+    page = Client(apps["/session_groups"]).post("/", json=request).get_json()
+    assert page["totalSize"] == 1001
+    assert [g["hparams"]["seed"] for g in page["sessionGroups"]] == [1000]
