@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -160,3 +164,31 @@ def test_hparams_lists_sessions_past_a_thousand(tmp_path):
     page = Client(apps["/session_groups"]).post("/", json=request).get_json()
     assert page["totalSize"] == 1001
     assert [g["hparams"]["seed"] for g in page["sessionGroups"]] == [1000]
+
+
+@pytest.mark.slow
+def test_an_interrupted_fit_writes_its_summary_and_the_resumed_fit_replaces_it(tmp_path):
+    """SIGTERM mid-fit: the summary so far; the same command resumes the sweep, and the
+    summary then holds the epochs after the resume, over the jobs that resumed."""
+    sweep = tmp_path / "s"
+    args = ["-m", "seed=range(4)", "model.hidden=5", "trainer.max_epochs=300",
+            "hydra/launcher=vectorized", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "xor_lightning.train", *args],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        deadline = time.monotonic() + 120
+        while "epoch    0" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    first = curves(sweep / "tb")["group0/mean"]
+    stopped = first["models/train"][-1][0]  # the last epoch trained (one step an epoch)
+    assert 0 <= stopped < 299 and [c for _, c in first["models/train"]] == [4.0] * (stopped + 1)
+    resumed = cli("train", *args, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    again = curves(sweep / "tb")["group0/mean"]
+    steps = [s for s, _ in again["loss/train"]]
+    assert steps == list(range(steps[0], 300)) and steps[0] > stopped
+    assert {c for _, c in again["models/train"]} == {4.0}
