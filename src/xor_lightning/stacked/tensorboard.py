@@ -111,9 +111,8 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
         steps = ((epochs + 1) * n - 1).tolist()
         rows = np.flatnonzero(counts)  # epochs with a model in the statistics
         for metric, values in (("loss", loss), ("acc", acc)):
-            masked = np.where(kept, values, np.nan).astype(np.float64)[rows]
-            for stat, q in STATISTICS.items():
-                x = np.nanmean(masked, axis=1) if q is None else np.nanpercentile(masked, q, 1)
+            stats = _statistics(np.where(kept, values, np.nan)[rows], counts[rows])
+            for stat, x in stats.items():
                 tag = f"{metric}/{stage}"
                 pairs = zip(rows.tolist(), x.tolist(), strict=True)
                 events[stat] += [(scalar(tag, v), steps[r]) for r, v in pairs]
@@ -125,6 +124,25 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
             old.unlink()  # a rerun of the sweep into the same dir: this fit's alone
         write_events(root / stat, stat_events)
     return root
+
+
+def _statistics(values: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
+    """Per row of `values` (NaN: left out; `counts` the others, > 0): the mean, and each
+    percentile of `STATISTICS` by linear interpolation between the sorted values (numpy's
+    default method), from one sort: `np.nanpercentile` takes ~10x longer on 16,384 models."""
+    ordered = np.sort(values, axis=1)  # NaN last
+    out = {}
+    for stat, q in STATISTICS.items():
+        if q is None:
+            out[stat] = np.nansum(ordered, axis=1, dtype=np.float64) / counts
+            continue
+        pos = q / 100 * (counts - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, counts - 1)
+        a = np.take_along_axis(ordered, lo[:, None], 1)[:, 0].astype(np.float64)
+        b = np.take_along_axis(ordered, hi[:, None], 1)[:, 0].astype(np.float64)
+        out[stat] = a + (b - a) * (pos - lo)
+    return out
 
 
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
