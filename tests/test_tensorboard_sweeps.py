@@ -37,6 +37,50 @@ def expected(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "p10": deciles[0], "p90": deciles[8]}
 
 
+def summary_of(sweep: Path, run: str, n_jobs: int, n_failed: int, last: int) -> None:
+    """The summary runs `run/{mean,p10,p90}` equal the statistics of the jobs' own curves,
+    over the jobs still training (`n_failed` of them fail); a failed job's curves end as its
+    run alone's do; HPARAMS lists the jobs alone (the summary runs are not sessions)."""
+    found = curves(sweep)
+    jobs = sorted(p for p in sweep.iterdir() if (p / "job.json").is_file())
+    assert len(jobs) == n_jobs
+    failed_at = {}  # job -> the epoch its loss became non-finite
+    for job in jobs:
+        record = read_json(job / "job.json")
+        if record["status"] == "failed":
+            failed_at[job.name] = int(re.search(r"at epoch (\d+)", record["error"]).group(1))
+    assert len(failed_at) == n_failed  # the exclusion below is exercised
+    for job, epoch in failed_at.items():
+        steps = [s for sub in ("train", "val") for s, _ in found.get(f"{job}/{sub}", {}).get(
+                 "loss", [])]  # fmt: skip
+        assert steps and max(steps) < epoch, (job, steps)
+
+    # The runs TensorBoard lists at the sweep's root, and their tags
+    summary = {name: tags for name, tags in found.items() if name.startswith("tb/")}
+    assert set(summary) == {f"{run}/mean", f"{run}/p10", f"{run}/p90"}
+    assert set(summary[f"{run}/mean"]) == SUMMARY_TAGS | {"models/train", "models/val"}
+    assert set(summary[f"{run}/p10"]) == set(summary[f"{run}/p90"]) == SUMMARY_TAGS
+
+    for tag in sorted(SUMMARY_TAGS):
+        metric, stage = tag.split("/")
+        per_step: dict[int, list[float]] = {}
+        for job in jobs:
+            for step, value in found.get(f"{job.name}/{stage}", {}).get(metric, []):
+                epoch = step  # full batches: one step an epoch
+                if epoch < failed_at.get(job.name, math.inf) and math.isfinite(value):
+                    per_step.setdefault(step, []).append(value)
+        counts = dict(found[f"{run}/mean"][f"models/{stage}"])
+        assert {s: len(v) for s, v in per_step.items()} == counts
+        assert counts[last] == n_jobs - n_failed  # the failed ones are counted out
+        for stat in ("mean", "p10", "p90"):
+            got = dict(found[f"{run}/{stat}"][tag])
+            assert sorted(got) == sorted(per_step), (tag, stat)
+            for step, values in per_step.items():
+                assert got[step] == pytest.approx(expected(values)[stat], rel=1e-6), (tag, step)
+    _, sessions = hparams_tab(sweep)
+    assert sorted(sessions) == sorted(j.name for j in jobs if j.name not in failed_at)
+
+
 @pytest.mark.slow
 def test_a_vectorised_sweep_summary_equals_the_statistics_of_its_jobs_curves(tmp_path):
     """8 seeds of a 3-unit network with a noisy dataset, half of them with a learning rate
@@ -47,46 +91,20 @@ def test_a_vectorised_sweep_summary_equals_the_statistics_of_its_jobs_curves(tmp
             f"hydra.sweep.dir={sweep}"]  # fmt: skip
     proc = cli("train", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    found = curves(sweep)
-    jobs = sorted(p for p in sweep.iterdir() if (p / "job.json").is_file())
-    assert len(jobs) == 8
-    failed_at = {}  # job -> the epoch its loss became non-finite
-    for job in jobs:
-        record = read_json(job / "job.json")
-        if record["status"] == "failed":
-            failed_at[job.name] = int(re.search(r"at epoch (\d+)", record["error"]).group(1))
-    assert len(failed_at) == 4  # the lr=1e38 jobs: the exclusion below is exercised
-    for job, epoch in failed_at.items():  # a failed job's curves end as its run alone's do
-        steps = [s for run in ("train", "val") for s, _ in found.get(f"{job}/{run}", {}).get(
-                 "loss", [])]  # fmt: skip
-        assert steps and max(steps) < epoch, (job, steps)
+    summary_of(sweep, "tb/group0", n_jobs=8, n_failed=4, last=29)
 
-    # The runs TensorBoard lists at the sweep's root, and their tags
-    summary = {run: tags for run, tags in found.items() if run.startswith("tb/")}
-    assert set(summary) == {"tb/group0/mean", "tb/group0/p10", "tb/group0/p90"}
-    assert set(summary["tb/group0/mean"]) == SUMMARY_TAGS | {"models/train", "models/val"}
-    assert set(summary["tb/group0/p10"]) == set(summary["tb/group0/p90"]) == SUMMARY_TAGS
 
-    for tag in sorted(SUMMARY_TAGS):
-        metric, stage = tag.split("/")
-        per_step: dict[int, list[float]] = {}
-        for job in jobs:
-            for step, value in found.get(f"{job.name}/{stage}", {}).get(metric, []):
-                epoch = step  # full batches: one step an epoch
-                if epoch < failed_at.get(job.name, math.inf) and math.isfinite(value):
-                    per_step.setdefault(step, []).append(value)
-        counts = dict(found["tb/group0/mean"][f"models/{stage}"])
-        assert {s: len(v) for s, v in per_step.items()} == counts
-        assert counts[29] == 4  # the failed ones are counted out
-        for stat in ("mean", "p10", "p90"):
-            got = dict(found[f"tb/group0/{stat}"][tag])
-            assert sorted(got) == sorted(per_step), (tag, stat)
-            for step, values in per_step.items():
-                assert got[step] == pytest.approx(expected(values)[stat], rel=1e-6), (tag, step)
-
-    # HPARAMS lists the jobs alone: the summary runs are not sessions
-    _, sessions = hparams_tab(sweep)
-    assert sorted(sessions) == sorted(j.name for j in jobs if j.name not in failed_at)
+@pytest.mark.slow
+def test_a_basic_sweep_summary_equals_the_statistics_of_its_jobs_curves(tmp_path):
+    """The basic launcher, one job a process: its summary (`tb/sweep`) comes from the jobs'
+    curves at the sweep's end; two of the four jobs fail at epoch 1."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "seed=1,2", "model.optimizer.lr=0.05,1e38", "model.hidden=4",
+            "trainer.max_epochs=12", "trainer.check_val_every_n_epoch=3",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = cli("train", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary_of(sweep, "tb/sweep", n_jobs=4, n_failed=2, last=11)
 
 
 def fake_result(history: dict[str, np.ndarray], failed: list[int], stopped: list[int]) -> object:

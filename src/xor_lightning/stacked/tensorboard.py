@@ -12,16 +12,12 @@ thousand jobs would pay four thousand times.
 
 from __future__ import annotations
 
-import itertools
-import os
-import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_files = itertools.count()
+from xor_lightning.tb_summary import SUMMARY_DIR, scalar, write_events, write_runs
 
 
 def _tensorflow_bins() -> list[float]:
@@ -34,29 +30,6 @@ def _tensorflow_bins() -> list[float]:
 
 
 TF_BINS = _tensorflow_bins()
-
-
-def write_events(run_dir: Path, events: list[tuple[Any, int]]) -> None:
-    """One events file in `run_dir` holding these (Summary, step) records."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.record_writer import RecordWriter
-
-    if not events:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    name = f"events.out.tfevents.{now:.0f}.{socket.gethostname()}.{os.getpid()}.{next(_files)}"
-    with open(run_dir / name, "wb") as f:
-        writer = RecordWriter(f)
-        writer.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
-        for summary, step in events:
-            writer.write(Event(wall_time=now, step=step, summary=summary).SerializeToString())
-
-
-def scalar(tag: str, value: float) -> Any:
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    return Summary(value=[Summary.Value(tag=tag, simple_value=value)])
 
 
 def write_run(
@@ -82,10 +55,6 @@ def logs_to_tensorboard(cfg: dict[str, Any]) -> bool:
                for lg in (cfg.get("logger") or {}).values())  # fmt: skip
 
 
-SUMMARY_DIR = "tb"  # the summary runs' dir in the sweep dir
-STATISTICS = {"mean": None, "p10": 10.0, "p90": 90.0}  # run name -> percentile
-
-
 def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
     """The fit's jobs summarised per epoch, as runs `<sweep_dir>/tb/<name>/{mean,p10,p90}`
     with the tags `loss/train`, `loss/val`, `acc/train`, `acc/val` (TensorBoard's landing
@@ -98,7 +67,7 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
     n = result.extra["batches_per_epoch"]
     failed = result.failed_at[:, 0].numpy()  # the epoch a model's loss became non-finite
     stopped = result.stopped_at.numpy()  # the last epoch a pruned model trained
-    events: dict[str, list[tuple[Any, int]]] = {stat: [] for stat in STATISTICS}
+    stages = {}
     for stage in ("train", "val"):
         epochs, loss = result.series(f"{stage}/loss")
         acc_epochs, acc = result.series(f"{stage}/acc")
@@ -106,43 +75,8 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
             continue
         e = epochs[:, None]
         training = ((failed < 0) | (e < failed)) & ((stopped < 0) | (e <= stopped))
-        kept = training & np.isfinite(loss) & np.isfinite(acc)
-        counts = kept.sum(axis=1)
-        steps = ((epochs + 1) * n - 1).tolist()
-        rows = np.flatnonzero(counts)  # epochs with a model in the statistics
-        for metric, values in (("loss", loss), ("acc", acc)):
-            stats = _statistics(np.where(kept, values, np.nan)[rows], counts[rows])
-            for stat, x in stats.items():
-                tag = f"{metric}/{stage}"
-                pairs = zip(rows.tolist(), x.tolist(), strict=True)
-                events[stat] += [(scalar(tag, v), steps[r]) for r, v in pairs]
-        pairs = zip(steps, counts.tolist(), strict=True)
-        events["mean"] += [(scalar(f"models/{stage}", c), s) for s, c in pairs]
-    root = Path(sweep_dir) / SUMMARY_DIR / name
-    for stat, stat_events in events.items():
-        for old in (root / stat).glob("events.out.tfevents.*"):
-            old.unlink()  # a rerun of the sweep into the same dir: this fit's alone
-        write_events(root / stat, stat_events)
-    return root
-
-
-def _statistics(values: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Per row of `values` (NaN: left out; `counts` the others, > 0): the mean, and each
-    percentile of `STATISTICS` by linear interpolation between the sorted values (numpy's
-    default method), from one sort: `np.nanpercentile` takes ~10x longer on 16,384 models."""
-    ordered = np.sort(values, axis=1)  # NaN last
-    out = {}
-    for stat, q in STATISTICS.items():
-        if q is None:
-            out[stat] = np.nansum(ordered, axis=1, dtype=np.float64) / counts
-            continue
-        pos = q / 100 * (counts - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, counts - 1)
-        a = np.take_along_axis(ordered, lo[:, None], 1)[:, 0].astype(np.float64)
-        b = np.take_along_axis(ordered, hi[:, None], 1)[:, 0].astype(np.float64)
-        out[stat] = a + (b - a) * (pos - lo)
-    return out
+        stages[stage] = ((epochs + 1) * n - 1, loss, acc, training)
+    return write_runs(Path(sweep_dir) / SUMMARY_DIR / name, stages)
 
 
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
