@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xor_lightning.tb_summary import SUMMARY_DIR, scalar, write_events, write_runs
+from xor_lightning.sweeps.tb_summary import SUMMARY_DIR, scalar, write_events, write_runs
 
 
 def _tensorflow_bins() -> list[float]:

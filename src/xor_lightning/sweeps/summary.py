@@ -105,8 +105,7 @@ def write_all(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
     """Summarize the jobs under `sweep_dir` and write the sweep's tables: the files written
     (none when no job finished). A table that fails says so in one line: the jobs are
     done and summarised."""
-    from xor_lightning import tb_summary
-    from xor_lightning.sweeps import tables
+    from xor_lightning.sweeps import tables, tb_summary
 
     records = job_records(sweep_dir)
     if not summarize(sweep_dir, metric, mode, records):
