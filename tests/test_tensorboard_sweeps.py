@@ -79,6 +79,8 @@ def summary_of(sweep: Path, run: str, n_jobs: int, n_failed: int, last: int) -> 
                 assert got[step] == pytest.approx(expected(values)[stat], rel=1e-6), (tag, step)
     _, sessions = hparams_tab(sweep)
     assert sorted(sessions) == sorted(j.name for j in jobs if j.name not in failed_at)
+    metrics = {"best/acc", "best/loss", "test/acc", "test/loss"}  # none of the summary's
+    assert all(set(values) == metrics for values in sessions.values())
 
 
 @pytest.mark.slow
