@@ -1,11 +1,12 @@
 """What a learner sees in TensorBoard, as PNGs: `make screenshots`.
 
-Trains the default run and a 4-job sweep (model.hidden 2, 8 x lr 0.05, 0.1) into
-outputs/screenshots/, serves each with TensorBoard on 127.0.0.1 and takes headless
-Chromium screenshots of what the browser shows: the landing page (Time Series) of the
-run, and the landing page and the HPARAMS tab of the sweep. The PNGs go to
-outputs/screenshots/; `--docs` also copies the README's pictures into docs/ (with the
-run's hidden_units.png). Look at them: that is the check.
+Trains the default run, a 4-job sweep (model.hidden 2, 8 x lr 0.05, 0.1) and a 256-seed
+vectorised sweep of 100 epochs into outputs/screenshots/, serves each with TensorBoard on
+127.0.0.1 and takes headless Chromium screenshots of what the browser shows: the landing
+page (Time Series) of the run, the landing page and the HPARAMS tab of the sweep, and the
+landing page of the seed sweep's summary runs (`<sweep dir>/tb`). The PNGs go to
+outputs/screenshots/; `--docs` also copies the docs' pictures into docs/ (with the run's
+hidden_units.png). Look at them: that is the check.
 Needs `chromium` (Debian: apt-get install chromium). Nothing leaves 127.0.0.1.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "outputs" / "screenshots"
 SWEEP = ["-m", "model.hidden=2,8", "model.optimizer.lr=0.05,0.1"]
+SEEDS = ["-m", "seed=range(256)", "hydra/launcher=vectorized", "trainer.max_epochs=100"]
 CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
@@ -84,15 +86,18 @@ def main() -> None:
     parser.add_argument("--docs", action="store_true", help="also update docs/*.png")
     parser.add_argument("--reuse", action="store_true", help="keep the trained run and sweep")
     args = parser.parse_args()
-    run, sweep = OUT / "run", OUT / "sweep"
-    if not (args.reuse and run.is_dir() and sweep.is_dir()):
+    run, sweep, seeds = OUT / "run", OUT / "sweep", OUT / "seeds"
+    if not (args.reuse and run.is_dir() and sweep.is_dir() and seeds.is_dir()):
         shutil.rmtree(OUT, ignore_errors=True)
         train(f"hydra.run.dir={run}")
         train(*SWEEP, f"hydra.sweep.dir={sweep}")
+        train(*SEEDS, f"hydra.sweep.dir={seeds}")
     # SVG charts: headless Chromium takes its picture before the WebGL ones are drawn.
     page, hparams = "?forceSVG=true", "?forceSVG=true#hparams"
+    story = "?forceSVG=true&smoothing=0"  # the summary's statistics as they are
     shots = [(run, page, "run.png", "1600,1100"), (sweep, page, "sweep.png", "1600,1100"),
-             (sweep, hparams, "hparams.png", "2240,520")]  # wide: every metric column  # fmt: skip
+             (sweep, hparams, "hparams.png", "2240,520"),  # wide: every metric column
+             (seeds / "tb", story, "seeds.png", "1600,1100")]  # fmt: skip
     for logdir, page, name, size in shots:
         proc, url = serve(logdir)
         try:
@@ -105,9 +110,13 @@ def main() -> None:
             shutil.copy(OUT / src, REPO / "docs" / dst)
         from PIL import Image  # 256 colours: a quarter of the size, no visible change
 
-        units = Image.open(run / "hidden_units.png").convert("RGB").quantize(256)
-        units.save(REPO / "docs" / "hidden_units.png", optimize=True)
-        print("updated docs/tensorboard.png, docs/hparams.png, docs/hidden_units.png")
+        for src, dst in [(run / "hidden_units.png", "hidden_units.png"),
+                         (OUT / "seeds.png", "tensorboard-sweep.png")]:  # fmt: skip
+            Image.open(src).convert("RGB").quantize(256).save(REPO / "docs" / dst, optimize=True)
+        print(
+            "updated docs/tensorboard.png, docs/hparams.png, docs/hidden_units.png, "
+            "docs/tensorboard-sweep.png"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn
 
 from xor_lightning.files import digest, read_json, write_json
 from xor_lightning.lock import hold, in_use, let_go
+from xor_lightning.stacked import tensorboard
 from xor_lightning.stacked.fit import fit_group
 from xor_lightning.stacked.forks import fork_map
 from xor_lightning.stacked.groups import VARYING, split_keys
@@ -147,7 +148,9 @@ def run_jobs(
         for g, members in enumerate(groups.values()):
             size = settings["max_models_per_fit"]
             for start in range(0, len(members), size):
-                _fit(g, members[start : start + size], settings, sweep_dir, metric, hooks, returns)
+                name = f"group{g}" if len(members) <= size else f"group{g}-fit{start // size}"
+                _fit(g, members[start : start + size], settings, sweep_dir, metric, hooks, returns,
+                     name)  # fmt: skip
         for job in jobs:
             if job.num not in returns:
                 log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
@@ -162,8 +165,9 @@ def run_jobs(
 
 
 def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, metric: str,
-         hooks: Hooks, returns: dict[int, JobReturn]) -> None:  # fmt: skip
-    """One fit of a group's `chunk` of jobs; each job's dir written and its return made."""
+         hooks: Hooks, returns: dict[int, JobReturn], name: str = "") -> None:  # fmt: skip
+    """One fit of a group's `chunk` of jobs; each job's dir written and its return made, and
+    the fit's TensorBoard summary (`<sweep dir>/tb/<name>`, `name` by default `group<g>`)."""
     hooks.started(chunk)
     tic = time.perf_counter()
     resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
@@ -176,6 +180,9 @@ def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, me
     result.extra["curve_every"] = 1 if small else settings["curve_every_n_epochs"]
     info = {"group": g, "models": len(chunk), "fit_s": round(time.perf_counter() - tic, 3)}
     write_group(chunk, result, info, settings["workers"])
+    if any(tensorboard.logs_to_tensorboard(j.resolved) for j in chunk):
+        runs = tensorboard.write_summary(sweep_dir, name or f"group{g}", result)
+        log.info("TensorBoard: the fit's mean, p10 and p90 in %s", runs)
     for k, job in enumerate(chunk):
         if int(result.stopped_at[k]) >= 0:  # what Hydra records when a task raises
             import optuna

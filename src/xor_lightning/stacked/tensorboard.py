@@ -1,22 +1,23 @@
-"""A stacked job's TensorBoard files: the layout a run's `StageLogger` writes, without a Trainer.
+"""A stacked fit's TensorBoard files, written without a Trainer.
 
-Sub-runs `train`, `val`, `test` and `best` with the tags `loss` and `acc` (and `lr` in
-`train`), the HPARAMS records, and for small groups the pictures and weight histograms,
-in the run dir itself. Each file is written in one go with TensorBoard's record writer:
-a `SummaryWriter` per sub-run starts a thread and costs milliseconds, which a sweep of a
+Each job's: the layout a run's `StageLogger` writes (sub-runs `train`, `val`, `test` and
+`best` with the tags `loss` and `acc`, and `lr` in `train`), the HPARAMS records, and for
+small groups the pictures and weight histograms, in the job's dir. The fit's summary
+(`write_summary`): the mean and the 10th and 90th percentiles of every job's curves, a
+few runs at the sweep's root that TensorBoard can show when it has too many job runs to
+select them all. Each file is written in one go with TensorBoard's record writer: a
+`SummaryWriter` per sub-run starts a thread and costs milliseconds, which a sweep of a
 thousand jobs would pay four thousand times.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import socket
-import time
 from pathlib import Path
 from typing import Any
 
-_files = itertools.count()
+import numpy as np
+
+from xor_lightning.sweeps.tb_summary import SUMMARY_DIR, scalar, write_events, write_runs
 
 
 def _tensorflow_bins() -> list[float]:
@@ -29,29 +30,6 @@ def _tensorflow_bins() -> list[float]:
 
 
 TF_BINS = _tensorflow_bins()
-
-
-def write_events(run_dir: Path, events: list[tuple[Any, int]]) -> None:
-    """One events file in `run_dir` holding these (Summary, step) records."""
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.record_writer import RecordWriter
-
-    if not events:
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    name = f"events.out.tfevents.{now:.0f}.{socket.gethostname()}.{os.getpid()}.{next(_files)}"
-    with open(run_dir / name, "wb") as f:
-        writer = RecordWriter(f)
-        writer.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
-        for summary, step in events:
-            writer.write(Event(wall_time=now, step=step, summary=summary).SerializeToString())
-
-
-def scalar(tag: str, value: float) -> Any:
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    return Summary(value=[Summary.Value(tag=tag, simple_value=value)])
 
 
 def write_run(
@@ -71,6 +49,36 @@ def write_run(
     write_events(run_dir, [(s, 0) for s in session] + list(extras))
 
 
+def logs_to_tensorboard(cfg: dict[str, Any]) -> bool:
+    """Whether a run of this resolved config writes TensorBoard files (its `logger`s)."""
+    return any(str((lg or {}).get("_target_", "")).endswith(("StageLogger", "TensorBoardLogger"))
+               for lg in (cfg.get("logger") or {}).values())  # fmt: skip
+
+
+def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
+    """The fit's jobs summarised per epoch, as runs `<sweep_dir>/tb/<name>/{mean,p10,p90}`
+    with the tags `loss/train`, `loss/val`, `acc/train`, `acc/val` (TensorBoard's landing
+    page opens the `acc` and `loss` groups), and `models/train`, `models/val` in `mean`:
+    how many models each epoch's statistics are over. A model is in an epoch's statistics
+    while it trains (until the epoch its loss became non-finite, up to the epoch an Optuna
+    pruner stopped it after) and while both its loss and acc there are finite. Steps are
+    the jobs' own (Lightning's logging step), so the summary lines up with their curves.
+    Written anew each time: the runs hold this fit's epochs. Returns `<sweep_dir>/tb/<name>`."""
+    n = result.extra["batches_per_epoch"]
+    failed = result.failed_at[:, 0].numpy()  # the epoch a model's loss became non-finite
+    stopped = result.stopped_at.numpy()  # the last epoch a pruned model trained
+    stages = {}
+    for stage in ("train", "val"):
+        epochs, loss = result.series(f"{stage}/loss")
+        acc_epochs, acc = result.series(f"{stage}/acc")
+        if not len(epochs) or not np.array_equal(epochs, acc_epochs):
+            continue
+        e = epochs[:, None]
+        training = ((failed < 0) | (e < failed)) & ((stopped < 0) | (e <= stopped))
+        stages[stage] = ((epochs + 1) * n - 1, loss, acc, training)
+    return write_runs(Path(sweep_dir) / SUMMARY_DIR / name, stages)
+
+
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
@@ -78,12 +86,12 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
     from xor_lightning.tb_logger import session_hparams, session_summaries
 
     cfg = job.resolved
-    if not any(str((lg or {}).get("_target_", "")).endswith(("StageLogger", "TensorBoardLogger"))
-               for lg in (cfg.get("logger") or {}).values()):  # fmt: skip
+    if not logs_to_tensorboard(cfg):
         return
     n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
     step = lambda epoch: (epoch + 1) * n - 1  # noqa: E731  (Lightning's logging step)
     points: dict[str, list[tuple[int, float]]] = {}
+    failed = int(result.failed_at[k][0])  # its run alone stops in that epoch, unlogged
     for key in CURVES:
         epochs, values = result.series(key)
         if not len(epochs):
@@ -91,6 +99,8 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
         keep = (epochs <= final) & (
             (epochs % every == 0) | (epochs == final) | key.startswith("val")
         )
+        if failed >= 0:
+            keep &= epochs < failed
         kept = zip(epochs[keep].tolist(), values[keep, k].tolist(), strict=True)
         points[key] = [(step(e), v) for e, v in kept]
     session = []

@@ -1,5 +1,6 @@
 """What a multirun leaves at its root: `summary.csv` and `summary.md`, one row per job,
-and the sweep's tables `results.parquet` and `curves.parquet` (see `tables.py`).
+and the sweep's tables `results.parquet` and `curves.parquet` (see `tables.py`), and
+from these its TensorBoard summary runs (`tb_summary.py`).
 
 Each job writes `job.json` (its overrides, status, error, wall time) beside its
 `metrics.json`; the `SweepSummary` Hydra callback gathers them when the multirun ends,
@@ -104,7 +105,7 @@ def write_all(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
     """Summarize the jobs under `sweep_dir` and write the sweep's tables: the files written
     (none when no job finished). A table that fails says so in one line: the jobs are
     done and summarised."""
-    from xor_lightning.sweeps import tables
+    from xor_lightning.sweeps import tables, tb_summary
 
     records = job_records(sweep_dir)
     if not summarize(sweep_dir, metric, mode, records):
@@ -114,6 +115,11 @@ def write_all(sweep_dir: Path, metric: str, mode: str) -> list[Path]:
         written += tables.write_sweep(sweep_dir, records)
     except Exception as e:
         log.error("the sweep's tables were not written: %s: %s", type(e).__name__, e)
+    try:  # of the jobs no vectorised fit summarised, from curves.parquet
+        runs = tb_summary.from_curves(sweep_dir, [r for _, r in records])
+        written += [runs] if runs else []
+    except Exception as e:
+        log.error("the sweep's TensorBoard summary was not written: %s: %s", type(e).__name__, e)
     return written
 
 
