@@ -19,7 +19,7 @@ from xor_lightning.checkpoint import DATA, NET, target_class, trusted
 from xor_lightning.errors import UserError
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
-MODEL_KEYS = ("net", "optimizer", "gradient_clip_val")
+MODEL_KEYS = ("net", "optimizer", "gradient_clip_val", "lr_hidden", "lr_out")
 
 
 def arguments(cls: type) -> tuple[list[str], bool]:

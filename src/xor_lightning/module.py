@@ -49,7 +49,9 @@ class XORModule(L.LightningModule):
     `configure_optimizers` (evaluation needs neither). `gradient_clip_val` clips the gradient
     norm before each step (Lightning's Trainer option does not apply under manual
     optimization). `run_config`, the run's whole resolved config, is not a hyperparameter: it
-    goes into every checkpoint under its own key (see `checkpoint.py`).
+    goes into every checkpoint under its own key (see `checkpoint.py`). `lr_hidden` and
+    `lr_out` (the chapter's MLP: `model.lr_hidden`, `model.lr_out`) give the hidden layers'
+    and the output layer's parameters learning rates of their own (None: the optimizer's).
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class XORModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         run_config: dict[str, Any] | None = None,
+        lr_hidden: float | None = None,
+        lr_out: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["run_config"])
@@ -197,13 +201,33 @@ class XORModule(L.LightningModule):
 
         if not self.hparams.optimizer:
             raise ValueError("XORModule needs an optimizer config to train")
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        optimizer = instantiate(self.hparams.optimizer)(self._param_groups())
         if not self.hparams.scheduler:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": instantiate(self.hparams.scheduler)(optimizer),
         }
+
+    def _param_groups(self) -> Any:
+        """All parameters in one group, or, with `lr_hidden`/`lr_out` set, two in the
+        network's own order: every Linear layer but the last (hidden), then the last (out);
+        a group whose rate is None keeps the optimizer's `lr`."""
+        lr_hidden, lr_out = self.hparams.get("lr_hidden"), self.hparams.get("lr_out")
+        if lr_hidden is None and lr_out is None:
+            return self.parameters()
+        layers = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        if not layers or sum(p.numel() for p in self.parameters()) != sum(
+            p.numel() for m in layers for p in m.parameters()
+        ):
+            raise UserError("model.lr_hidden/model.lr_out need a network of Linear layers only")
+        groups = []
+        for layers_, lr in ((layers[:-1], lr_hidden), (layers[-1:], lr_out)):
+            group: dict[str, Any] = {"params": [p for m in layers_ for p in m.parameters()]}
+            if lr is not None:
+                group["lr"] = lr
+            groups.append(group)
+        return groups
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         add_run_info(checkpoint, self.run_config, self.trainer.callback_metrics)
