@@ -98,7 +98,8 @@ def plot(results: Path, path: Path, metric: str = "train/loss", title: str = "")
         norm, cmap = Normalize(0, 1), "viridis"
     else:
         low = max(float(finite.min()), 1e-8) if finite.size else 1e-8
-        norm, cmap = LogNorm(low, max(float(finite.max()), low * 10) if finite.size else 1), "viridis"
+        high = max(float(finite.max()), low * 10) if finite.size else 1.0
+        norm, cmap = LogNorm(low, high), "viridis"
     image = ax.imshow(np.ma.masked_invalid(value), origin="lower", extent=extent, norm=norm,
                       cmap=cmap, aspect="auto", interpolation="nearest")  # fmt: skip
     ax.imshow(np.ma.masked_where(~diverged, diverged), origin="lower", extent=extent,
@@ -147,10 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=_range, default=RANGE, metavar="LOW,HIGH",
                         help=f"the output layer's rates (default {default})")  # fmt: skip
     parser.add_argument("--metric", default="train/loss",
-                        help="a results.parquet column: train/loss (default), test/acc, ...")  # fmt: skip
+                        help="a results.parquet column: train/loss, test/acc")  # fmt: skip
     parser.add_argument("--sgd", action="store_true", help="plain gradient descent, not Adam")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="trainer.max_epochs (default: the config's, the chapter's 401)")  # fmt: skip
+                        help="trainer.max_epochs (default: the config's, 401)")  # fmt: skip
     parser.add_argument("--sweep-dir", default=None, help="default: outputs/map/<time>")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every job")
     args = parser.parse_args(argv)
