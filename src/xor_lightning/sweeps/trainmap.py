@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="trainer.max_epochs (default: the config's, 401)")  # fmt: skip
     parser.add_argument("--sweep-dir", default=None, help="default: outputs/map/<time>")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every job")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     for name, value, low in (("--res", args.res, 2), ("--epochs", args.epochs or 1, 1)):
         if value < low:
             print(f"error: {name}={value} is not allowed: use an integer >= {low}", file=sys.stderr)
