@@ -9,7 +9,7 @@ log scale, as one vectorised sweep, then draws `map.png` beside the sweep's
 Sohl-Dickstein's (2024, "The boundary of neural network trainability is fractal") for
 this network: his grids are per-layer learning rates of one-hidden-layer networks too.
 `timing.json` says where the wall went: Hydra composing the jobs before the launcher
-sees them, the fit, the rest.
+sees them, the launcher preparing them, the fit, writing the outputs, the map.
 """
 
 from __future__ import annotations
@@ -117,16 +117,24 @@ def plot(results: Path, path: Path, metric: str = "train/loss", title: str = "")
     fig.savefig(path)
 
 
-def run_sweep(command: list[str]) -> tuple[int, float, float | None]:
-    """Run the sweep, echoing its output: (exit code, wall seconds, seconds until the
-    launcher got the jobs: Hydra's composition and checks before it)."""
-    tic, launched = time.perf_counter(), None
+# The sweep's log lines that mark its phases: the launcher has the jobs, has grouped them
+# (composed and checked each), has written the sweep's tables.
+MARKS = {"launched": "jobs, vectorised", "grouped": " group(s): ", "written": "results.parquet"}
+
+
+def run_sweep(command: list[str]) -> tuple[int, dict[str, float]]:
+    """Run the sweep, echoing its output: its exit code, and when (seconds from the start)
+    each of `MARKS` was first seen, and the end (`wall`)."""
+    tic, seen = time.perf_counter(), {}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in proc.stdout:  # type: ignore[union-attr]
-        if launched is None and "jobs, vectorised" in line:  # the launcher's first line
-            launched = time.perf_counter() - tic
+        for mark, text in MARKS.items():
+            if mark not in seen and text in line:
+                seen[mark] = time.perf_counter() - tic
         print(line, end="", flush=True)
-    return proc.wait(), time.perf_counter() - tic, launched
+    code = proc.wait()
+    end = time.perf_counter()
+    return code, {**seen, "wall": end - tic, "end": end}
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -162,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     sweep_dir = Path(args.sweep_dir or f"outputs/map/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     command = sweep_command(args.res, args.hidden, args.out, sweep_dir, args.overrides,
                             sgd=args.sgd, epochs=args.epochs)  # fmt: skip
-    code, wall, launched = run_sweep(command)
+    code, marks = run_sweep(command)
     results = sweep_dir / "results.parquet"
     if code != 0 or not results.is_file():
         sys.exit(code or 1)
@@ -171,24 +179,26 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    timing = _timing(results, args.res, wall, launched)
+    timing = phases(results, args.res, marks, time.perf_counter())
     (sweep_dir / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
-    print(f"{args.res}x{args.res} cells: {timing['wall_s']:.1f} s wall, "
-          f"{timing['before_launcher_s']} s before the launcher saw the jobs, "
-          f"{timing['fit_s']} s in the fit(s)")  # fmt: skip
+    print(", ".join(f"{k} {v}" for k, v in timing.items()))
     print(f"written: {sweep_dir / 'map.png'}, {sweep_dir / 'timing.json'}")
 
 
-def _timing(results: Path, res: int, wall: float, launched: float | None) -> dict[str, Any]:
-    """Wall, Hydra's part before the launcher, and the fits' (each job's `wall_s` is its
-    fit's wall: the distinct values summed are the fits')."""
+def phases(results: Path, res: int, marks: dict[str, float], drawn: float) -> dict[str, Any]:
+    """Where the wall went, in seconds: Hydra's start and composition before the launcher
+    had the jobs, the launcher preparing them, the fit(s) (each job's `wall_s` is its
+    fit's: the distinct values summed), writing job dirs and tables, drawing the map."""
     import pyarrow.parquet as pq
 
-    fits = {round(v, 3) for v in pq.read_table(results, columns=["wall_s"])["wall_s"].to_pylist()
-            if v is not None and math.isfinite(v)}  # fmt: skip
-    return {"cells": res * res, "wall_s": round(wall, 2),
-            "before_launcher_s": None if launched is None else round(launched, 2),
-            "fit_s": round(sum(fits), 2)}  # fmt: skip
+    walls = pq.read_table(results, columns=["wall_s"])["wall_s"].to_pylist()
+    fit = sum({v for v in walls if v is not None and math.isfinite(v)})
+    at = lambda k: marks.get(k, math.nan)  # noqa: E731
+    out = {"cells": res * res, "wall_s": marks["wall"] + (drawn - marks["end"]),
+           "before_launcher_s": at("launched"), "preparing_s": at("grouped") - at("launched"),
+           "fit_s": fit, "writing_s": at("written") - at("grouped") - fit,
+           "map_s": drawn - marks["end"]}  # fmt: skip
+    return {k: v if isinstance(v, int) else round(v, 2) for k, v in out.items()}
 
 
 if __name__ == "__main__":
