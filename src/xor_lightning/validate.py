@@ -232,14 +232,6 @@ def validate_train(cfg: DictConfig) -> None:
     check(cfg, TRAIN_RULES)
     if cfg.model.net._target_ == MLP_TARGET:
         check(cfg, MLP_RULES)
-    else:
-        for key in ("lr_hidden", "lr_out"):
-            if cfg.model.get(key) is not None:
-                raise UserError(
-                    f"model.{key}={cfg.model[key]!r} is not allowed with "
-                    f"model.net._target_={cfg.model.net._target_}: per-layer rates are the "
-                    f"chapter's MLP's ({MLP_TARGET}); use null"
-                )
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)
     check_scheduler(cfg)
