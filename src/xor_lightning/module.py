@@ -210,23 +210,17 @@ class XORModule(L.LightningModule):
         }
 
     def _param_groups(self) -> Any:
-        """All parameters in one group, or, with `lr_hidden`/`lr_out` set, two in the
-        network's own order: every Linear layer but the last (hidden), then the last (out);
-        a group whose rate is None keeps the optimizer's `lr`."""
-        lr_hidden, lr_out = self.hparams.get("lr_hidden"), self.hparams.get("lr_out")
-        if lr_hidden is None and lr_out is None:
+        """One group, or with `lr_hidden`/`lr_out` two, in the network's order: every Linear
+        layer but the last, then the last (the MLP's); a rate left None is the optimizer's."""
+        rates = self.hparams.get("lr_hidden"), self.hparams.get("lr_out")
+        if rates == (None, None):
             return self.parameters()
         layers = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
-        if not layers or sum(p.numel() for p in self.parameters()) != sum(
-            p.numel() for m in layers for p in m.parameters()
-        ):
+        groups = [{"params": [p for m in part for p in m.parameters()]}
+                  | ({} if lr is None else {"lr": lr})
+                  for part, lr in zip((layers[:-1], layers[-1:]), rates, strict=True)]  # fmt: skip
+        if sum(len(g["params"]) for g in groups) != len(list(self.parameters())):
             raise UserError("model.lr_hidden/model.lr_out need a network of Linear layers only")
-        groups = []
-        for layers_, lr in ((layers[:-1], lr_hidden), (layers[-1:], lr_out)):
-            group: dict[str, Any] = {"params": [p for m in layers_ for p in m.parameters()]}
-            if lr is not None:
-                group["lr"] = lr
-            groups.append(group)
         return groups
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
