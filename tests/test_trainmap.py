@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import lightning as L
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -181,3 +182,41 @@ def test_after_ten_steps_each_job_is_its_run_alone(tmp_path):
         last = load(job / "checkpoints" / "last.ckpt")
         assert last["global_step"] == ref["last"]["global_step"] == 10
         same_checkpoint(last, relocate(ref["last"], str(ref["dir"]), str(job.resolve())))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["Adam", "SGD"])
+def test_a_stopped_fit_resumes_from_its_jobs_checkpoints(tmp_path, kind):
+    """Per-layer rates, stopped at epoch 20 (the periodic last.ckpt) and resumed from the
+    jobs' own checkpoints, end where one uninterrupted fit ends (SGD keeps no state)."""
+    from xor_lightning.stacked.fit import fit_group
+    from xor_lightning.stacked.outputs import PeriodicSave
+    from xor_lightning.stacked.run import Job
+
+    def cfgs(where):
+        out = []
+        for seed, (hidden, lr_out) in enumerate(RATES[:2]):
+            cfg = compose_train(f"seed={seed}", "trainer.max_epochs=25", "logger=none",
+                                f"model.lr_hidden={hidden}", f"model.lr_out={lr_out}",
+                                f"model.optimizer._target_=torch.optim.{kind}",
+                                f"paths.output_dir={where / str(seed)}")  # fmt: skip
+            out.append(OmegaConf.to_container(cfg, resolve=True))
+        return out
+
+    whole = fit_group(cfgs(tmp_path / "whole"), str(tmp_path))
+    first = cfgs(tmp_path / "stopped")
+    jobs = [Job(k, [], tmp_path / "stopped" / str(k), resolved=c) for k, c in enumerate(first)]
+    fit_group(first, str(tmp_path), callbacks=[PeriodicSave(jobs, 10, 1)])
+    lasts = [j.dir / "checkpoints" / "last.ckpt" for j in jobs]
+    assert [load(p)["global_step"] for p in lasts] == [20, 20]
+    assert (load(lasts[0])["optimizer_states"][0]["state"] == {}) == (kind == "SGD")
+    epochs = []  # the epochs the resumed fit trains: 20 to 24, not from 0
+
+    class Epochs(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            epochs.append(trainer.current_epoch)
+
+    resumed = fit_group(first, str(tmp_path), resume=lasts, callbacks=[Epochs()])
+    assert resumed.global_step == whole.global_step == 25 and epochs == list(range(20, 25))
+    for a, b in zip(resumed.last, whole.last, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
