@@ -24,7 +24,7 @@ from xor_lightning.module import XORModule
 from xor_lightning.stacked.groups import stack_key
 from xor_lightning.stacked.net import StackedAdam, StackedMLP, StackedSGD
 from xor_lightning.sweeps import tables
-from xor_lightning.sweeps.trainmap import cells, grid
+from xor_lightning.sweeps.trainmap import cells, grid, plot
 from xor_lightning.validate import validate_train
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05}
@@ -137,6 +137,12 @@ def test_the_map_reads_each_cell_from_the_table(tmp_path):
     assert math.isnan(value[0, 1]) and not diverged[0, 1]  # job (10.0, 0.01) never ran
     with pytest.raises(ValueError, match=r"results\.parquet has"):
         cells(tmp_path / "results.parquet", "nope")
+    plot(tmp_path / "results.parquet", tmp_path / "map.png")
+    from matplotlib.image import imread
+
+    pixels = (imread(tmp_path / "map.png")[..., :3] * 255).round().astype(int)
+    red = (pixels == [214, 39, 40]).all(axis=-1).sum()  # DIVERGED, #d62728
+    assert red > 1000  # the diverged cell: a quarter of the axes, and its legend patch
 
 
 def test_bad_input_is_one_line(tmp_path):
