@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from xor_lightning.sweeps.tables import METRICS
+
 RANGE = (1e-4, 1e2)  # the default range of both rates: six decades around the chapter's 0.05
 DIVERGED = "#d62728"  # the colour of the cells whose loss became non-finite
 # What makes a large sweep cheap (docs/vectorized.md): no per-job pictures, no TensorBoard.
@@ -167,6 +169,10 @@ def main(argv: list[str] | None = None) -> None:
         if value < low:
             print(f"error: {name}={value} is not allowed: use an integer >= {low}", file=sys.stderr)
             sys.exit(2)
+    if args.metric not in (*METRICS, "best_epoch", "wall_s"):
+        print(f"error: --metric {args.metric!r} is not allowed: use one of "
+              f"{', '.join(METRICS)}, best_epoch, wall_s", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     sweep_dir = Path(args.sweep_dir or f"outputs/map/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     command = sweep_command(args.res, args.hidden, args.out, sweep_dir, args.overrides,
                             sgd=args.sgd, epochs=args.epochs)  # fmt: skip
