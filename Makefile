@@ -16,13 +16,14 @@ accelerator ?=
 ckpt ?=
 format ?= onnx
 SEEDS ?= 1000
+RES ?= 256
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seeds eval predict export test lint format bench tensorboard screenshots intro gotchas clean
+.PHONY: help install train sweep seeds map eval predict export test lint format bench tensorboard screenshots intro gotchas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>  SEEDS=<n>  VENV= (use the current env)"
+	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>  SEEDS=<n>  RES=<n>  VENV= (use the current env)"
 
 # Reinstalls only when pyproject.toml or constraints.txt change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -40,6 +41,9 @@ sweep: $(STAMP) ## an example grid: hidden x lr, 6 jobs, with a summary table at
 
 seeds: $(STAMP) ## how often the chapter's net learns XOR: SEEDS seeds x widths 1,2,3,4,8, vectorised
 	$(BIN)/python -m xor_lightning.sweeps.seeds --seeds $(SEEDS) $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
+
+map: $(STAMP) ## trainability map: RES x RES hidden/output learning rates, one vectorised sweep, map.png
+	$(BIN)/python -m xor_lightning.sweeps.trainmap --res $(RES) $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
 
 eval: $(STAMP) ## score a checkpoint: make eval ckpt=<file> [ARGS='data.n_test=10000']
 	$(BIN)/xor-eval ckpt_path=$(ckpt) $(ARGS)

@@ -25,6 +25,8 @@ MODULE_HPARAMS = {
     "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05, "fused": True},
     "scheduler": None,
     "gradient_clip_val": None,
+    "lr_hidden": None,
+    "lr_out": None,
 }  # fmt: skip
 DATA_HPARAMS = {"n_samples": 64, "n_val": 64, "n_test": 64, "noise": 0.0, "batch_size": None,
                 "seed": 0, "batches_per_chunk": 64, "problem": "xor", "path": None,

@@ -116,7 +116,11 @@ def test_jobs_that_may_share_a_fit_and_those_that_may_not(make_cfg):
     assert key("trainer.max_epochs=10") != key()
     plain = lambda *o: OmegaConf.to_container(make_cfg(*o), resolve=True)  # noqa: E731
     assert stack_problem(plain()) is None
-    assert "SGD" in stack_problem(plain("model.optimizer._target_=torch.optim.SGD"))
+    assert stack_problem(plain("model.optimizer._target_=torch.optim.SGD")) is None  # plain
+    assert "RMSprop" in stack_problem(plain("model.optimizer._target_=torch.optim.RMSprop"))
+    assert "momentum" in stack_problem(
+        plain("model.optimizer._target_=torch.optim.SGD", "+model.optimizer.momentum=0.9")
+    )
     assert "amsgrad" in stack_problem(plain("+model.optimizer.amsgrad=true"))
 
 

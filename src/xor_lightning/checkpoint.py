@@ -92,6 +92,8 @@ def module_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
         "optimizer": model.get("optimizer"),
         "scheduler": config.get("scheduler") or None,
         "gradient_clip_val": model.get("gradient_clip_val"),
+        "lr_hidden": model.get("lr_hidden"),
+        "lr_out": model.get("lr_out"),
     }
 
 

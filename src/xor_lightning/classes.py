@@ -20,6 +20,9 @@ from xor_lightning.errors import UserError
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
 MODEL_KEYS = ("net", "optimizer", "gradient_clip_val")
+# The chapter's MLP's per-layer learning rates (read by XORModule): its layers are Linear.
+MLP_KEYS = ("lr_hidden", "lr_out")
+MLP_TARGET = "xor_lightning.model.MLP"
 
 
 def arguments(cls: type) -> tuple[list[str], bool]:
@@ -57,10 +60,11 @@ def check_net(cfg: DictConfig) -> None:
     if any_kwargs:
         return
     takes = f"{net._target_} takes {', '.join(names) or 'no arguments'}"
+    known = MODEL_KEYS + (MLP_KEYS if net._target_ == MLP_TARGET else ())
     for key in cfg.model:
-        if key not in MODEL_KEYS and key not in names:
+        if key not in known and key not in names:
             raise UserError(
-                f"unknown key model.{key}: known keys are {', '.join(MODEL_KEYS)} and the "
+                f"unknown key model.{key}: known keys are {', '.join(known)} and the "
                 f"network's arguments ({takes})"
             )
     for key in net:
@@ -105,7 +109,7 @@ def check_swept_keys(cfg: DictConfig) -> None:
         return  # the jobs' own check says what is wrong
     for key in sorted(swept):
         parts = [*key.split("."), ""]
-        if parts[0] != "model" or (parts[1] in MODEL_KEYS and parts[1] != "net"):
+        if parts[0] != "model" or (parts[1] in MODEL_KEYS + MLP_KEYS and parts[1] != "net"):
             continue  # not the network's, or read by XORModule (model.optimizer.lr)
         name = parts[2] if parts[1] == "net" else parts[1]
         if any_kwargs or not name or name.startswith("_") or name in names:

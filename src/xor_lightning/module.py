@@ -49,7 +49,9 @@ class XORModule(L.LightningModule):
     `configure_optimizers` (evaluation needs neither). `gradient_clip_val` clips the gradient
     norm before each step (Lightning's Trainer option does not apply under manual
     optimization). `run_config`, the run's whole resolved config, is not a hyperparameter: it
-    goes into every checkpoint under its own key (see `checkpoint.py`).
+    goes into every checkpoint under its own key (see `checkpoint.py`). `lr_hidden` and
+    `lr_out` (the chapter's MLP: `model.lr_hidden`, `model.lr_out`) give the hidden layers'
+    and the output layer's parameters learning rates of their own (None: the optimizer's).
     """
 
     def __init__(
@@ -59,6 +61,8 @@ class XORModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         run_config: dict[str, Any] | None = None,
+        lr_hidden: float | None = None,
+        lr_out: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["run_config"])
@@ -197,13 +201,27 @@ class XORModule(L.LightningModule):
 
         if not self.hparams.optimizer:
             raise ValueError("XORModule needs an optimizer config to train")
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        optimizer = instantiate(self.hparams.optimizer)(self._param_groups())
         if not self.hparams.scheduler:
             return optimizer
         return {
             "optimizer": optimizer,
             "lr_scheduler": instantiate(self.hparams.scheduler)(optimizer),
         }
+
+    def _param_groups(self) -> Any:
+        """One group, or with `lr_hidden`/`lr_out` two, in the network's order: every Linear
+        layer but the last, then the last (the MLP's); a rate left None is the optimizer's."""
+        rates = self.hparams.get("lr_hidden"), self.hparams.get("lr_out")
+        if rates == (None, None):
+            return self.parameters()
+        layers = [m for m in self.net.modules() if isinstance(m, nn.Linear)]
+        groups = [{"params": [p for m in part for p in m.parameters()]}
+                  | ({} if lr is None else {"lr": lr})
+                  for part, lr in zip((layers[:-1], layers[-1:]), rates, strict=True)]  # fmt: skip
+        if sum(len(g["params"]) for g in groups) != len(list(self.parameters())):
+            raise UserError("model.lr_hidden/model.lr_out need a network of Linear layers only")
+        return groups
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         add_run_info(checkpoint, self.run_config, self.trainer.callback_metrics)

@@ -42,6 +42,7 @@ def optional(rule: tuple[Callable[[Any], bool], str], null_means: str) -> tuple[
 SEED = (lambda v: _int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
 FRACTION = (lambda v: _number(v) and 0 < v < 1, "a number between 0 and 1")
 POSITIVE = (lambda v: _number(v) and v > 0, "a number > 0")
+NON_NEGATIVE = (lambda v: _number(v) and v >= 0, "a number >= 0")
 NOISE = (
     lambda v: _number(v) and 0 <= v <= 1,
     "a number from 0 to 1 (beyond that the labels are noise)",
@@ -66,6 +67,8 @@ TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": SEED,
     "model.optimizer.lr": POSITIVE,
     "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
+    "model.lr_hidden": optional(NON_NEGATIVE, "the optimizer's lr"),
+    "model.lr_out": optional(NON_NEGATIVE, "the optimizer's lr"),
     "trainer.max_epochs": (
         lambda v: _int(v) and (v >= 1 or v == -1),
         "an integer >= 1, or -1 for no limit",

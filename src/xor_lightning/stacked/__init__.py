@@ -1,8 +1,9 @@
 """Many runs in one fit: what `hydra/launcher=vectorized` trains a sweep's jobs with.
 
-- `net.py`: K of the chapter's MLPs as stacked, padded weights (`StackedMLP`) and Adam with
-  per-model values; `anynet.py`: K copies of any other network (`StackedNet`, torch.func)
-  and the slicing of one model's tensors out of stacked ones that both share.
+- `net.py`: K of the chapter's MLPs as stacked, padded weights (`StackedMLP`), Adam and
+  plain SGD with per-model (and per-layer) values; `anynet.py`: K copies of any other
+  network (`StackedNet`, torch.func) and the slicing of one model's tensors out of stacked
+  ones that both share.
 - `module.py`, `data.py`: the LightningModule and LightningDataModule around them.
 - `groups.py`: which jobs can share a fit; `fit.py`: one fit of a group.
 - `checkpoints.py`, `outputs.py`, `tensorboard.py`: each job's dir, as its own run would

@@ -73,7 +73,8 @@ class CheckpointWriter:
         module.trainer = trainer
         trainer.strategy.connect(module)
         for p, state in zip(params, adam, strict=True):
-            optimizer.state[p] = {k: v.clone() for k, v in state.items()}
+            if state:  # plain SGD keeps no state, and its run's optimizer lists none
+                optimizer.state[p] = {k: v.clone() for k, v in state.items()}
         trainer.strategy.optimizers = [optimizer]
         # The attached datamodule (set up: a CSV run's points) takes the job's own arguments,
         # and their name as its `save_hyperparameters()` recorded it (a private attribute;

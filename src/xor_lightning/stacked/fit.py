@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xor_lightning.stacked.groups import ADAM, get
+from xor_lightning.stacked.groups import ADAM, SGD, get
 
 log = logging.getLogger(__name__)
 CURVES = ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc")  # each job's, per epoch
@@ -55,7 +55,7 @@ class GroupResult:
     """What a group's fit leaves for its jobs' outputs (all tensors on the CPU)."""
 
     last: list[Tensor]  # stacked params, MLP order
-    last_state: list[dict[str, Tensor]]  # stacked Adam state per param
+    last_state: list[dict[str, Tensor]]  # stacked optimizer state per param (SGD: none)
     loops: dict[str, Any]
     epoch: int
     global_step: int
@@ -81,22 +81,43 @@ class GroupResult:
         return cache[key]
 
 
-def _hyper(cfgs: list[dict[str, Any]], decoupled: bool) -> dict[str, Tensor]:
-    """Each job's optimizer values, with torch's defaults for those it leaves out."""
+def optimizer_kind(cfg: dict[str, Any]) -> tuple[str, bool]:
+    """The stacked optimizer a job's config asks for: ("adam", decoupled) or ("sgd", False)."""
+    target = cfg["model"]["optimizer"]["_target_"]
+    return ("sgd", False) if target == SGD else ("adam", ADAM[target])
+
+
+def _hyper(cfgs: list[dict[str, Any]], kind: str, decoupled: bool, net: Any) -> dict[str, Tensor]:
+    """Each job's optimizer values, with torch's defaults for those it leaves out.
+
+    `lr` is each job's first parameter group's rate (what its run logs as train/lr);
+    with `model.lr_hidden`/`model.lr_out` set, `lr_layers` (parameters x jobs) holds each
+    job's rate for each of the stacked net's parameters: the output layer's (the last
+    weight and bias) `lr_out`, the others `lr_hidden`, either one the optimizer's `lr` when
+    null, as the parameter groups of `XORModule.configure_optimizers` hold them.
+    """
 
     def values(key: str, default: Any) -> Tensor:
         return torch.tensor(
             [c["model"]["optimizer"].get(key, default) for c in cfgs], dtype=torch.float64
         )
 
+    def rate(key: str) -> Tensor:
+        picked = [c["model"].get(key) for c in cfgs]
+        return torch.where(torch.tensor([v is None for v in picked]), lr,
+                           torch.tensor([0.0 if v is None else v for v in picked],
+                                        dtype=torch.float64))  # fmt: skip
+
+    lr = values("lr", 1e-3)
+    hidden, out = rate("lr_hidden"), rate("lr_out")
+    hyper = {"lr": hidden, "weight_decay": values("weight_decay", 1e-2 if decoupled else 0.0)}
+    if any(c["model"].get(k) is not None for c in cfgs for k in ("lr_hidden", "lr_out")):
+        n = len(net.flat_params())  # the chapter's MLP (validate.py): w0, b0, ..., w_out, b_out
+        hyper["lr_layers"] = torch.stack([hidden] * (n - 2) + [out] * 2)
+    if kind == "sgd":
+        return hyper
     betas = values("betas", (0.9, 0.999))
-    return {
-        "lr": values("lr", 1e-3),
-        "beta1": betas[:, 0],
-        "beta2": betas[:, 1],
-        "eps": values("eps", 1e-8),
-        "weight_decay": values("weight_decay", 1e-2 if decoupled else 0.0),
-    }
+    return {**hyper, "beta1": betas[:, 0], "beta2": betas[:, 1], "eps": values("eps", 1e-8)}
 
 
 def fit_group(
@@ -125,15 +146,16 @@ def fit_group(
     first = cfgs[0]
     nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
     net = stacked_net(cfgs, list(nets))
-    decoupled = ADAM[first["model"]["optimizer"]["_target_"]]
+    kind, decoupled = optimizer_kind(first)
     best_cfg = get(first, "callbacks.best_checkpoint") or {}
     module = StackedModule(
         net,
-        _hyper(cfgs, decoupled),
+        _hyper(cfgs, kind, decoupled, net),
         decoupled,
         first["model"].get("gradient_clip_val"),
         monitor=best_cfg.get("monitor", "val/acc"),
         mode=best_cfg.get("mode", "max"),
+        optimizer=kind,
     )
     module.print_every_n_epochs = (get(first, "callbacks.epoch_printer") or {}).get(
         "every_n_epochs", 100

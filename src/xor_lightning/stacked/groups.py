@@ -25,9 +25,14 @@ VARYING = (
     "model.optimizer.betas",
     "model.optimizer.eps",
     "model.optimizer.weight_decay",
+    "model.lr_hidden",
+    "model.lr_out",
 )
 ADAM = {"torch.optim.Adam": False, "torch.optim.AdamW": True}  # target -> decoupled decay
 ADAM_KEYS = {"_target_", "_partial_", "lr", "betas", "eps", "weight_decay", "fused", "foreach"}
+SGD = "torch.optim.SGD"  # plain gradient descent: stacked without momentum
+SGD_KEYS = {"_target_", "_partial_", "lr", "weight_decay", "momentum", "dampening", "nesterov",
+            "maximize", "fused", "foreach"}  # fmt: skip
 CALLBACKS = {
     "xor_lightning.callbacks.LastCheckpoint",
     "xor_lightning.callbacks.HiddenUnitsPlot",
@@ -54,11 +59,9 @@ def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
 def stack_problem(cfg: dict[str, Any]) -> str | None:
     """Why this job (its resolved config) must run as a fit of its own; None if it can stack."""
     opt = cfg["model"]["optimizer"]
-    if opt.get("_target_") not in ADAM:
-        return f"model.optimizer._target_={opt.get('_target_')} (stacked: Adam, AdamW)"
-    if set(opt) - ADAM_KEYS:
-        extra = sorted(set(opt) - ADAM_KEYS)[0]
-        return f"model.optimizer.{extra} (stacked: lr, betas, eps, weight_decay)"
+    problem = _optimizer_problem(opt)
+    if problem:
+        return problem
     if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":
         return f"data._target_={cfg['data'].get('_target_')}"
     if cfg.get("ckpt_path") or cfg.get("resume"):
@@ -83,6 +86,24 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     devices = cfg["trainer"].get("devices", 1)
     if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
         return f"trainer.devices={devices} (stacked fits use one device)"
+    return None
+
+
+def _optimizer_problem(opt: dict[str, Any]) -> str | None:
+    """Why the job's optimizer has no stacked form: Adam, AdamW and plain SGD have."""
+    target = opt.get("_target_")
+    if target == SGD:
+        if set(opt) - SGD_KEYS:
+            extra = sorted(set(opt) - SGD_KEYS)[0]
+            return f"model.optimizer.{extra} (stacked SGD: lr, weight_decay)"
+        if opt.get("momentum", 0) != 0 or opt.get("nesterov") or opt.get("maximize"):
+            return "model.optimizer.momentum/nesterov/maximize (stacked SGD: plain, momentum 0)"
+        return None
+    if target not in ADAM:
+        return f"model.optimizer._target_={target} (stacked: Adam, AdamW, SGD)"
+    if set(opt) - ADAM_KEYS:
+        extra = sorted(set(opt) - ADAM_KEYS)[0]
+        return f"model.optimizer.{extra} (stacked: lr, betas, eps, weight_decay)"
     return None
 
 

@@ -2,10 +2,10 @@
 
 The same loop as `XORModule.training_step` (zero_grad, forward, backward, step for each
 mini-batch of a chunk, under manual optimization), with a `StackedMLP` and a
-`StackedAdam`, so the Trainer counts the same epochs, steps and validations as a run
-alone and its loop state is every job's loop state. Each model's loss is a mean over
-its own batch; the sum over models is what is differentiated, so each gets its own
-gradient. Metrics are per model: (K,) tensors kept on the device, read at the end.
+`StackedAdam` (or `StackedSGD`), so the Trainer counts the same epochs, steps and
+validations as a run alone and its loop state is every job's loop state. Each model's
+loss is a mean over its own batch; the sum over models is what is differentiated, so each
+gets its own gradient. Metrics are per model: (K,) tensors kept on the device, read at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from xor_lightning.callbacks import every_n_or_last
 from xor_lightning.data import Batch
-from xor_lightning.stacked.net import StackedAdam, StackedMLP
+from xor_lightning.stacked.net import StackedMLP, stacked_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,12 @@ class StackedModule(L.LightningModule):
         gradient_clip_val: float | None = None,
         monitor: str = "val/acc",
         mode: str = "max",
+        optimizer: str = "adam",
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.net, self.hyper, self.decoupled = net, hyper, decoupled
+        self.optimizer_kind = optimizer  # "adam" (Adam/AdamW) or "sgd": `stacked_optimizer`
         self.gradient_clip_val = gradient_clip_val
         self.monitor, self.mode = monitor, mode
         K = len(net)
@@ -242,5 +244,6 @@ class StackedModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.tested = self._epoch_metrics("test")
 
-    def configure_optimizers(self) -> StackedAdam:
-        return StackedAdam(self.net.flat_params(), decoupled=self.decoupled, **self.hyper)
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = self.net.flat_params()
+        return stacked_optimizer(self.optimizer_kind, params, self.hyper, self.decoupled)

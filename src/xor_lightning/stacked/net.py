@@ -1,4 +1,5 @@
-"""K copies of the chapter's MLP computed as one: stacked weights and a stacked Adam.
+"""K copies of the chapter's MLP computed as one: stacked weights, a stacked Adam and a
+stacked plain SGD.
 
 Model k's layer l is the k-th slice of a (K, out, in) weight and a (K, out) bias, and a
 forward pass is one batched matmul per layer for all K models. Narrower models are
@@ -98,12 +99,21 @@ class StackedMLP(Slices, nn.Module):
         return [p for pair in zip(self.weights, self.biases, strict=True) for p in pair]
 
 
+def _per_param(lr: Tensor, lr_layers: Tensor | None, n: int) -> Tensor:
+    """The learning rate of every model for each of `n` parameters: (n, K). `lr_layers`
+    (n, K) holds one rate per model per parameter (torch's parameter groups, per model);
+    without it every parameter takes `lr`."""
+    return lr.expand(n, -1) if lr_layers is None else lr_layers
+
+
 class StackedAdam(torch.optim.Optimizer):
     """Adam (or AdamW, `decoupled=True`) with its own hyperparameters for every model.
 
-    `lr`, `beta1`, `beta2`, `eps`, `weight_decay` are length-K tensors. The update is
-    torch's Adam, written for stacked tensors. `alive` (a K-long bool tensor, settable)
-    freezes the models it marks False: their weights and state no longer change.
+    `lr`, `beta1`, `beta2`, `eps`, `weight_decay` are length-K tensors; `lr_layers`, if
+    given, a (number of parameters, K) tensor: model k's rate for each parameter, as its
+    run's optimizer holds it in parameter groups (`model.lr_hidden`, `model.lr_out`). The
+    update is torch's Adam, written for stacked tensors. `alive` (a K-long bool tensor,
+    settable) freezes the models it marks False: their weights and state no longer change.
     """
 
     def __init__(
@@ -115,6 +125,7 @@ class StackedAdam(torch.optim.Optimizer):
         eps: Tensor,
         weight_decay: Tensor,
         decoupled: bool = False,
+        lr_layers: Tensor | None = None,
     ) -> None:
         super().__init__(params, {})
         self.hyper = {
@@ -124,25 +135,28 @@ class StackedAdam(torch.optim.Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
         }
+        self.lr_layers = _per_param(lr, lr_layers, len(self.param_groups[0]["params"]))
         self.decoupled = decoupled
         self.alive: Tensor | None = None
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        params = [p for p in self.param_groups[0]["params"] if p.grad is not None]
+        everything = self.param_groups[0]["params"]
+        params = [(i, p) for i, p in enumerate(everything) if p.grad is not None]
         if not params:
             return
         live = self.alive
-        for p in params:
+        for _, p in params:
             state = self.state[p]
             if not state:
                 state["step"] = torch.zeros(len(p), device=p.device)
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             state["step"] += 1 if live is None else live.float()
-        coef = self._coefficients(self.state[params[0]]["step"], params[0])
-        for p in params:
-            self._update(p, coef, live)
+        first = params[0][1]
+        coef = self._coefficients(self.state[first]["step"], first)
+        for i, p in params:
+            self._update(p, {**coef, **self._lr_coefficients(i, coef, first)}, live)
 
     def _coefficients(self, step: Tensor, like: Tensor) -> dict[str, Tensor]:
         """Adam's scalars per model, computed in double as torch's Adam computes them."""
@@ -152,19 +166,26 @@ class StackedAdam(torch.optim.Optimizer):
             "w1": 1 - h["beta1"],
             "b2": h["beta2"],
             "w2": 1 - h["beta2"],
-            "step_size": h["lr"] / (1 - h["beta1"] ** steps),
+            "bc1": 1 - h["beta1"] ** steps,
             "bc2_sqrt": (1 - h["beta2"] ** steps).sqrt(),
             "eps": h["eps"],
             "wd": h["weight_decay"],
-            "decay": 1 - h["lr"] * h["weight_decay"],
         }
-        return {k: v.to(like.dtype) for k, v in coef.items()}
+        return {k: v if k == "bc1" else v.to(like.dtype) for k, v in coef.items()}
+
+    def _lr_coefficients(self, i: int, coef: dict[str, Tensor], like: Tensor) -> dict[str, Tensor]:
+        """Parameter i's rate-dependent scalars (its group's lr), in double, then its dtype."""
+        self.lr_layers = self.lr_layers.to(like.device)
+        lr = self.lr_layers[i]
+        wd = self.hyper["weight_decay"]
+        step_size, decay = lr / coef["bc1"], 1 - lr * wd
+        return {"step_size": step_size.to(like.dtype), "decay": decay.to(like.dtype)}
 
     def _update(self, p: Tensor, coef: dict[str, Tensor], live: Tensor | None) -> None:
         """torch's Adam update of one stacked parameter, in the same order of operations."""
         state, g = self.state[p], p.grad
         shape = (-1, *([1] * (p.dim() - 1)))
-        c = {k: v.view(shape) for k, v in coef.items()}
+        c = {k: v.view(shape) for k, v in coef.items() if k != "bc1"}
         new_p = p * c["decay"] if self.decoupled else p
         if not self.decoupled:
             g = g + c["wd"] * p
@@ -180,12 +201,46 @@ class StackedAdam(torch.optim.Optimizer):
         state["exp_avg"], state["exp_avg_sq"] = m, v
         p.copy_(new_p)
 
-    def model_state(self, k: int, net: Slices) -> list[dict[str, Tensor]]:
-        """Model k's Adam state per parameter, shaped like its own network's."""
-        params = self.param_groups[0]["params"]
-        avg = net.take([self.state[p]["exp_avg"] for p in params], k)
-        sq = net.take([self.state[p]["exp_avg_sq"] for p in params], k)
-        return [
-            {"step": self.state[p]["step"][k].clone(), "exp_avg": a, "exp_avg_sq": q}
-            for p, a, q in zip(params, avg, sq, strict=True)
-        ]
+
+class StackedSGD(torch.optim.Optimizer):
+    """Plain gradient descent (torch's SGD without momentum) for every model at once:
+    `p -= lr * (g + weight_decay * p)` with model k's own rate for each parameter
+    (`lr_layers`, as `StackedAdam`'s). No state, as torch's SGD keeps none without
+    momentum. `alive` freezes the models it marks False."""
+
+    def __init__(
+        self,
+        params: list[Tensor],
+        lr: Tensor,
+        weight_decay: Tensor,
+        lr_layers: Tensor | None = None,
+    ) -> None:
+        super().__init__(params, {})
+        self.hyper = {"lr": lr, "weight_decay": weight_decay}
+        self.lr_layers = _per_param(lr, lr_layers, len(self.param_groups[0]["params"]))
+        self.alive: Tensor | None = None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        live = self.alive
+        for i, p in enumerate(self.param_groups[0]["params"]):
+            if p.grad is None:
+                continue
+            shape = (-1, *([1] * (p.dim() - 1)))
+            lr = self.lr_layers[i].to(p.device, p.dtype).view(shape)
+            wd = self.hyper["weight_decay"].to(p.device, p.dtype).view(shape)
+            g = p.grad + wd * p
+            new_p = p - lr * g
+            if live is not None:
+                new_p = torch.where(live.view(shape), new_p, p)
+            p.copy_(new_p)
+
+
+def stacked_optimizer(
+    kind: str, params: list[Tensor], hyper: dict[str, Tensor], decoupled: bool = False
+) -> torch.optim.Optimizer:
+    """The stacked form of a job's optimizer: `kind` "adam" (Adam, or AdamW when
+    `decoupled`) or "sgd" (plain SGD), on the per-model values `hyper` (`fit._hyper`)."""
+    if kind == "sgd":
+        return StackedSGD(params, **hyper)
+    return StackedAdam(params, decoupled=decoupled, **hyper)

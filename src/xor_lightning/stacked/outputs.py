@@ -45,7 +45,10 @@ def model_slice(stacked: list[Tensor], net: Any, k: int) -> list[Tensor]:
 
 
 def adam_slice(stacked: list[dict[str, Tensor]], net: Any, k: int) -> list[dict[str, Tensor]]:
-    """Model k's Adam state per parameter, shaped as its own optimizer holds it."""
+    """Model k's Adam state per parameter, shaped as its own optimizer holds it (plain SGD
+    keeps none)."""
+    if not any(stacked):
+        return [{} for _ in stacked]
     avg = net.take([s["exp_avg"] for s in stacked], k)
     sq = net.take([s["exp_avg_sq"] for s in stacked], k)
     return [

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from xor_lightning.stacked.checkpoints import best_state
 from xor_lightning.stacked.module import StackedModule
+from xor_lightning.stacked.net import StackedAdam
 
 
 def _net_state(ckpt: dict[str, Any]) -> dict[str, Tensor]:
@@ -38,7 +39,8 @@ def stacked_checkpoint(module: StackedModule, lasts: list[Path]) -> dict[str, An
     net = module.net
     opt = module.configure_optimizers()
     params = net.flat_params()
-    for p in params:
+    adam = isinstance(opt, StackedAdam)  # plain SGD has no state to join
+    for p in params if adam else []:
         opt.state[p] = {
             "step": torch.zeros(len(p)),
             "exp_avg": torch.zeros_like(p),
@@ -47,7 +49,8 @@ def stacked_checkpoint(module: StackedModule, lasts: list[Path]) -> dict[str, An
     best: dict[str, Any] = {}
     for k, (ckpt, ckpt_dir) in enumerate(zip(ckpts, ckpt_dirs, strict=True)):
         net.load_net_state(k, _net_state(ckpt))
-        _load_adam(opt, params, net, k, _adam(ckpt))
+        if adam:
+            _load_adam(opt, params, net, k, _adam(ckpt))
         state = best_state(ckpt)
         if state is not None:
             path = ckpt_dir / Path(state["best_model_path"]).name
@@ -101,7 +104,7 @@ def _join_best(
     net.put(best["params"], k, [weights[name] for name in net.names])
     for i, st in enumerate(adam):
         best["state"][i]["step"][k] = st["step"]
-    for key in ("exp_avg", "exp_avg_sq"):
+    for key in ("exp_avg", "exp_avg_sq") if adam else ():
         net.put([s[key] for s in best["state"]], k, [st[key] for st in adam])
     best["loops"][int(ckpt["epoch"])] = ckpt["loops"]["fit_loop"]
     best["metrics"][k] = dict(ckpt.get("metrics", {}))
