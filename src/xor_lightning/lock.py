@@ -57,7 +57,7 @@ def hold(run_dir: Path) -> str | None:
     """Lock `run_dir` for this process, or count one more hold of a lock it has already (a
     vectorised sweep's launcher and the `RunDirLock` callback both hold a job's dir).
     None when held; the pid of the live process holding it otherwise."""
-    key = run_dir.absolute()
+    key = run_dir.resolve()  # one key per dir, however it is spelled
     if key in _HELD:
         _HELD[key][1] += 1
         return None
@@ -70,7 +70,7 @@ def hold(run_dir: Path) -> str | None:
 
 def let_go(run_dir: Path) -> None:
     """One hold of `run_dir` fewer; the last one closes the file, which drops the lock."""
-    key = run_dir.absolute()
+    key = run_dir.resolve()  # one key per dir, however it is spelled
     entry = _HELD.get(key)
     if entry is None:
         return

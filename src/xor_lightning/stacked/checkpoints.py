@@ -135,12 +135,6 @@ def best_filename(cfg: dict[str, Any], epoch: int, step: int) -> str:
     return fmt.format_checkpoint_name({"epoch": epoch, "step": step})
 
 
-def best_path_in(last: Path) -> Path | None:
-    """The best checkpoint a job's `last.ckpt` names (its ModelCheckpoint state)."""
-    state = best_state(torch.load(last, map_location="cpu", weights_only=True))
-    return Path(state["best_model_path"]) if state else None
-
-
 def best_state(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """The ModelCheckpoint state stored in a run's checkpoint, if it has a best."""
     for key, value in ckpt.get("callbacks", {}).items():

@@ -39,11 +39,6 @@ def record_job(job: Any, fields: dict[str, Any]) -> None:
     write_json(job.dir / "job.json", record)
 
 
-def model_slice(stacked: list[Tensor], net: Any, k: int) -> list[Tensor]:
-    """Model k's own tensors (its network's `parameters()` order) out of stacked ones."""
-    return net.take(stacked, k)
-
-
 def adam_slice(stacked: list[dict[str, Tensor]], net: Any, k: int) -> list[dict[str, Tensor]]:
     """Model k's Adam state per parameter, shaped as its own optimizer holds it (plain SGD
     keeps none)."""
@@ -123,13 +118,13 @@ def write_job(
         seen = result.best["metrics"].get(k) or {key: v for key, v in seen.items() if v is not None}
         writer.load(
             cfg,
-            model_slice(result.best["params"], net, k),
+            net.take(result.best["params"], k),
             adam_slice(result.best["state"], net, k),
         )
         writer.save(path, result.best["loops"][epoch], seen, (path, score, score))
         best = (path, score, seen)
     _drop_stale_bests(ckpt_dir, best[0] if best else None)
-    writer.load(cfg, model_slice(result.last, net, k), adam_slice(result.last_state, net, k))
+    writer.load(cfg, net.take(result.last, k), adam_slice(result.last_state, net, k))
     # ModelCheckpoint's `current_score` is the score it last saved (top-1: the best's)
     saved = (best[0], best[1], best[1]) if best else None
     writer.save(ckpt_dir / "last.ckpt", loops, latest, saved)

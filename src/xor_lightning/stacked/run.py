@@ -77,7 +77,7 @@ def same_job(record: dict[str, Any], job: Job) -> bool:
     return not saved.is_file() or digest(yaml.safe_load(saved.read_text())) == job.digest
 
 
-def earlier(job: Job, metric: str) -> None:
+def earlier(job: Job) -> None:
     """What an earlier launch of this sweep left in the job's dir (which the job holds).
 
     The same job finished (ok or failed, or finished since by `resume=<job dir>`) is kept
@@ -118,7 +118,7 @@ def run_jobs(
     held = claim([j for j in jobs if not j.fatal])
     try:
         for job in held:
-            earlier(job, metric)
+            earlier(job)
         fresh = [j for j in held if not j.done and j.problem is None and j.hydra_files]
         fork_map(_write_hydra_files, fresh, min(settings["workers"], len(fresh) // 128))
         for job in jobs:
