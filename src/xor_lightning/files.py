@@ -11,15 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """`write(a temporary file beside path)`, then renamed over `path`: `path` holds all of
+    it, or what it held before (a checkpoint, a table), never a part of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def write_text(path: Path, text: str) -> None:
     """`path` holds `text` whole, or what it held before: never a part of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:

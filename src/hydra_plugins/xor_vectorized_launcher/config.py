@@ -22,6 +22,9 @@ class VectorizedLauncherConf:
     # Each job's last.ckpt: written when the fit ends or stops on Ctrl-C/SIGTERM, and also
     # every this many epochs when > 0 (crash safety, at the cost of K files each time).
     last_every_n_epochs: int = 0
+    # A fit of more than this many models writes no job dirs: its rows go to the sweep's
+    # tables, its weights to one file (`fits/`); `xor-unpack` writes any job's dir later.
+    job_dirs_up_to: int = 1000
     # Processes that write job dirs in parallel; null: one per CPU core.
     workers: int | None = None
 

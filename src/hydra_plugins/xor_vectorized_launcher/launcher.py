@@ -64,6 +64,7 @@ class VectorizedLauncher(Launcher):
         curve_every_n_epochs: int,
         last_every_n_epochs: int,
         workers: int | None,
+        job_dirs_up_to: int = 1000,
     ) -> None:
         self.settings = {
             "max_models_per_fit": max_models_per_fit,
@@ -71,6 +72,7 @@ class VectorizedLauncher(Launcher):
             "curve_every_n_epochs": curve_every_n_epochs,
             "last_every_n_epochs": last_every_n_epochs,
             "workers": workers or os.cpu_count() or 1,
+            "job_dirs_up_to": job_dirs_up_to,
         }
 
     def setup(

@@ -123,17 +123,21 @@ def _hyper(cfgs: list[dict[str, Any]], kind: str, decoupled: bool, net: Any) -> 
 def fit_group(
     cfgs: list[dict[str, Any]],
     root_dir: str,
-    resume: list[Path] | None = None,
+    resume: list[Path] | Path | None = None,
     callbacks: list[Any] = (),
     pictures: bool = False,
+    last_path: Path | None = None,
 ) -> GroupResult:
     """Train the jobs whose resolved configs are `cfgs` as one fit; test each best model.
 
-    `resume`: the jobs' own `last.ckpt` files (all saved at the same step) to continue from.
+    `resume`: the jobs' own `last.ckpt` files (all saved at the same step) to continue from,
+    or one checkpoint of the stacked module (a fit without job dirs: `compact.py`).
     `callbacks`: more Lightning callbacks for the fit (they may call `snapshot`).
     `pictures`: keep what a run's pictures and histograms are drawn from (small groups).
+    `last_path`: where the stacked module's checkpoint goes if the fit stops on a signal.
     """
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import Checkpoint
 
     from xor_lightning.callbacks import GracefulStop
     from xor_lightning.config import quiet_known_warnings
@@ -172,10 +176,13 @@ def fit_group(
             trainer_cfg,
             callbacks=[stop, *callbacks],
             logger=False,
-            enable_checkpointing=False,
+            # no ModelCheckpoint of Lightning's own: the jobs' are written from the results
+            enable_checkpointing=any(isinstance(c, Checkpoint) for c in callbacks),
             default_root_dir=root_dir,
         )
-        if resume:  # an ordinary checkpoint of the stacked module, joined from the jobs' own
+        if isinstance(resume, Path):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        elif resume:  # an ordinary checkpoint of the stacked module, joined from the jobs' own
             joined = Path(root_dir) / f".resume-{os.getpid()}.ckpt"
             torch.save(stacked_checkpoint(module, resume), joined)
             try:
@@ -186,6 +193,10 @@ def fit_group(
             trainer.fit(module, datamodule=datamodule)
     result = snapshot(trainer, module)
     result.signal = stop.signal
+    if stop.signal is not None and last_path is not None:
+        from xor_lightning.files import write_atomically
+
+        write_atomically(last_path, trainer.save_checkpoint)  # the fit resumes from it
     if pictures:
         result.extra["data"] = {n: (d.X.cpu(), d.y.cpu()) for n, d in datamodule.sets.items()}
     if stop.signal is None:

@@ -222,7 +222,10 @@ class StackedModule(L.LightningModule):
                 best["metrics"].pop(k, None)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A fit without job dirs resumes from this checkpoint alone: its curves so far too
         checkpoint["stacked_best"] = self.best
+        checkpoint["stacked_history"] = self.history
+        checkpoint["stacked_stopped_loops"] = self.stopped_loops
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         def to(obj: Any) -> Any:
@@ -230,11 +233,13 @@ class StackedModule(L.LightningModule):
                 return obj.to(self.device)
             if isinstance(obj, dict):
                 return {k: to(v) for k, v in obj.items()}
-            if isinstance(obj, list):
-                return [to(v) for v in obj]
+            if isinstance(obj, (list, tuple)):
+                return type(obj)(to(v) for v in obj)
             return obj
 
         self.best = to(checkpoint.get("stacked_best") or {})
+        self.history = to(checkpoint.get("stacked_history") or {})
+        self.stopped_loops = checkpoint.get("stacked_stopped_loops") or {}
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch

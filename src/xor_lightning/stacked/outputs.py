@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
+from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
 
 from xor_lightning.files import write_json
@@ -29,14 +31,19 @@ from xor_lightning.stacked.forks import fork_map
 log = logging.getLogger(__name__)
 
 
-def record_job(job: Any, fields: dict[str, Any]) -> None:
-    """`job.json`, as `train.sweep_job` writes it for a job of any other launcher."""
-    job.dir.mkdir(parents=True, exist_ok=True)
+def job_record(job: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """What `job.json` holds, as `train.sweep_job` writes it for a job of any other launcher."""
     record = {"job": job.num, "overrides": job.overrides, "config": job.digest}
     record.update(status="ok", error=None)
     record.update(fields)
     record.update(threads=torch.get_num_threads(), slurm_job_id=os.environ.get("SLURM_JOB_ID"))
-    write_json(job.dir / "job.json", record)
+    return record
+
+
+def record_job(job: Any, fields: dict[str, Any]) -> None:
+    """Write the job's `job.json` (`job_record`)."""
+    job.dir.mkdir(parents=True, exist_ok=True)
+    write_json(job.dir / "job.json", job_record(job, fields))
 
 
 def adam_slice(stacked: list[dict[str, Tensor]], net: Any, k: int) -> list[dict[str, Tensor]]:
@@ -79,9 +86,11 @@ def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], work
     fork_map(write, range(len(jobs)), workers)
 
 
-class PeriodicSave(L.Callback):
+class PeriodicSave(Checkpoint):
     """Every job's checkpoints every `every_n_epochs` epochs, for crash safety (a sweep
-    killed outright then resumes from them); by default only the end of a fit saves them."""
+    killed outright then resumes from them); by default only the end of a fit saves them.
+    A `Checkpoint`, so that Lightning calls it after the module's own epoch end (which
+    records the epoch's training metrics)."""
 
     def __init__(self, jobs: list[Any], every_n_epochs: int, workers: int) -> None:
         self.jobs, self.every_n_epochs, self.workers = jobs, every_n_epochs, workers
@@ -92,13 +101,25 @@ class PeriodicSave(L.Callback):
             write_group(self.jobs, snapshot(trainer, pl_module), info, self.workers)
 
 
-def write_job(
-    job: Any, k: int, result: GroupResult, writer: CheckpointWriter, info: dict[str, Any]
-) -> None:
-    """Job k's checkpoints, metrics.json, job.json and train.log (only the first three, with
-    status `running`, for a periodic save during the fit: `info["final"]` False)."""
-    cfg, net = job.resolved, result.net
-    ckpt_dir = Path(cfg["paths"]["ckpt_dir"])
+@dataclass
+class Outcome:
+    """What job k's slice of a fit amounts to, before anything is written: its `job.json`
+    fields, its `metrics.json` (None unless it finished), the epoch and loop state its
+    `last.ckpt` is at, its latest metrics, its best checkpoint (path, score, the metrics
+    its ModelCheckpoint saw) and whether it was tested."""
+
+    fields: dict[str, Any]
+    metrics: dict[str, float] | None
+    final: int
+    loops: dict[str, Any]
+    latest: dict[str, float]
+    best: tuple[Path, float, dict[str, float]] | None
+    tested: bool
+
+
+def outcome(job: Any, k: int, result: GroupResult, info: dict[str, Any]) -> Outcome:
+    """Job k's `Outcome` (`info["final"]` False: a periodic save during the fit, `running`)."""
+    cfg = job.resolved
     stopped = int(result.stopped_at[k])  # an Optuna pruner stopped it after this epoch
     final = stopped if stopped >= 0 else max(result.epoch - 1, 0)
     loops = result.stopped_loops[stopped] if stopped >= 0 else result.loops
@@ -107,7 +128,7 @@ def write_job(
     best = None
     if result.best and int(result.best["epoch"][k]) >= 0:
         epoch, step = int(result.best["epoch"][k]), int(result.best["step"][k])
-        path, score = ckpt_dir / best_filename(cfg, epoch, step), float(result.best["score"][k])
+        path = Path(cfg["paths"]["ckpt_dir"]) / best_filename(cfg, epoch, step)
         # What the best checkpoint's ModelCheckpoint saw: this validation, and the epoch
         # before's training (this epoch's when it saves at the epoch's end).
         before = not result.extra.get("best_at_epoch_end")
@@ -116,30 +137,17 @@ def write_job(
             for key in CURVES
         }
         seen = result.best["metrics"].get(k) or {key: v for key, v in seen.items() if v is not None}
-        writer.load(
-            cfg,
-            net.take(result.best["params"], k),
-            adam_slice(result.best["state"], net, k),
-        )
-        writer.save(path, result.best["loops"][epoch], seen, (path, score, score))
-        best = (path, score, seen)
-    _drop_stale_bests(ckpt_dir, best[0] if best else None)
-    writer.load(cfg, net.take(result.last, k), adam_slice(result.last_state, net, k))
-    # ModelCheckpoint's `current_score` is the score it last saved (top-1: the best's)
-    saved = (best[0], best[1], best[1]) if best else None
-    writer.save(ckpt_dir / "last.ckpt", loops, latest, saved)
-
-    record: dict[str, Any] = {"wall_s": info["fit_s"], "vectorized": info}
+        best = (path, float(result.best["score"][k]), seen)
+    fields: dict[str, Any] = {"wall_s": info["fit_s"], "vectorized": info}
+    metrics = None
     failed_epoch, failed_step = (int(v) for v in result.failed_at[k])
     if not info.get("final", True):  # a periodic save: resumable if the process dies
-        record["status"] = "running"
-        record_job(job, record)
-        return
-    if result.signal is not None:
-        record["status"] = "interrupted"
+        fields["status"] = "running"
+    elif result.signal is not None:
+        fields["status"] = "interrupted"
     elif failed_epoch >= 0:
-        record["status"] = "failed"
-        record["error"] = (
+        fields["status"] = "failed"
+        fields["error"] = (
             f"NonFiniteLossError: the loss became {float(result.failed_loss[k]):g} at epoch "
             f"{failed_epoch}, optimizer step {failed_step}: this model stopped there (last.ckpt "
             "holds the weights it stopped with, the best checkpoint its best before), the "
@@ -153,19 +161,44 @@ def write_job(
             "test/loss": float(result.tested["test/loss"][k]),
             "test/acc": float(result.tested["test/acc"][k]),
         }
-        write_json(job.dir / "metrics.json", metrics)
         if stopped >= 0:
-            record["status"] = "pruned"
+            fields["status"] = "pruned"
+    if best and info.get("final", True):
+        fields["best_epoch"] = int(result.best["epoch"][k])
+    tested = fields.get("status", "ok") in ("ok", "pruned") and not result.signal
+    return Outcome(fields, metrics, final, loops, latest, best, tested)
+
+
+def write_job(
+    job: Any, k: int, result: GroupResult, writer: CheckpointWriter, info: dict[str, Any]
+) -> None:
+    """Job k's checkpoints, metrics.json, job.json and train.log (only the first three, with
+    status `running`, for a periodic save during the fit: `info["final"]` False)."""
+    cfg, net = job.resolved, result.net
+    done = outcome(job, k, result, info)
+    best = done.best
     if best:
-        record["best_epoch"] = int(result.best["epoch"][k])
+        epoch = int(result.best["epoch"][k])
+        weights = net.take(result.best["params"], k)
+        writer.load(cfg, weights, adam_slice(result.best["state"], net, k))
+        writer.save(best[0], result.best["loops"][epoch], best[2], (best[0], best[1], best[1]))
+    _drop_stale_bests(Path(cfg["paths"]["ckpt_dir"]), best[0] if best else None)
+    writer.load(cfg, net.take(result.last, k), adam_slice(result.last_state, net, k))
+    # ModelCheckpoint's `current_score` is the score it last saved (top-1: the best's)
+    saved = (best[0], best[1], best[1]) if best else None
+    writer.save(Path(cfg["paths"]["ckpt_dir"]) / "last.ckpt", done.loops, done.latest, saved)
+    if not info.get("final", True):
+        record_job(job, done.fields)
+        return
+    if done.metrics is not None:
+        write_json(job.dir / "metrics.json", done.metrics)
     # hparams.yaml as TensorBoardLogger saves it: the module's and the datamodule's
     trainer = writer.trainer
     hparams = {**trainer.lightning_module.hparams, **trainer.datamodule.hparams}
     (job.dir / "hparams.yaml").write_text(yaml.dump(hparams, Dumper=yaml.CDumper, sort_keys=False))
-    tested = record.get("status", "ok") in ("ok", "pruned")
-    tensorboard.write_job(job, k, result, final, best, tested and not result.signal)
-    record_job(job, record)
-    _train_log(job, k, result, info, best, record)
+    tensorboard.write_job(job, k, result, done.final, best, done.tested)
+    record_job(job, done.fields)
+    _train_log(job, k, result, info, best, done.fields)
 
 
 def _drop_stale_bests(ckpt_dir: Path, best: Path | None) -> None:

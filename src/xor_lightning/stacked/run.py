@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from hydra.core.utils import JobReturn
 
 from xor_lightning.files import digest, read_json, write_json
 from xor_lightning.lock import hold, in_use, let_go
-from xor_lightning.stacked import tensorboard
+from xor_lightning.stacked import compact, tensorboard
 from xor_lightning.stacked.fit import fit_group
 from xor_lightning.stacked.forks import fork_map
 from xor_lightning.stacked.groups import VARYING, split_keys
@@ -115,13 +116,16 @@ def run_jobs(
                   "val/acc")  # fmt: skip
     returns: dict[int, JobReturn] = {}
     groups: dict[str, list[Job]] = {}
-    held = claim([j for j in jobs if not j.fatal])
+    packed = _packed(jobs, settings)  # in fits of more than `job_dirs_up_to`: no job dirs
+    held = claim([j for j in jobs if not j.fatal and j.num not in packed])
     try:
         for job in held:
             earlier(job)
         fresh = [j for j in held if not j.done and j.problem is None and j.hydra_files]
-        fork_map(_write_hydra_files, fresh, min(settings["workers"], len(fresh) // 128))
+        fork_map(write_hydra_files, fresh, min(settings["workers"], len(fresh) // 128))
         for job in jobs:
+            if job.num in packed:
+                continue
             if job.busy is not None:  # not run, nothing written: a later rerun runs it
                 log.error("job %d not run: %s", job.num, in_use(job.dir, job.busy))
                 returns[job.num] = hooks.job_return(job, math.nan)
@@ -144,13 +148,20 @@ def run_jobs(
         kept = sum(j.done for j in jobs)
         if kept:
             log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
-        _describe(list(groups.values()), settings["max_models_per_fit"])
+        if groups:
+            _describe(list(groups.values()), settings["max_models_per_fit"])
         for g, members in enumerate(groups.values()):
             size = settings["max_models_per_fit"]
             for start in range(0, len(members), size):
                 name = f"group{g}" if len(members) <= size else f"group{g}-fit{start // size}"
                 _fit(g, members[start : start + size], settings, sweep_dir, metric, hooks, returns,
                      name)  # fmt: skip
+        if packed:
+            fit = lambda g, chunk, path: _fit(  # noqa: E731
+                g, chunk, settings, sweep_dir, metric, hooks, returns, path.name, path
+            )
+            compact.run(list(packed.values()), settings, sweep_dir, metric, hooks, returns, fit,
+                        first_group=len(groups))  # fmt: skip
         for job in jobs:
             if job.num not in returns:
                 log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
@@ -165,21 +176,32 @@ def run_jobs(
 
 
 def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, metric: str,
-         hooks: Hooks, returns: dict[int, JobReturn], name: str = "") -> None:  # fmt: skip
-    """One fit of a group's `chunk` of jobs; each job's dir written and its return made, and
-    the fit's TensorBoard summary (`<sweep dir>/tb/<name>`, `name` by default `group<g>`)."""
+         hooks: Hooks, returns: dict[int, JobReturn], name: str = "",
+         packed: Path | None = None) -> None:  # fmt: skip
+    """One fit of a group's `chunk` of jobs; each job's dir written (or, `packed`, the fit's
+    own dir: `compact.py`) and its return made, and the fit's TensorBoard summary
+    (`<sweep dir>/tb/<name>`, `name` by default `group<g>`)."""
     hooks.started(chunk)
     tic = time.perf_counter()
-    resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
     every = settings["last_every_n_epochs"]
-    periodic = [PeriodicSave(chunk, every, settings["workers"])] if every > 0 else []
+    if packed is not None:  # the fit's own last.ckpt, when it stops or every n epochs
+        resume: Any = chunk[0].resume
+        periodic: list[Any] = [compact.PeriodicLast(packed, every)] if every > 0 else []
+    else:
+        resume = [j.resume for j in chunk] if chunk[0].resume is not None else None
+        periodic = [PeriodicSave(chunk, every, settings["workers"])] if every > 0 else []
     pruning = trial_pruning(chunk, settings["hydra"], metric)
     small = len(chunk) <= settings["pictures_up_to"]  # pictures and every epoch's point
     result = fit_group([j.resolved for j in chunk], str(sweep_dir), resume,
-                       [*periodic, *pruning], pictures=small)  # fmt: skip
+                       [*periodic, *pruning], pictures=small,
+                       last_path=None if packed is None else packed / "last.ckpt")  # fmt: skip
     result.extra["curve_every"] = 1 if small else settings["curve_every_n_epochs"]
     info = {"group": g, "models": len(chunk), "fit_s": round(time.perf_counter() - tic, 3)}
-    write_group(chunk, result, info, settings["workers"])
+    if packed is not None:
+        rows = compact.write_fit(packed, chunk, result, info)
+        values = {row["job"]: row.get(metric, math.nan) for row in rows}
+    else:
+        write_group(chunk, result, info, settings["workers"])
     if any(tensorboard.logs_to_tensorboard(j.resolved) for j in chunk):
         runs = tensorboard.write_summary(sweep_dir, name or f"group{g}", result)
         log.info("TensorBoard: the fit's mean, p10 and p90 in %s", runs)
@@ -190,10 +212,24 @@ def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, me
             why = f"pruned by the study's pruner after epoch {int(result.stopped_at[k])}"
             returns[job.num] = hooks.job_return(job, optuna.TrialPruned(why), failed=True)
         else:
-            returns[job.num] = hooks.job_return(job, read_value(job.dir, metric))
+            value = values[job.num] if packed is not None else read_value(job.dir, metric)
+            returns[job.num] = hooks.job_return(job, value)
         hooks.ended(job, returns[job.num])
     if result.signal is not None:
         _stop(sweep_dir, result.signal, metric, settings["hydra"])
+
+
+def _packed(jobs: list[Job], settings: dict[str, Any]) -> dict[int, Job]:
+    """The jobs whose fits hold more than `job_dirs_up_to` models (their groups' sizes,
+    split by `max_models_per_fit`), by number; a network found unstackable runs alone."""
+    stackable = [j for j in jobs if not j.fatal and not j.error and j.problem is None]
+    sizes = Counter(j.key for j in stackable)
+    size, limit = settings["max_models_per_fit"], settings["job_dirs_up_to"]
+    why = {key: _unstackable(next(j for j in stackable if j.key == key))
+           for key, n in sizes.items() if min(n, size) > limit}  # fmt: skip
+    for job in stackable:
+        job.problem = why.get(job.key)
+    return {j.num: j for j in stackable if j.key in why and j.problem is None}
 
 
 def _unstackable(job: Job) -> str | None:
@@ -228,7 +264,7 @@ def claim(jobs: list[Job]) -> list[Job]:
     return held
 
 
-def _write_hydra_files(job: Job) -> None:
+def write_hydra_files(job: Job) -> None:
     """`.hydra/config.yaml`, `hydra.yaml`, `overrides.yaml`, as `run_job` saves them."""
     assert job.hydra_files is not None
     out, files = job.hydra_files

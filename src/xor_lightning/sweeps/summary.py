@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from xor_lightning.files import read_json
 
 log = logging.getLogger(__name__)
+FITS = "fits"  # a sweep's fits without job dirs: `stacked/compact.py`
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
 
 
@@ -50,10 +51,35 @@ def metric_mode(hydra: Any, metric: str) -> str:
     return "min" if "loss" in metric.rsplit("/", 1)[-1] else "max"
 
 
+def packed_records(sweep_dir: Path) -> dict[int, tuple[dict[str, Any], Path, float]]:
+    """Each job's latest row in the sweep's fit dirs (`fits/*/jobs.json`), with its fit dir
+    and when that was written."""
+    found: dict[int, tuple[float, dict[str, Any], Path]] = {}
+    for path in sorted(Path(sweep_dir).glob(f"{FITS}/*/jobs.json")):
+        fit = read_json(path)
+        for row in (fit or {}).get("jobs", []):
+            num, written = int(row["job"]), fit.get("written", 0.0)
+            if num not in found or found[num][0] <= written:
+                found[num] = (written, row, path.parent)
+    return {num: (row, where, when) for num, (when, row, where) in found.items()}
+
+
 def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """(job dir, `job_record`) of every finished job under `sweep_dir`."""
+    """(job dir, `job_record`) of every finished job under `sweep_dir`; a job of a fit
+    without job dirs (`fits/`, see `stacked/compact.py`): (its fit dir, its row there)."""
+    packed = packed_records(sweep_dir)
     dirs = sorted(d for d in sweep_dir.iterdir() if d.is_dir())
-    return [(d, r) for d in dirs if (r := job_record(d))]
+    found = {}
+    for d in dirs:
+        if (r := job_record(d)) is None:
+            continue
+        num = r.get("job")
+        if num in packed and (d / "job.json").stat().st_mtime < packed[num][2]:
+            continue  # written again since, in a fit without job dirs
+        packed.pop(num, None)
+        found[num] = (d, r)
+    found.update((num, (fit, row)) for num, (row, fit, _) in packed.items())
+    return [found[num] for num in sorted(found, key=lambda n: -1 if n is None else n)]
 
 
 def summarize(
@@ -134,6 +160,8 @@ class SweepSummary(Callback):
         metric = config.get("optimized_metric", "val/acc")
         written = write_all(sweep_dir, metric, metric_mode(config.hydra, metric))
         if written:
-            log.info("sweep summary, best %s first:\n%s", metric,
-                     (sweep_dir / "summary.md").read_text())  # fmt: skip
+            lines = (sweep_dir / "summary.md").read_text().splitlines()
+            more = f"\n... {len(lines) - 22} more rows in summary.md" if len(lines) > 22 else ""
+            log.info("sweep summary, best %s first:\n%s%s", metric, "\n".join(lines[:22]),
+                     more)  # fmt: skip
             log.info("written: %s", ", ".join(map(str, written)))

@@ -130,14 +130,32 @@ def write_sweep(
     the record as `sweep.job_record` reads it; the curves come from each dir's sub-runs."""
     results: list[Mapping[str, Any]] = []
     columns: dict[str, list[Any]] = {c: [] for c in CURVE_COLUMNS}
+    packed: dict[Path, list[int]] = {}  # a fit without job dirs: its curves.parquet rows
     for job_dir, record in jobs:
         results.append(record)
+        if (job_dir / CURVES).is_file() and (job_dir / "jobs.json").is_file():
+            packed.setdefault(job_dir, []).append(int(record["job"]))
+            continue
         stages, epochs, steps, metrics, values = read_curves(job_dir)
         columns["job"].extend([int(record["job"])] * len(values))
         for name, got in zip(CURVE_COLUMNS[1:], (stages, epochs, steps, metrics, values),
                              strict=True):  # fmt: skip
             columns[name].extend(got)
-    return write(sweep_dir, results, columns)
+    if not packed:
+        return write(sweep_dir, results, columns)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    parts = [curves_table(columns)]
+    for fit, nums in packed.items():
+        table = pq.read_table(fit / CURVES)
+        parts.append(table.filter(pc.is_in(table["job"], value_set=pa.array(nums, pa.int64()))))
+    curves = pa.concat_tables(parts)
+    order = pc.sort_indices(curves, [("job", "ascending")])  # stable: each job's order kept
+    written = (_write_parquet(Path(sweep_dir) / RESULTS, results_table(results)),
+               _write_parquet(Path(sweep_dir) / CURVES, curves.take(order)))  # fmt: skip
+    return written
 
 
 def read_curves(run_dir: Path) -> tuple[list[str], list[int], list[int], list[str], list[float]]:

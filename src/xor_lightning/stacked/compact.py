@@ -1,0 +1,270 @@
+"""Large fits without a dir per job: one dir per fit, `<sweep dir>/fits/fit<N>/`.
+
+A fit of more than the launcher's `job_dirs_up_to` models (1,000 by default) would write
+15 files a job; a 65,536-cell map, a million files. Such a fit writes instead:
+`jobs.json` (every job's record: what its `job.json` and `metrics.json` would hold),
+`curves.parquet` (its jobs' curves, a point every `curve_every_n_epochs` epochs and the
+last), `fit.pt` (what the fit left: every job's best and last weights, optimizer state and
+curves, and the jobs' configs as differences from the first job's) and, while it can be
+resumed, `last.ckpt` (the stacked module's own Lightning checkpoint: written when the fit
+stops on Ctrl-C/SIGTERM, and every `last_every_n_epochs` epochs when set). The sweep's
+tables gather the rows; `xor-unpack <sweep dir> <job>` (`unpack.py`) writes any job's dir
+from `fit.pt`, as a sweep with job dirs would have written it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from xor_lightning.files import read_json, write_atomically, write_json
+from xor_lightning.lock import hold, in_use, let_go
+from xor_lightning.stacked.fit import CURVES, GroupResult
+from xor_lightning.stacked.outputs import job_record, outcome
+from xor_lightning.sweeps.summary import FITS, packed_records
+
+log = logging.getLogger(__name__)
+CONFIGS = ("resolved", "unresolved", "hydra", "overrides_yaml")  # what a job dir is written from
+
+
+def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str, hooks: Any,
+        returns: dict[int, Any], fit: Callable[[int, list[Any], Path], None],
+        first_group: int = 0) -> None:  # fmt: skip
+    """Train `jobs` (of groups too large for job dirs) in fits of at most
+    `max_models_per_fit`, each in its fit dir; a job finished in an earlier launch of the
+    sweep (its record there: the same overrides and config) is kept."""
+    earlier = packed_records(sweep_dir)
+    groups: dict[str, list[Any]] = {}
+    for job in jobs:
+        row = earlier.get(job.num, ({}, None, 0))[0]
+        same = row.get("overrides") == job.overrides and row.get("config") == job.digest
+        if same and row.get("status") in ("ok", "failed", "pruned"):
+            hooks.started([job])
+            returns[job.num] = hooks.job_return(job, row.get(metric, math.nan))
+            hooks.ended(job, returns[job.num])
+        else:
+            groups.setdefault(job.key, []).append(job)
+    kept = len(jobs) - sum(map(len, groups.values()))
+    if kept:
+        log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
+    size = settings["max_models_per_fit"]
+    for g, members in enumerate(groups.values(), start=first_group):
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            path = fit_dir(sweep_dir, chunk)
+            busy = hold(path)
+            if busy is not None:
+                log.error("%d jobs not run: %s", len(chunk), in_use(path, busy))
+                for job in chunk:
+                    returns[job.num] = hooks.job_return(job, math.nan)
+                continue
+            try:
+                resume = prepare(path, chunk)
+                for job in chunk:
+                    job.resume = resume
+                log.info("%d jobs in one fit without job dirs (more than job_dirs_up_to=%d): "
+                         "%s%s", len(chunk), settings["job_dirs_up_to"], path,
+                         ", resumed from its last.ckpt" if resume else "")  # fmt: skip
+                fit(g, chunk, path)
+            finally:
+                let_go(path)
+
+
+class PeriodicLast(Checkpoint):
+    """The fit's `last.ckpt` every `every_n_epochs` epochs (a fit killed outright resumes
+    from it), written whole or not at all. A `Checkpoint`, so that Lightning calls it after
+    the module's own epoch end (which records the epoch's training metrics)."""
+
+    def __init__(self, path: Path, every_n_epochs: int) -> None:
+        self.path, self.every_n_epochs = path, every_n_epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            write_atomically(self.path / "last.ckpt", trainer.save_checkpoint)
+
+
+def fit_dir(sweep_dir: Path, chunk: list[Any]) -> Path:
+    """The chunk's fit dir: `fits/fit<its first job>`, or `.1`, `.2`... when that one holds
+    other jobs (a rerun that changed some jobs of an earlier fit)."""
+    nums = sorted(j.num for j in chunk)
+    base = Path(sweep_dir) / FITS / f"fit{nums[0]}"
+    for n in range(1000):
+        path = base if n == 0 else base.with_name(f"{base.name}.{n}")
+        record = read_json(path / "jobs.json")
+        if not path.exists() or (record and sorted(r["job"] for r in record["jobs"]) == nums):
+            return path
+        if record is None and not (path / "jobs.json").exists():
+            return path  # created but never written (killed before the fit started)
+    raise RuntimeError(f"{base}: a thousand fits of other jobs there already")
+
+
+def prepare(path: Path, chunk: list[Any]) -> Path | None:
+    """Make the fit dir (held by the caller) ready for `chunk`: the stacked `last.ckpt` to
+    resume from when an earlier launch of the same jobs stopped, else emptied and marked
+    `running`."""
+    record = read_json(path / "jobs.json")
+    last = path / "last.ckpt"
+    if record and last.is_file():
+        rows = {r["job"]: r for r in record["jobs"]}
+        same = all(
+            (r := rows.get(j.num)) and r["overrides"] == j.overrides and r["config"] == j.digest
+            for j in chunk
+        )
+        if same and all(r["status"] in ("interrupted", "running") for r in rows.values()):
+            return last
+    for entry in path.iterdir() if path.is_dir() else ():
+        if entry.name != ".lock":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    rows = [job_record(j, {"status": "running"}) for j in chunk]
+    write_json(path / "jobs.json", {"written": time.time(), "jobs": rows})
+    return None
+
+
+def write_fit(path: Path, jobs: list[Any], result: GroupResult, info: dict[str, Any]) -> list[dict]:
+    """Write the fit dir's `fit.pt`, `curves.parquet` and `jobs.json` (in that order: the
+    record says last that the others are whole); the jobs' rows."""
+    rows, outcomes = [], []
+    for k, job in enumerate(jobs):
+        done = outcome(job, k, result, info)
+        outcomes.append(done)
+        rows.append({**job_record(job, done.fields), **(done.metrics or {})})
+    state = {name: getattr(result, name) for name in result.__dataclass_fields__}
+    state["extra"] = {k: v for k, v in result.extra.items() if k != "series"}
+    first = jobs[0].hydra_files
+    hydra_dir = str(first[0].relative_to(jobs[0].dir)) if first else None
+    base = {name: _config(jobs[0], name) for name in CONFIGS}
+    flat = {name: _flat(base[name]) for name in CONFIGS}
+    saved = {
+        "result": state,
+        "info": info,
+        "jobs": [
+            {
+                "num": j.num,
+                "overrides": j.overrides,
+                "dir": str(j.dir.resolve()),
+                "digest": j.digest,
+            }
+            for j in jobs
+        ],
+        "hydra_dir": hydra_dir,
+        "base": pickle.dumps(base),
+        "deltas": [{n: _delta(flat[n], _config(j, n)) for n in CONFIGS} for j in jobs],
+    }
+    write_atomically(path / "fit.pt", lambda tmp: torch.save(saved, tmp))
+    write_atomically(
+        path / "curves.parquet", lambda tmp: _write_curves(tmp, jobs, result, outcomes)
+    )
+    write_json(path / "jobs.json", {"written": time.time(), "jobs": rows})
+    if result.signal is None:  # finished: nothing to resume
+        (path / "last.ckpt").unlink(missing_ok=True)
+    return rows
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A fit dir's `fit.pt`: its `GroupResult` rebuilt, and each job's configs (`jobs`:
+    num, overrides, dir, digest and the `CONFIGS`)."""
+    saved = torch.load(path / "fit.pt", map_location="cpu", weights_only=False)
+    result = GroupResult(**saved["result"])
+    base = pickle.loads(saved["base"])
+    for job, delta in zip(saved["jobs"], saved["deltas"], strict=True):
+        for name in CONFIGS:
+            job[name] = _apply(base[name], delta[name])
+    return {"result": result, "info": saved["info"], "jobs": saved["jobs"],
+            "hydra_dir": saved["hydra_dir"]}  # fmt: skip
+
+
+def _config(job: Any, name: str) -> Any:
+    if name in ("resolved", "unresolved"):
+        return getattr(job, name)
+    if job.hydra_files is None:
+        return None
+    files = job.hydra_files[1]
+    return files["hydra.yaml"] if name == "hydra" else files["overrides.yaml"]
+
+
+def _flat(node: Any, prefix: tuple = ()) -> dict[tuple, Any]:
+    """A container's leaves by path (an empty dict or a list is a leaf)."""
+    if isinstance(node, dict) and node:
+        out: dict[tuple, Any] = {}
+        for key, value in node.items():
+            out.update(_flat(value, (*prefix, key)))
+        return out
+    return {prefix: node}
+
+
+def _delta(base: dict[tuple, Any], node: Any) -> Any:
+    """How `node` differs from the base's leaves: [(path, value)], or ("whole", node)
+    when its keys differ."""
+    flat = _flat(node)
+    if flat.keys() != base.keys():
+        return ("whole", node)
+    return [(p, v) for p, v in flat.items() if type(v) is not type(base[p]) or v != base[p]]
+
+
+def _apply(base: Any, delta: Any) -> Any:
+    if isinstance(delta, tuple):
+        return delta[1]
+    node = pickle.loads(pickle.dumps(base))
+    for path, value in delta:
+        if not path:
+            return value
+        parent = node
+        for key in path[:-1]:
+            parent = parent[key]
+        parent[path[-1]] = value
+    return node
+
+
+def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: list[Any]) -> None:
+    """The jobs' curves as `curves.parquet` rows: every `curve_every` epochs and each job's
+    last (a failed job's up to the epoch before it failed), its best and its test."""
+    import pyarrow.parquet as pq
+
+    from xor_lightning.sweeps.tables import CURVE_COLUMNS, curves_table
+
+    n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
+    nums = np.array([j.num for j in jobs], dtype=np.int64)
+    final = np.array([o.final for o in outcomes], dtype=np.int64)
+    failed = result.failed_at[:, 0].numpy()
+    parts: list[tuple[Any, ...]] = []  # job, stage, epoch, step, metric, value
+    for key in CURVES:
+        epochs, values = result.series(key)
+        if not len(epochs):
+            continue
+        e = epochs[:, None]
+        keep = (e <= final) & ((e % every == 0) | (e == final)) & ((failed < 0) | (e < failed))
+        rows, cols = np.nonzero(keep)
+        stage, metric = key.split("/")
+        parts.append((nums[cols], stage, epochs[rows], (epochs[rows] + 1) * n - 1, metric,
+                      values[rows, cols]))  # fmt: skip
+    best = [k for k, o in enumerate(outcomes) if o.best is not None]
+    tested = [k for k, o in enumerate(outcomes) if o.tested]
+    for metric in ("loss", "acc"):
+        if best:
+            epochs = result.best["epoch"].numpy()[best]
+            value = [outcomes[k].best[2].get(f"val/{metric}", np.nan) for k in best]
+            parts.append((nums[best], "best", epochs, (epochs + 1) * n - 1, metric, value))
+        if tested:
+            epochs = final[tested]
+            value = result.tested[f"test/{metric}"].numpy()[tested]
+            parts.append((nums[tested], "test", epochs, (epochs + 1) * n, metric, value))
+    columns: dict[str, list[np.ndarray]] = {c: [] for c in CURVE_COLUMNS}
+    for part in parts:
+        size = len(part[0])
+        for c, v in zip(CURVE_COLUMNS, part, strict=True):
+            columns[c].append(np.full(size, v) if isinstance(v, str) else np.asarray(v))
+    joined = {c: np.concatenate(v) if v else np.zeros(0) for c, v in columns.items()}
+    joined["value"] = joined["value"].astype(np.float64)
+    order = np.lexsort((joined["epoch"], joined["metric"], joined["stage"], joined["job"]))
+    pq.write_table(curves_table({c: v[order] for c, v in joined.items()}), path)
