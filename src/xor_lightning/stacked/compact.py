@@ -59,6 +59,11 @@ def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str,
     if kept:
         log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
     size = settings["max_models_per_fit"]
+    fits = sum(-(-len(g) // size) for g in groups.values())
+    if groups:
+        log.info("%d jobs in %d group(s): %d fit(s) of more than job_dirs_up_to=%d models, "
+                 "without job dirs", sum(map(len, groups.values())), len(groups), fits,
+                 settings["job_dirs_up_to"])  # fmt: skip
     for g, members in enumerate(groups.values(), start=first_group):
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
@@ -73,8 +78,7 @@ def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str,
                 resume = prepare(path, chunk)
                 for job in chunk:
                     job.resume = resume
-                log.info("%d jobs in one fit without job dirs (more than job_dirs_up_to=%d): "
-                         "%s%s", len(chunk), settings["job_dirs_up_to"], path,
+                log.info("%d jobs in one fit: %s%s", len(chunk), path,
                          ", resumed from its last.ckpt" if resume else "")  # fmt: skip
                 fit(g, chunk, path)
             finally:
