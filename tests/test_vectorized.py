@@ -268,7 +268,8 @@ def test_periodic_saves_leave_every_job_resumable(tmp_path):
 
     from xor_lightning.stacked.fit import fit_group
     from xor_lightning.stacked.outputs import PeriodicSave
-    from xor_lightning.stacked.run import Job, earlier
+    from xor_lightning.stacked.reruns import earlier
+    from xor_lightning.stacked.run import Job
 
     jobs = []
     for seed in (1, 2):

@@ -11,5 +11,9 @@
 - `pruning.py`: an Optuna pruner stopping one model of a fit.
 - `resume.py`: a group continued from its jobs' own `last.ckpt` files.
 - `forks.py`: work shared out to forked worker processes.
+- `compact.py`: a fit of thousands without a dir per job (`fits/fit<N>/`; `xor-unpack`,
+  in `tools/unpack.py`, writes a job's dir from it).
+- `reruns.py`: what an earlier launch of the sweep left in a job's dir: kept, continued
+  or replaced.
 - `run.py`: the launcher's work, from jobs to groups to fits to job dirs.
 """

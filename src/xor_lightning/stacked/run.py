@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import signal
 import sys
 import time
@@ -22,14 +21,15 @@ import torch
 import yaml
 from hydra.core.utils import JobReturn
 
-from xor_lightning.files import digest, read_json, write_json
-from xor_lightning.lock import hold, in_use, let_go
+from xor_lightning.files import read_json, write_json
+from xor_lightning.lock import in_use, let_go
 from xor_lightning.stacked import compact, tensorboard
 from xor_lightning.stacked.fit import fit_group
 from xor_lightning.stacked.forks import fork_map
 from xor_lightning.stacked.groups import VARYING, split_keys
 from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
 from xor_lightning.stacked.pruning import trial_pruning
+from xor_lightning.stacked.reruns import claim, earlier, read_value
 
 log = logging.getLogger(__name__)
 
@@ -61,51 +61,6 @@ class Hooks(Protocol):
     def started(self, jobs: list[Job]) -> None: ...
     def ended(self, job: Job, ret: JobReturn) -> None: ...
     def run_alone(self, job: Job) -> JobReturn: ...
-
-
-def read_value(job_dir: Path, metric: str) -> float:
-    return float((read_json(job_dir / "metrics.json") or {}).get(metric, math.nan))
-
-
-def same_job(record: dict[str, Any], job: Job) -> bool:
-    """Whether an earlier launch's `job.json` is this job's: the same overrides and the same
-    composed config (a record without the config's digest: the `.hydra/config.yaml` beside)."""
-    if record.get("overrides") != job.overrides:
-        return False
-    if "config" in record:
-        return record["config"] == job.digest
-    saved = job.dir / ".hydra" / "config.yaml"
-    return not saved.is_file() or digest(yaml.safe_load(saved.read_text())) == job.digest
-
-
-def earlier(job: Job) -> None:
-    """What an earlier launch of this sweep left in the job's dir (which the job holds).
-
-    The same job finished (ok or failed, or finished since by `resume=<job dir>`) is kept
-    (`job.done`); interrupted, it is continued from its last.ckpt (`job.resume`). Another
-    job's outputs (other overrides or another config) are removed and the job trains.
-    """
-    record_file = job.dir / "job.json"
-    record = read_json(record_file)
-    if record is None:
-        if record_file.exists():
-            log.warning("job %d: its job.json is unreadable (cut short?): trained anew", job.num)
-        return
-    if not same_job(record, job):
-        log.warning("job %d: %s held another job's outputs (%s): removed, the job trains",
-                    job.num, job.dir, " ".join(record.get("overrides") or []))  # fmt: skip
-        for entry in job.dir.iterdir():
-            if entry.name != ".lock":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        return
-    if record.get("status") == "interrupted" and read_json(job.dir / "metrics.json"):
-        record["status"] = "ok"  # resumed alone since, and finished
-        write_json(record_file, record)
-    last = job.dir / "checkpoints" / "last.ckpt"
-    if record.get("status") in ("ok", "failed"):
-        job.done = True
-    elif record.get("status") in ("interrupted", "running") and last.is_file():
-        job.resume = last
 
 
 def run_jobs(
@@ -243,25 +198,6 @@ def _unstackable(job: Job) -> str | None:
     if net_cfg["_target_"] == MLP_TARGET:
         return None
     return stack_problem_of(make_net(net_cfg), int(net_cfg.get("n_in", 2)))
-
-
-def claim(jobs: list[Job]) -> list[Job]:
-    """Take each job's dir lock, as a run alone holds its own (`lock.py`), before anything
-    is written there; the jobs held. A dir another live process holds (say `resume=` of
-    that job) is left untouched, its job marked `busy`."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = len(jobs) + 256  # an open file per lock held
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    held = []
-    for job in jobs:
-        job.busy = hold(job.dir)
-        if job.busy is None:
-            held.append(job)
-    return held
 
 
 def write_hydra_files(job: Job) -> None:
