@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
@@ -98,6 +98,15 @@ class VectorizedLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if not stacks(self.task_function):
             return self._launch_basic(job_overrides, initial_job_idx)
+        return self.launch_stacked(job_overrides, initial_job_idx, sweep_dir)
+
+    def launch_stacked(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, fit_dir: Path
+    ) -> list[JobReturn]:
+        """xor-train's jobs, stacked; their returns in job order. `fit_dir` is where the fits
+        keep files of their own (each fit's TensorBoard summary under `tb/`): the sweep dir
+        here; a task's own dir under `hydra/launcher=vectorized_slurm`, whose tasks call this
+        on their share of the jobs at once (the jobs' own dirs are the sweep's either way)."""
         log.info("Launching %d jobs, vectorised", len(job_overrides))
         # torch and Lightning imported once, here, before any worker process forks
         import xor_lightning.stacked.run
@@ -110,12 +119,16 @@ class VectorizedLauncher(Launcher):
             log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
         fatal = next((job.fatal for job in jobs if job.fatal), None)
         if fatal:
-            print(f"error: {fatal}", file=sys.stderr)
-            sys.exit(2)
+            self.refuse(fatal)
         from xor_lightning.stacked.run import run_jobs
 
-        returns = run_jobs(jobs, self.settings, sweep_dir, JobHooks(self))
+        returns = run_jobs(jobs, self.settings, fit_dir, JobHooks(self))
         return [returns[job.num] for job in jobs]
+
+    def refuse(self, why: str) -> NoReturn:
+        """Refuse the whole sweep before anything is written: `error: <why>`, exit 2."""
+        print(f"error: {why}", file=sys.stderr)
+        sys.exit(2)
 
     def compose(self, num: int, overrides: list[str]) -> DictConfig:
         """Job `num`'s config, as the basic launcher composes it."""
