@@ -4,10 +4,11 @@ run the CLI, read checkpoints and what TensorBoard shows."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from xor_lightning.config import CONF_DIR
 Composer = Callable[..., DictConfig]
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+SLURM_SCRIPT = Path(__file__).with_name("slurm_cluster.sh")
 
 
 # The README and the docs/ pages say what the project does; the tests read each claim from
@@ -96,6 +98,23 @@ def compose_app(name: str, *overrides: str) -> DictConfig:
     """Compose evaluate/predict/export's config (no Hydra run, so no run dir)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Start the cluster for this module's tests; the environment that points at it."""
+    if shutil.which("slurmctld") is None or shutil.which("sbatch") is None:
+        pytest.skip(f"SLURM is not installed (as root: {SLURM_SCRIPT.name} install)")
+    d = tmp_path_factory.mktemp("slurm")
+    proc = subprocess.run(
+        ["bash", str(SLURM_SCRIPT), "start", str(d)], capture_output=True, text=True, timeout=120
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"the one-node SLURM cluster did not start: {proc.stderr.strip()}")
+    try:
+        yield {"SLURM_CONF": str(d / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", str(SLURM_SCRIPT), "stop", str(d)], capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="session")

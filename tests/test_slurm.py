@@ -7,34 +7,13 @@ skipped with the reason.
 import csv
 import json
 import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import cli
 
-SCRIPT = Path(__file__).with_name("slurm_cluster.sh")
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Start the cluster for this module's tests; the environment that points at it."""
-    if shutil.which("slurmctld") is None or shutil.which("sbatch") is None:
-        pytest.skip(f"SLURM is not installed (as root: {SCRIPT.name} install)")
-    d = tmp_path_factory.mktemp("slurm")
-    proc = subprocess.run(
-        ["bash", str(SCRIPT), "start", str(d)], capture_output=True, text=True, timeout=120
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"the one-node SLURM cluster did not start: {proc.stderr.strip()}")
-    try:
-        yield {"SLURM_CONF": str(d / "slurm.conf")}
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(d)], capture_output=True, timeout=60)
+pytestmark = pytest.mark.slow  # the cluster: the `slurm_env` fixture (conftest.py)
 
 
 def slurm_sweep(tmp_path: Path, env: dict[str, str], *args: str) -> Path:

@@ -1,0 +1,165 @@
+"""The SLURM side of `hydra/launcher=vectorized_slurm`: how many jobs a task, the site's
+array limit, the submitit executor, and waiting for the array's tasks.
+
+Plain functions, apart from Hydra, so the fast tests can check them without a cluster.
+Waiting is done here rather than with submitit's `Job.result()`: submitit learns that a
+task ended from SLURM's accounting (`sacct`), and on a cluster without it (as the one-node
+test cluster) a task that died without a result would be waited for forever; `squeue`
+and `scontrol`, which every cluster has, say when a task has left the queue and how.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default, when `scontrol` cannot say
+
+
+def max_array_size(default: int = DEFAULT_MAX_ARRAY_SIZE) -> int:
+    """The cluster's `MaxArraySize` (an array's task indices run from 0 to one less), read
+    from `scontrol show config`; `default` when scontrol is missing or does not say."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                             timeout=30).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return default
+    found = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(found[1]) if found else default
+
+
+def task_size(n_jobs: int, models_per_task: int, limit: int) -> int:
+    """Jobs a task: `models_per_task`, or more when `n_jobs` would need more than `limit`
+    tasks (one array, so `array_parallelism` keeps meaning what it says)."""
+    size = max(1, models_per_task)
+    if math.ceil(n_jobs / size) > limit:
+        size = math.ceil(n_jobs / limit)
+    return size
+
+
+def chunks(overrides: Sequence[Sequence[str]], first: int, size: int) -> list[tuple[int, list]]:
+    """The jobs in order, `size` a task: (the number of the task's first job, its overrides)."""
+    return [
+        (first + start, [list(o) for o in overrides[start : start + size]])
+        for start in range(0, len(overrides), size)
+    ]
+
+
+def unsupported(params: dict[str, Any], models_per_task: int) -> str | None:
+    """Why these settings cannot run, in one line; None when they can."""
+    if models_per_task < 1:
+        return f"hydra.launcher.models_per_task must be at least 1, not {models_per_task}"
+    if params.get("nodes", 1) != 1 or params.get("tasks_per_node", 1) != 1:
+        return ("hydra/launcher=vectorized_slurm runs one process a task: leave "
+                "hydra.launcher.nodes and tasks_per_node at 1")  # fmt: skip
+    if shutil.which("sbatch") is None:
+        return "hydra/launcher=vectorized_slurm needs SLURM's sbatch on the PATH"
+    return None
+
+
+def executor(params: dict[str, Any]) -> Any:
+    """A submitit SLURM executor from the `submitit_slurm` settings, built as
+    hydra-submitit-launcher builds its own (the same names mean the same sbatch options)."""
+    import submitit
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    ex = submitit.AutoExecutor(folder=params["submitit_folder"], cluster="slurm",
+                               slurm_max_num_timeout=params["max_num_timeout"])  # fmt: skip
+    base = set(BaseQueueConf.__dataclass_fields__)
+    own = {"submitit_folder", "max_num_timeout"}
+    ex.update_parameters(
+        **{k if k in base else f"slurm_{k}": v for k, v in params.items() if k not in own}
+    )
+    return ex
+
+
+def in_queue(jobs: Sequence[Any]) -> set[str] | None:
+    """The ids (`<array>_<index>`) of the tasks SLURM still has pending or running (none
+    when it no longer knows the arrays); None when squeue cannot say."""
+    arrays = sorted({j.job_id.split("_")[0] for j in jobs})
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(arrays)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return set() if "Invalid job id" in out.stderr else None
+    return set(out.stdout.split())
+
+
+def ended(job: Any) -> str:
+    """Why a task that left the queue without a result ended, in one line."""
+    try:
+        out = subprocess.run(["scontrol", "-o", "show", "job", job.job_id],
+                             capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    fields = dict(re.findall(r"(\w+)=(\S*)", out))
+    how = "its state no longer known to SLURM"
+    if "JobState" in fields:
+        how = f"{fields['JobState']}, exit code {fields.get('ExitCode', '?')}"
+        if fields.get("Reason", "None") != "None":
+            how += f", reason {fields['Reason']}"
+    return f"SLURM array task {job.job_id} ended without a result ({how}); log: {job.paths.stderr}"
+
+
+def collect(job: Any) -> tuple[str, Any]:
+    """A finished task's outcome: ("ok", what it returned) or ("failed", why, in one line)."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        return "ok", job.result()
+    except FailedJobError as e:  # the task raised: the last line of its traceback
+        trace = str(e).split("-" * 22)[1] if str(e).count("-" * 22) >= 2 else str(e)
+        last = [line for line in trace.splitlines() if line.strip()][-1:] or ["an error"]
+        why = f"SLURM array task {job.job_id} failed: {last[0].strip()}"
+        return "failed", f"{why}; log: {job.paths.stderr}"
+    except UncompletedJobError:
+        return "failed", ended(job)
+
+
+def wait(jobs: Sequence[Any], poll_s: float = 1.0, misses: int = 2) -> list[tuple[str, Any]]:
+    """Each task's outcome (`collect`), in order, once all have ended. A task is over when
+    its result is there (or submitit's accounting says so), or when squeue has not listed
+    it `misses` polls in a row; the poll slows from `poll_s` to 10 s as the wait grows."""
+    outcomes: dict[int, tuple[str, Any]] = {}
+    missed = [0] * len(jobs)
+    start = time.monotonic()
+    while len(outcomes) < len(jobs):
+        queued = in_queue([j for i, j in enumerate(jobs) if i not in outcomes])
+        for i, job in enumerate(jobs):
+            if i in outcomes:
+                continue
+            if job.done():
+                outcomes[i] = collect(job)
+            elif queued is not None and job.job_id not in queued:
+                missed[i] += 1
+                if missed[i] >= misses:
+                    outcomes[i] = ("failed", ended(job))
+            else:
+                missed[i] = 0
+        if len(outcomes) < len(jobs):
+            time.sleep(min(10.0, poll_s + (time.monotonic() - start) / 60))
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+def keep_summaries(own: Path, tb: Path, prefix: str) -> None:
+    """Move the TensorBoard summary runs a task's fits wrote in its own dir (`own/tb/<name>`)
+    to the sweep's `tb/<prefix><name>`: tasks run at once, and each names its fits
+    `group<g>` as a lone vectorised launch does."""
+    if not (own / "tb").is_dir():
+        return
+    tb.mkdir(parents=True, exist_ok=True)
+    for run in sorted((own / "tb").iterdir()):
+        target = tb / f"{prefix}{run.name}"
+        if target.exists():  # a rerun of the same sweep: the new fit's summary replaces it
+            shutil.rmtree(target)
+        run.rename(target)
