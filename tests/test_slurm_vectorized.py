@@ -14,9 +14,10 @@ from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from hydra_plugins.xor_vectorized_slurm_launcher import array
-from tests.conftest import cli
+from tests.conftest import cli, doc_table
 
 SEEDS = "seed=1,2,3,4,5,6"
 
@@ -50,6 +51,26 @@ def test_the_array_limit_is_read_from_scontrol_else_slurms_default(tmp_path, mon
     assert array.max_array_size() == 2
     fake_command(tmp_path, "scontrol", "echo 'slurm_load_ctl_conf error' >&2; exit 1")
     assert array.max_array_size() == 1001
+
+
+def test_a_task_uses_the_cpus_slurm_gave_it(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert array.task_cpus() == 3
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert array.task_cpus() == os.cpu_count()
+
+
+def test_the_documented_settings_are_the_launchers_defaults():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.xor_vectorized_slurm_launcher.config import VectorizedSlurmLauncherConf
+
+    conf = OmegaConf.structured(VectorizedSlurmLauncherConf)
+    rows = doc_table("docs/distributed.md", "### Vectorised fits across machines")
+    documented = {row[0].strip("`"): yaml.safe_load(row[1].strip("`")) for row in rows}
+    assert len(documented) == 9
+    for key, value in documented.items():
+        assert OmegaConf.to_container(conf)[key] == value, key
 
 
 def test_settings_it_cannot_run_are_refused_in_one_line():
@@ -199,6 +220,10 @@ def test_six_seeds_run_as_two_array_tasks_with_the_local_vectorised_results(slur
     assert tasks == ["0", "0", "0", "1", "1", "1"]
     assert len({r["slurm_job_id"] for r in records}) == 2  # each task its own SLURM job
     assert len({r["slurm_array_job_id"] for r in records}) == 1  # of one array
+    assert {r["threads"] for r in records} == {1}  # cpus_per_task=1
+    array_id = records[0]["slurm_array_job_id"]
+    for task in ("0", "1"):  # the task's log, as docs/distributed.md says where
+        assert (d / ".submitit" / f"{array_id}_{task}" / f"{array_id}_{task}_0_log.out").is_file()
     assert pq.read_table(d / "results.parquet").num_rows == 6
     assert not (d / ".tasks").exists()
     # Hydra's job callbacks fired in the task that ran the job, with its return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -63,6 +64,12 @@ def unsupported(params: dict[str, Any], models_per_task: int) -> str | None:
     if shutil.which("sbatch") is None:
         return "hydra/launcher=vectorized_slurm needs SLURM's sbatch on the PATH"
     return None
+
+
+def task_cpus() -> int:
+    """The CPUs SLURM gave this task (`cpus_per_task`); the machine's where it does not say:
+    a task's share of a node, which its torch threads and workers should not exceed."""
+    return int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
 
 
 def executor(params: dict[str, Any]) -> Any:

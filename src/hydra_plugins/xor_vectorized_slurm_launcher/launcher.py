@@ -155,7 +155,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         self.in_task = True
-        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
+        cpus = array.task_cpus()
         torch.set_num_threads(cpus)  # the task's share of the node, not all of its cores
         self.settings["workers"] = self.workers or cpus
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
