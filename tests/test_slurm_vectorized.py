@@ -80,6 +80,18 @@ def test_settings_it_cannot_run_are_refused_in_one_line():
     assert "tasks_per_node" in array.unsupported({"tasks_per_node": 2}, 3)
 
 
+def test_a_task_names_its_fits_summaries_after_itself(monkeypatch):
+    from xor_lightning.stacked import run, tensorboard
+
+    written = []
+    monkeypatch.setattr(tensorboard, "write_summary", lambda d, name, r: written.append(name))
+    with array.summaries_named("task3-"):
+        run.tensorboard.write_summary(Path("s"), "group0", None)  # as run.py calls it
+    run.tensorboard.write_summary(Path("s"), "group0", None)
+    assert written == ["task3-group0", "group0"]
+    assert run.tensorboard is tensorboard and not hasattr(run, "write_summary")
+
+
 class FakeJob:
     """What `array.wait` reads of a submitit job: ended with `result`, or never `done`."""
 
@@ -274,6 +286,18 @@ def test_a_failed_task_fails_its_jobs_in_one_line_and_a_rerun_trains_only_those(
     assert {record(d, j)["slurm_array_task_id"] for j in range(3, 6)} == {"1"}
     assert {record(d, j)["status"] for j in range(6)} == {"ok"}
     assert (d / "tb" / "task1-group0" / "mean").is_dir()
+
+
+@pytest.mark.slow
+def test_fits_too_large_for_job_dirs_are_packed_in_each_task(slurm_env, tmp_path):
+    d, proc = sweep(tmp_path, slurm_env, "packed", SEEDS, "hydra.launcher.models_per_task=3",
+                    "hydra.launcher.job_dirs_up_to=2", "logger=tensorboard")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (d / "fits").iterdir()) == ["fit0", "fit3"]
+    assert not (d / "0").exists()
+    table = pq.read_table(d / "results.parquet").to_pydict()
+    assert sorted(table["job"]) == list(range(6)) and set(table["status"]) == {"ok"}
+    assert sorted(p.name for p in (d / "tb").iterdir()) == ["task0-fit0", "task1-fit3"]
 
 
 @pytest.mark.slow

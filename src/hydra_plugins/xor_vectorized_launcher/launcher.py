@@ -101,12 +101,10 @@ class VectorizedLauncher(Launcher):
         return self.launch_stacked(job_overrides, initial_job_idx, sweep_dir)
 
     def launch_stacked(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, fit_dir: Path
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, sweep_dir: Path
     ) -> list[JobReturn]:
-        """xor-train's jobs, stacked; their returns in job order. `fit_dir` is where the fits
-        keep files of their own (each fit's TensorBoard summary under `tb/`): the sweep dir
-        here; a task's own dir under `hydra/launcher=vectorized_slurm`, whose tasks call this
-        on their share of the jobs at once (the jobs' own dirs are the sweep's either way)."""
+        """xor-train's jobs, stacked; their returns in job order (also what each array task
+        of `hydra/launcher=vectorized_slurm` runs on its share of the jobs)."""
         log.info("Launching %d jobs, vectorised", len(job_overrides))
         # torch and Lightning imported once, here, before any worker process forks
         import xor_lightning.stacked.run
@@ -122,7 +120,7 @@ class VectorizedLauncher(Launcher):
             self.refuse(fatal)
         from xor_lightning.stacked.run import run_jobs
 
-        returns = run_jobs(jobs, self.settings, fit_dir, JobHooks(self))
+        returns = run_jobs(jobs, self.settings, sweep_dir, JobHooks(self))
         return [returns[job.num] for job in jobs]
 
     def refuse(self, why: str) -> NoReturn:

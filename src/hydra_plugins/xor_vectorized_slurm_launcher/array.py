@@ -17,8 +17,8 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -158,15 +158,21 @@ def wait(jobs: Sequence[Any], poll_s: float = 1.0, misses: int = 2) -> list[tupl
     return [outcomes[i] for i in range(len(jobs))]
 
 
-def keep_summaries(own: Path, tb: Path, prefix: str) -> None:
-    """Move the TensorBoard summary runs a task's fits wrote in its own dir (`own/tb/<name>`)
-    to the sweep's `tb/<prefix><name>`: tasks run at once, and each names its fits
-    `group<g>` as a lone vectorised launch does."""
-    if not (own / "tb").is_dir():
-        return
-    tb.mkdir(parents=True, exist_ok=True)
-    for run in sorted((own / "tb").iterdir()):
-        target = tb / f"{prefix}{run.name}"
-        if target.exists():  # a rerun of the same sweep: the new fit's summary replaces it
-            shutil.rmtree(target)
-        run.rename(target)
+@contextmanager
+def summaries_named(prefix: str) -> Iterator[None]:
+    """Each fit's TensorBoard summary runs as `tb/<prefix><name>` while in the block.
+
+    A vectorised launch names its fits' summaries `tb/group<g>` (`stacked/run.py`), and
+    the array's tasks, each such a launch, write them into the one sweep dir at once; so in
+    a task (a process of its own) `tensorboard.write_summary` is wrapped to put the task
+    first. A `run_jobs` setting for the name would do it without the wrapping."""
+    from xor_lightning.stacked import tensorboard
+
+    write = tensorboard.write_summary
+    tensorboard.write_summary = lambda sweep_dir, name, result: write(
+        sweep_dir, f"{prefix}{name}", result
+    )
+    try:
+        yield
+    finally:
+        tensorboard.write_summary = write

@@ -31,6 +31,7 @@ class VectorizedSlurmLauncherConf(SlurmQueueConf):
     pictures_up_to: int = 16
     curve_every_n_epochs: int = 10
     last_every_n_epochs: int = 0
+    job_dirs_up_to: int = 1000  # a larger fit writes fits/fit<N>/ instead of job dirs
     workers: int | None = None  # null: the task's cpus_per_task
 
 

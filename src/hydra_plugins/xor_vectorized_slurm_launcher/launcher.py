@@ -20,7 +20,6 @@ where they are needed (submitit in `launch`, torch in the tasks).
 
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -56,11 +55,11 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         curve_every_n_epochs: int,
         last_every_n_epochs: int,
         workers: int | None,
+        job_dirs_up_to: int = 1000,
         **slurm: Any,
     ) -> None:
-        super().__init__(
-            max_models_per_fit, pictures_up_to, curve_every_n_epochs, last_every_n_epochs, workers
-        )
+        super().__init__(max_models_per_fit, pictures_up_to, curve_every_n_epochs,
+                         last_every_n_epochs, workers, job_dirs_up_to)  # fmt: skip
         self.models_per_task, self.workers, self.in_task = models_per_task, workers, False
         self.slurm = {
             k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
@@ -96,7 +95,6 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
                  "array %s, logs in %s", n, len(parts), size, jobs[0].job_id.split("_")[0],
                  self.slurm["submitit_folder"])  # fmt: skip
         outcomes = array.wait(jobs)
-        shutil.rmtree(sweep_dir / ".tasks", ignore_errors=True)  # the tasks' own dirs
         refused = [why["refused"] for kind, why in outcomes if kind == "ok" and "refused" in why]
         if refused:
             VectorizedLauncher.refuse(self, refused[0])
@@ -159,16 +157,11 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         torch.set_num_threads(cpus)  # the task's share of the node, not all of its cores
         self.settings["workers"] = self.workers or cpus
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        own = sweep_dir / ".tasks" / str(index)  # the task's fits' own files (fit_dir)
-        shutil.rmtree(own, ignore_errors=True)
-        own.mkdir(parents=True)
         try:
-            returns = self.launch_stacked(overrides, first, own)
+            with array.summaries_named(f"task{index}-"):
+                returns = self.launch_stacked(overrides, first, sweep_dir)
         except Refused as e:
             return {"refused": str(e)}
-        finally:
-            array.keep_summaries(own, sweep_dir / "tb", f"task{index}-")
-            shutil.rmtree(own, ignore_errors=True)
         self._note_task()
         return {"returns": [(r.status == JobStatus.COMPLETED, r._return_value) for r in returns]}
 
