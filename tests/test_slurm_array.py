@@ -73,18 +73,6 @@ def test_settings_it_cannot_run_are_refused_in_one_line():
     assert "tasks_per_node" in array.unsupported({"tasks_per_node": 2}, 3)
 
 
-def test_a_task_names_its_fits_summaries_after_itself(monkeypatch):
-    from xor_lightning.stacked import run, tensorboard
-
-    written = []
-    monkeypatch.setattr(tensorboard, "write_summary", lambda d, name, r: written.append(name))
-    with array.summaries_named("task3-"):
-        run.tensorboard.write_summary(Path("s"), "group0", None)  # as run.py calls it
-    run.tensorboard.write_summary(Path("s"), "group0", None)
-    assert written == ["task3-group0", "group0"]
-    assert run.tensorboard is tensorboard and not hasattr(run, "write_summary")
-
-
 class FakeJob:
     """What `array.wait` reads of a submitit job: ended with `result`, or never `done`."""
 

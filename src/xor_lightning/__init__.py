@@ -14,7 +14,8 @@ What a run needs around the core, at this level: `config.py` (resolvers, `run_ap
 `pruning.py` and `trials.py` (a run as an Optuna trial).
 
 Each other capability is a room of its own: `tools/` (evaluate, predict, export a
-checkpoint; unpack a job of a fit without job dirs), `pictures/` (the boundary and hidden-unit pictures), `sweeps/` (what a sweep
-leaves at its root), `stacked/` (many runs in one fit: the vectorised launcher's engine).
+checkpoint; unpack a job of a fit without job dirs), `pictures/` (the boundary and
+hidden-unit pictures), `sweeps/` (what a sweep leaves at its root), `stacked/` (many runs
+in one fit: the vectorised launcher's engine).
 The Hydra plugins in `src/hydra_plugins/` use this package; it never imports them.
 """

@@ -17,8 +17,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -156,23 +155,3 @@ def wait(jobs: Sequence[Any], poll_s: float = 1.0, misses: int = 2) -> list[tupl
         if len(outcomes) < len(jobs):
             time.sleep(min(10.0, poll_s + (time.monotonic() - start) / 60))
     return [outcomes[i] for i in range(len(jobs))]
-
-
-@contextmanager
-def summaries_named(prefix: str) -> Iterator[None]:
-    """Each fit's TensorBoard summary runs as `tb/<prefix><name>` while in the block.
-
-    A vectorised launch names its fits' summaries `tb/group<g>` (`stacked/run.py`), and
-    the array's tasks, each such a launch, write them into the one sweep dir at once; so in
-    a task (a process of its own) `tensorboard.write_summary` is wrapped to put the task
-    first. A `run_jobs` setting for the name would do it without the wrapping."""
-    from xor_lightning.stacked import tensorboard
-
-    write = tensorboard.write_summary
-    tensorboard.write_summary = lambda sweep_dir, name, result: write(
-        sweep_dir, f"{prefix}{name}", result
-    )
-    try:
-        yield
-    finally:
-        tensorboard.write_summary = write

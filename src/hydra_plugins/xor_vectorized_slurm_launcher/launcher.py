@@ -157,9 +157,11 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         torch.set_num_threads(cpus)  # the task's share of the node, not all of its cores
         self.settings["workers"] = self.workers or cpus
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        # the tasks write into one sweep dir at once: each fit's summary runs as
+        # tb/task<i>-<fit>, not the tb/group<g> every task would name its first
+        self.settings["summary_prefix"] = f"task{index}-"
         try:
-            with array.summaries_named(f"task{index}-"):
-                returns = self.launch_stacked(overrides, first, sweep_dir)
+            returns = self.launch_stacked(overrides, first, sweep_dir)
         except Refused as e:
             return {"refused": str(e)}
         self._note_task()

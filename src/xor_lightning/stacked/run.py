@@ -158,7 +158,8 @@ def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, me
     else:
         write_group(chunk, result, info, settings["workers"])
     if any(tensorboard.logs_to_tensorboard(j.resolved) for j in chunk):
-        runs = tensorboard.write_summary(sweep_dir, name or f"group{g}", result)
+        prefix = settings.get("summary_prefix", "")  # an array task's: task<i>-
+        runs = tensorboard.write_summary(sweep_dir, prefix + (name or f"group{g}"), result)
         log.info("TensorBoard: the fit's mean, p10 and p90 in %s", runs)
     for k, job in enumerate(chunk):
         if int(result.stopped_at[k]) >= 0:  # what Hydra records when a task raises
