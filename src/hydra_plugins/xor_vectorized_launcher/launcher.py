@@ -132,6 +132,8 @@ class VectorizedLauncher(Launcher):
         workers = min(self.settings["workers"], len(numbered) // 128)
         if workers > 1:
             log.info("composing %d jobs in %d worker processes", len(numbered), workers)
+        self._choices = set(self.config.hydra.runtime.choices)
+        self._templates: dict[Any, Any] = {}  # shape -> its Template (None: compose each)
         original = HydraConfig.instance().cfg
         try:
             return fork_map(self._prepare, numbered, workers)
@@ -139,12 +141,38 @@ class VectorizedLauncher(Launcher):
             HydraConfig.instance().cfg = original
 
     def _prepare(self, numbered: tuple[int, list[str]]) -> Any:
-        """Compose the job's config and check it; write nothing (its dir is not ours yet)."""
+        """The job prepared from its shape's template (`template.py`), or in full."""
+        from hydra_plugins.xor_sweeper.shapes import shape_of
+
+        num, overrides = numbered
+        found = shape_of(overrides, self._choices)
+        template = self._templates.get(found[0]) if found else None
+        job = template.job(num, overrides, found[1]) if template and found else None
+        if job is None:
+            job, cfg, resolved = self._prepare_alone(num, overrides)
+            if found is not None and found[0] not in self._templates:
+                self._templates[found[0]] = self._template(cfg, job, resolved, found[0])
+        return job
+
+    def _template(self, cfg: DictConfig, job: Any, resolved: Any, shape: Any) -> Any:
+        """The shape's template, from its first job; None when its jobs must each be composed."""
+        from hydra_plugins.xor_vectorized_launcher.template import Template, Unusable
+
+        if resolved is None:
+            return None
+        try:
+            return Template(self.config, cfg, job, resolved, HYDRA_NODES.container(cfg), shape)
+        except Unusable as e:
+            log.debug("jobs like job %d are composed one by one: %s", job.num, e)
+            return None
+
+    def _prepare_alone(self, num: int, overrides: list[str]) -> tuple[Any, DictConfig, Any]:
+        """Compose the job's config and check it; write nothing (its dir is not ours yet).
+        The job, its composed config and its resolved task config (None: not resolved)."""
         from xor_lightning.files import digest
         from xor_lightning.stacked.groups import stack_key, stack_problem
         from xor_lightning.stacked.run import Job
 
-        num, overrides = numbered
         cfg = self.compose(num, overrides)
         job_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
         with open_dict(cfg.hydra.runtime):
@@ -157,7 +185,7 @@ class VectorizedLauncher(Launcher):
                 "trainer.strategy=ddp cannot run under hydra/launcher=vectorized (it trains "
                 "many models in one process); use the basic, joblib or slurm launcher"
             )
-            return job
+            return job, cfg, None
         task, resolved = task_containers(cfg)
         job.unresolved, job.digest = task, digest(task)
         if cfg.hydra.output_subdir is not None:
@@ -174,11 +202,11 @@ class VectorizedLauncher(Launcher):
             check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
         except UserError as e:
             job.error = f"UserError: {e}"
-            return job
+            return job, cfg, resolved
         job.resolved = resolved
         job.problem = stack_problem(job.resolved)
         job.key = "" if job.problem else stack_key(task)
-        return job
+        return job, cfg, resolved
 
     def run_alone(self, num: int, overrides: list[str]) -> JobReturn:
         """One job as the basic launcher runs it (`run_job`: its callbacks, its files)."""
