@@ -1,0 +1,219 @@
+"""Composition at sweep scale: the sweeper's check composes one job per shape, the launcher
+prepares a shape's jobs from one composition; each job's config stays exactly Hydra's.
+
+Every job the launcher prepares from its shape's template is compared, field for field
+(types included), with the same job prepared from a composition of its own, and that with
+Hydra's own composition; the sweeper's check is compared with Hydra's on illegal batches.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf, open_dict
+
+from hydra_plugins.xor_sweeper.shapes import shape_of
+from hydra_plugins.xor_sweeper.sweeper import XorBasicSweeper
+from xor_lightning.config import CONF_DIR
+
+# A config of the test's own: interpolations that read swept values, the job's own Hydra
+# fields, a whole group, a resolver OmegaConf must run, an escape, a relative reference.
+EXTRA_PATHS = r"""
+foo: ${seed}
+bar: run-${seed}-${data.noise}-${hydra.job.num}
+rel: ${..seed}
+tail: ${paths.bar}/x
+sel: ${oc.select:seed,0}
+node: ${data}
+esc: \${seed}
+job: ${hydra:job.override_dirname}
+"""
+
+
+@dataclass
+class TypedPaths:  # a typed node among the values (n) and among the interpolations (label)
+    output_dir: str = "${hydra:runtime.output_dir}"
+    ckpt_dir: str = "${paths.output_dir}/checkpoints"
+    n: int = 1
+    label: str = "${seed}"
+
+
+ConfigStore.instance().store(group="paths", name="test_typed", node=TypedPaths)
+
+
+@pytest.fixture(autouse=True)
+def _leave_hydra_as_found():
+    """`sweeper_for` initialises Hydra as its main does; other tests initialise their own."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def own_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
+    conf = tmp_path_factory.mktemp("conf") / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    with open(conf / "paths" / "default.yaml", "a") as f:
+        f.write(EXTRA_PATHS)
+    return str(conf)
+
+
+def sweeper_for(args: list[str], conf: str = CONF_DIR, kind: type = XorBasicSweeper) -> Any:
+    """The sweeper `xor-train -m <args> hydra/launcher=vectorized` instantiates, set up."""
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import setup_globals
+    from hydra.types import HydraContext, RunMode
+
+    from xor_lightning import train
+
+    setup_globals()
+    GlobalHydra.instance().clear()
+    initialize_config_dir(config_dir=conf, version_base="1.3", job_name="train")
+    hydra = GlobalHydra.instance().hydra
+    overrides = ["hydra/launcher=vectorized", "hydra.launcher.workers=1", *args]
+    cfg = hydra.compose_config("train", overrides, run_mode=RunMode.MULTIRUN)
+    HydraConfig.instance().set_config(cfg)
+    str(cfg.hydra.sweep.dir)  # resolved (its time cached) as BasicSweeper.sweep does
+    context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg))
+    sweeper = Plugins.instance().instantiate_sweeper(
+        config=cfg, hydra_context=context, task_function=train.main.__wrapped__
+    )
+    if kind is BasicSweeper:
+        sweeper.__class__ = BasicSweeper  # Hydra's own check, same state
+    return sweeper
+
+
+def batch_of(sweeper: Any) -> list[list[str]]:
+    task = OmegaConf.to_container(sweeper.config.hydra.overrides.task)
+    return sweeper.split_arguments(OverridesParser.create().parse_overrides(task), None)[0]
+
+
+FIELDS = ("num", "overrides", "dir", "resolved", "unresolved", "digest", "hydra_files",
+          "study_name", "error", "problem", "key", "fatal")  # fmt: skip
+
+
+def prepared(args: list[str], conf: str = CONF_DIR) -> tuple[Any, list[Any], list[Any]]:
+    """The launcher, the batch's jobs as it prepares them, and each prepared in full."""
+    sweeper = sweeper_for(args, conf)
+    launcher, batch = sweeper.launcher, batch_of(sweeper)
+    import xor_lightning.stacked.run  # noqa: F401
+
+    fast = launcher._prepare_all(0, batch)
+    full = [launcher._prepare_alone(i, o)[0] for i, o in enumerate(batch)]
+    return launcher, fast, full
+
+
+def templated(launcher: Any, overrides: list[str]) -> bool:
+    found = shape_of(overrides, launcher._choices)
+    return found is not None and launcher._templates.get(found[0]) is not None
+
+
+# (the sweep, whether a template prepares some of its jobs, the config: the project's, or
+# the test's own, whose escaped `\${seed}` makes each job's checks run on its composition)
+SUBDIR = "hydra.sweep.subdir=s${seed}_${hydra.job.num}"
+EXCLUDE = "hydra.job.config.override_dirname.exclude_keys=[seed]"
+# fmt: off
+CASES = {
+    "seeds": (["seed=range(5)"], True, "project"),
+    "seeds, own config": (["seed=range(3)"], True, "own"),
+    "map": (["model.lr_hidden=0.1,1.0", "model.lr_out=0.01,0.2", "logger=none"], True, "project"),
+    "values that part fits": (["data.batch_size=32,64", "seed=1,2"], True, "project"),
+    "groups and values": (["data=xor,moons", "seed=1,2", "model.hidden=2,4"], True, "own"),
+    "+key": (["+trainer.deterministic=true,false", "seed=3,4"], True, "project"),
+    "subdir reads a value": (["seed=1,2", SUBDIR], True, "own"),
+    "dirname": (["seed=1,2", "data.noise=0.1,0.3", EXCLUDE], True, "own"),
+    "refused values": (["model.optimizer.lr=0.1,-1", "seed=1,abc"], True, "project"),
+    "refused values, own config": (["model.optimizer.lr=0.1,-1", "seed=1,abc"], True, "own"),
+    "ddp": (["trainer=ddp", "seed=1,2"], False, "project"),
+    "typed values": (["paths=test_typed", "paths.n=1,2", "seed=3,4"], False, "project"),
+    "typed interpolation": (["paths=test_typed", "seed=3,4"], False, "project"),
+    "a value and its parent": (["callbacks.histograms.every_n_epochs=5,10",
+                                "callbacks.histograms=null"], False, "project"),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_job_is_prepared_as_from_its_own_composition(case, own_conf):
+    args, uses_template, which = CASES[case]
+    conf = own_conf if which == "own" else CONF_DIR
+    launcher, fast, full = prepared(args, conf)
+    for mine, theirs in zip(fast, full, strict=True):
+        for name in FIELDS:  # repr: 1, 1.0 and True differ; so does the order of keys
+            assert repr(getattr(mine, name)) == repr(getattr(theirs, name)), (case, name)
+    assert any(templated(launcher, j.overrides) for j in fast) == uses_template
+
+
+def test_the_full_preparation_is_hydras_composition(own_conf):
+    """The reference above is Hydra's: its own loader's config of a job, resolved."""
+    sweeper = sweeper_for(["seed=1,2", "data.noise=0.2,0.3"], own_conf)
+    launcher, batch = sweeper.launcher, batch_of(sweeper)
+    fast = launcher._prepare_all(0, batch)
+    inner = launcher.hydra_context.config_loader.inner
+    for job, overrides in zip(fast, batch, strict=True):
+        cfg = inner.load_sweep_config(sweeper.config, overrides)
+        with open_dict(cfg):
+            cfg.hydra.job.num = cfg.hydra.job.id = job.num
+            cfg.hydra.runtime.output_dir = str(job.dir.resolve())
+        HydraConfig.instance().cfg = cfg
+        task = [k for k in cfg if k != "hydra"]
+        plain = lambda v, r: OmegaConf.to_container(v, resolve=r) if OmegaConf.is_config(v) else v  # noqa: E731
+        assert repr(job.unresolved) == repr({k: plain(cfg._get_node(k), False) for k in task})
+        assert repr(job.resolved) == repr({k: plain(cfg[k], True) for k in task})
+
+
+BAD = {
+    "a bad key": ["seed=1,2", "model.hiden=3,4"],
+    "a bad group": ["data=xor,nope", "seed=1,2"],
+    "a bad typed value": ["paths=test_typed", "paths.n=1,oops"],
+    "a key of one group only": ["data=xor,csv", "data.n_val=100,200"],
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_an_illegal_job_fails_the_check_with_hydras_error(case):
+    def error(kind: type) -> str:
+        sweeper = sweeper_for(BAD[case], kind=kind)
+        with pytest.raises(Exception) as caught:
+            sweeper.validate_batch_is_legal(batch_of(sweeper))
+        return f"{type(caught.value).__name__}: {caught.value}"
+
+    assert error(XorBasicSweeper) == error(BasicSweeper)
+
+
+def test_xor_train_sweeps_with_its_sweeper_unless_told_otherwise():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        chosen = {
+            tuple(o): compose("train", o, return_hydra_config=True).hydra.sweeper._target_
+            for o in ([], ["hydra/sweeper=basic"], ["hparams_search=xor_optuna"])
+        }
+    assert chosen == {
+        (): "hydra_plugins.xor_sweeper.sweeper.XorBasicSweeper",
+        ("hydra/sweeper=basic",): "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        ("hparams_search=xor_optuna",): "hydra_plugins.xor_optuna_sweeper.sweeper.XorOptunaSweeper",
+    }
+
+
+def test_hydras_check_is_the_hook_it_overrides():
+    """The private parts this relies on: BasicSweeper's module, and its `sweep` checking
+    each batch through the public `validate_batch_is_legal` before launching it."""
+    import inspect
+
+    assert "self.validate_batch_is_legal(batch)" in inspect.getsource(BasicSweeper.sweep)
+    assert issubclass(XorBasicSweeper, BasicSweeper)
+    assert Path(inspect.getfile(BasicSweeper)).name == "basic_sweeper.py"
