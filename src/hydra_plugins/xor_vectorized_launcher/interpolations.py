@@ -19,7 +19,10 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from xor_lightning.config import N_FEATURES_READS
+
 Path = tuple[Any, ...]  # dict keys (str) and list indices (int), from the config's root
+ABSENT = object()  # what `get_path` finds where a path leads nowhere
 
 _KEY = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _SIMPLE = re.compile(rf"\$\{{(?:(\.*)({_KEY})|hydra:({_KEY}))\}}")
@@ -30,6 +33,10 @@ _RESOLVER = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
 # and give the same value for the same arguments throughout a sweep (`now` and `pid` are
 # cached in the sweep's config, which every job's copies).
 ARGUMENTS_ONLY = {"now", "pid", "oc.env", "oc.decode", "coalesce", "n_features"}
+# Of those, the ones given a whole node that read only some of its keys (`n_features` reads
+# `data.problem`, not `data.seed`, which varies in a seed sweep).
+READS = {"n_features": N_FEATURES_READS}
+_ONE_NODE = re.compile(rf"\$\{{([A-Za-z_][\w.]*):\$\{{(\.*)({_KEY})\}}\}}")
 
 
 class Leaf(NamedTuple):
@@ -75,6 +82,10 @@ def analyse(path: Path, text: str) -> Leaf:
 def _refs(container: Path, text: str) -> list[Path] | None:
     """Every node an interpolation that is not text and references may read: the nodes it
     names, when every resolver it calls reads only its arguments; else None (anything)."""
+    one = _ONE_NODE.fullmatch(text)
+    if one and one.group(1) in READS:  # `${n_features:${data}}`: the keys it reads
+        node = absolute(container, one.group(2), one.group(3))
+        return None if node is None else [(*node, key) for key in READS[one.group(1)]]
     names = _RESOLVER.findall(text)
     found = _REF.findall(text)
     if text.count("${") != len(names) + len(found) or set(names) - ARGUMENTS_ONLY:
@@ -113,3 +124,46 @@ def evaluate(parts: list[Any], value: Callable[[Path], Any]) -> Any:
     if len(parts) == 1 and isinstance(parts[0], tuple):
         return value(parts[0])
     return "".join(p if isinstance(p, str) else str(value(p)) for p in parts)
+
+
+def dotted(path: Path) -> str:
+    """`a.b[0].c`: the key `task_containers` selects a value by."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
+
+
+def strings(node: Any, path: Path = ()) -> list[tuple[Path, str]]:
+    """Every string value of a plain container that holds an interpolation, by path."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    out = []
+    for key, value in items:
+        if isinstance(value, (dict, list)):
+            out += strings(value, (*path, key))
+        elif isinstance(value, str) and "${" in value:
+            out.append(((*path, key), value))
+    return out
+
+
+def put(node: Any, path: Path, value: Any) -> None:
+    """Set the value at `path`, in plain containers or a config."""
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def unsafe(value: Any) -> bool:
+    """A resolved string OmegaConf would read as an interpolation or a missing value."""
+    if isinstance(value, dict):
+        return any(unsafe(v) for v in value.values())
+    if isinstance(value, list):
+        return any(unsafe(v) for v in value)
+    return isinstance(value, str) and ("${" in value or value == "???")
+
+
+def get_path(node: Any, path: Path, default: Any = ABSENT) -> Any:
+    """The value at `path` in plain containers; `default` where there is none."""
+    for key in path:
+        listed = isinstance(node, list) and isinstance(key, int) and -1 < key < len(node)
+        if not listed and not (isinstance(node, dict) and key in node):
+            return default
+        node = node[key]
+    return node

@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
     JobRuntime,
@@ -32,13 +31,9 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.xor_vectorized_launcher.compose import (
-    FastSweepConfigLoader,
-    HydraNodes,
-    task_containers,
-)
+from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
 
 log = logging.getLogger(__name__)
 TRAINING = ("xor_lightning.train", "main")  # the task this launcher stacks: xor-train's
@@ -124,89 +119,10 @@ class VectorizedLauncher(Launcher):
         return cfg
 
     def _prepare_all(self, first: int, overrides: list[list[str]]) -> list[Any]:
-        """`_prepare` every job: in forked worker processes from 256 jobs on (two workers
-        need 128 jobs each: a process costs more than composing a hundred jobs)."""
-        from xor_lightning.stacked.forks import fork_map
+        """Every job composed and checked (`prepare.py`); nothing written."""
+        from hydra_plugins.xor_vectorized_launcher.prepare import Preparation
 
-        numbered = [(first + i, o) for i, o in enumerate(overrides)]
-        workers = min(self.settings["workers"], len(numbered) // 128)
-        if workers > 1:
-            log.info("composing %d jobs in %d worker processes", len(numbered), workers)
-        self._choices = set(self.config.hydra.runtime.choices)
-        self._templates: dict[Any, Any] = {}  # shape -> its Template (None: compose each)
-        original = HydraConfig.instance().cfg
-        try:
-            return fork_map(self._prepare, numbered, workers)
-        finally:
-            HydraConfig.instance().cfg = original
-
-    def _prepare(self, numbered: tuple[int, list[str]]) -> Any:
-        """The job prepared from its shape's template (`template.py`), or in full."""
-        from hydra_plugins.xor_sweeper.shapes import shape_of
-
-        num, overrides = numbered
-        found = shape_of(overrides, self._choices)
-        template = self._templates.get(found[0]) if found else None
-        job = template.job(num, overrides, found[1]) if template and found else None
-        if job is None:
-            job, cfg, resolved = self._prepare_alone(num, overrides)
-            if found is not None and found[0] not in self._templates:
-                self._templates[found[0]] = self._template(cfg, job, resolved, found[0])
-        return job
-
-    def _template(self, cfg: DictConfig, job: Any, resolved: Any, shape: Any) -> Any:
-        """The shape's template, from its first job; None when its jobs must each be composed."""
-        from hydra_plugins.xor_vectorized_launcher.template import Template, Unusable
-
-        if resolved is None:
-            return None
-        try:
-            return Template(self.config, cfg, job, resolved, HYDRA_NODES.container(cfg), shape)
-        except Unusable as e:
-            log.debug("jobs like job %d are composed one by one: %s", job.num, e)
-            return None
-
-    def _prepare_alone(self, num: int, overrides: list[str]) -> tuple[Any, DictConfig, Any]:
-        """Compose the job's config and check it; write nothing (its dir is not ours yet).
-        The job, its composed config and its resolved task config (None: not resolved)."""
-        from xor_lightning.files import digest
-        from xor_lightning.stacked.groups import stack_key, stack_problem
-        from xor_lightning.stacked.run import Job
-
-        cfg = self.compose(num, overrides)
-        job_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-        with open_dict(cfg.hydra.runtime):
-            cfg.hydra.runtime.output_dir = str(job_dir.resolve())
-        job = Job(num, overrides, job_dir)
-        job.study_name = OmegaConf.select(cfg, "hydra.sweeper.study_name", default=None)
-        HydraConfig.instance().cfg = cfg  # what run_job does, without copying the config
-        if "ddp" in str(OmegaConf.select(cfg, "trainer.strategy", default="")):
-            job.fatal = (
-                "trainer.strategy=ddp cannot run under hydra/launcher=vectorized (it trains "
-                "many models in one process); use the basic, joblib or slurm launcher"
-            )
-            return job, cfg, None
-        task, resolved = task_containers(cfg)
-        job.unresolved, job.digest = task, digest(task)
-        if cfg.hydra.output_subdir is not None:
-            hydra_node = {"hydra": HYDRA_NODES.container(cfg)}
-            files = {"config.yaml": task, "hydra.yaml": hydra_node,
-                     "overrides.yaml": list(cfg.hydra.overrides.task)}  # fmt: skip
-            job.hydra_files = (job_dir / str(cfg.hydra.output_subdir), files)
-        from xor_lightning.config import check_accelerator
-        from xor_lightning.errors import UserError
-        from xor_lightning.validate import validate_train
-
-        try:
-            validate_train(cfg)
-            check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
-        except UserError as e:
-            job.error = f"UserError: {e}"
-            return job, cfg, resolved
-        job.resolved = resolved
-        job.problem = stack_problem(job.resolved)
-        job.key = "" if job.problem else stack_key(task)
-        return job, cfg, resolved
+        return Preparation(self).all(first, overrides)
 
     def run_alone(self, num: int, overrides: list[str]) -> JobReturn:
         """One job as the basic launcher runs it (`run_job`: its callbacks, its files)."""
@@ -230,6 +146,3 @@ class VectorizedLauncher(Launcher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             runs.append(self.run_alone(idx, list(overrides)))
         return runs
-
-
-HYDRA_NODES = HydraNodes()

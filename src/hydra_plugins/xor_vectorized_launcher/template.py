@@ -23,7 +23,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from hydra_plugins.xor_sweeper.shapes import Shape, parse, plain_keys
 from hydra_plugins.xor_vectorized_launcher.compose import overrides_dirname
-from hydra_plugins.xor_vectorized_launcher.interpolations import Path, analyse, evaluate, varying
+from hydra_plugins.xor_vectorized_launcher.interpolations import (
+    ABSENT,
+    Path,
+    analyse,
+    dotted,
+    evaluate,
+    get_path,
+    put,
+    strings,
+    unsafe,
+    varying,
+)
 
 NUM, ID = ("hydra", "job", "num"), ("hydra", "job", "id")
 DIRNAME, TASK = ("hydra", "job", "override_dirname"), ("hydra", "overrides", "task")
@@ -32,43 +43,10 @@ SWEEP_DIR, SUBDIR = ("hydra", "sweep", "dir"), ("hydra", "sweep", "subdir")
 # Read once for every job: a template whose jobs could differ in them is not used.
 FIXED = (("hydra", "output_subdir"), ("hydra", "sweeper", "study_name"),
          ("hydra", "job", "config", "override_dirname"))  # fmt: skip
-_ABSENT = object()
 
 
 class Unusable(Exception):
     """The shape's jobs must each be composed (the reason is the message)."""
-
-
-def dotted(path: Path) -> str:
-    """`a.b[0].c`: the key `task_containers` selects a value by."""
-    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
-
-
-def strings(node: Any, path: Path = ()) -> list[tuple[Path, str]]:
-    """Every string value of a plain container that holds an interpolation, by path."""
-    items = node.items() if isinstance(node, dict) else enumerate(node)
-    out = []
-    for key, value in items:
-        if isinstance(value, (dict, list)):
-            out += strings(value, (*path, key))
-        elif isinstance(value, str) and "${" in value:
-            out.append(((*path, key), value))
-    return out
-
-
-def put(node: Any, path: Path, value: Any) -> None:
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-
-
-def unsafe(value: Any) -> bool:
-    """A resolved string OmegaConf would read as an interpolation or a missing value."""
-    if isinstance(value, dict):
-        return any(unsafe(v) for v in value.values())
-    if isinstance(value, list):
-        return any(unsafe(v) for v in value)
-    return isinstance(value, str) and ("${" in value or value == "???")
 
 
 class Template:
@@ -98,7 +76,7 @@ class Template:
         self.by_template = [p for p in task if p in self.simple]
         self.by_omegaconf = [p for p in task if p not in self.simple]
         self.raw, self.res = pickle.dumps(job.unresolved), pickle.dumps(resolved)
-        self.plain = OmegaConf.create(resolved) if not unsafe(resolved) else None
+        self.plain = not unsafe(resolved)  # checked as plain dicts, not on a composition
         self.hydra_node, self.study_name = hydra_node, job.study_name
         self.subdir_name = cfg.hydra.output_subdir
         self.dirname_conf = cfg.hydra.job.config.override_dirname
@@ -133,12 +111,10 @@ class Template:
         if any(path[: len(p)] == p or p[: len(path)] == path for p in [*self.leaves, *self.keys]):
             return False
         if path[0] == "hydra":
-            value = OmegaConf.select(self.cfg, dotted(path), default=_ABSENT)
+            value = OmegaConf.select(self.cfg, dotted(path), default=ABSENT)
         else:
-            value = resolved
-            for key in path:
-                value = value.get(key, _ABSENT) if isinstance(value, dict) else _ABSENT
-        if value is _ABSENT or isinstance(value, (dict, list, DictConfig, ListConfig)):
+            value = get_path(resolved, path)
+        if value is ABSENT or isinstance(value, (dict, list, DictConfig, ListConfig)):
             return False
         if isinstance(value, str) and value == "???":
             return False
@@ -220,19 +196,17 @@ class Template:
         return job
 
     def _check(self, res: dict[str, Any], num: int, values: list[Any], env: dict) -> str | None:
-        """What a run alone refuses the job for (`validate_train` on its resolved values)."""
+        """What a run alone refuses the job for: `validate_train` on its resolved values
+        (`xor_lightning.plain`: the same answer as on its composed config)."""
         from xor_lightning.config import check_accelerator
         from xor_lightning.errors import UserError
         from xor_lightning.validate import validate_train
 
         varied = [*self.keys, *self.by_template, *self.by_omegaconf]
-        cfg = self.plain
-        if cfg is None or any(unsafe(get_path(res, p)) for p in varied):
-            self._load(num, values, env)
+        cfg: Any = res
+        if not self.plain or any(unsafe(get_path(res, p)) for p in varied):
+            self._load(num, values, env)  # `???` or `${` would mean another thing in a dict
             cfg = self.cfg
-        else:
-            for path in varied:
-                put(cfg, path, get_path(res, path))
         try:
             validate_train(cfg)
             check_accelerator(get_path(res, ("trainer", "accelerator"), None))
@@ -250,11 +224,3 @@ class Template:
             for path in (NUM, ID, DIRNAME, TASK, OUTPUT):
                 OmegaConf.update(cfg, dotted(path), env[path], merge=False)
         HydraConfig.instance().cfg = cfg
-
-
-def get_path(node: Any, path: Path, default: Any = _ABSENT) -> Any:
-    for key in path:
-        if not isinstance(node, (dict, list)) or (isinstance(node, dict) and key not in node):
-            return default
-        node = node[key]
-    return node
