@@ -6,11 +6,15 @@ would run, without training or writing anything.
     python bench/compose_bench.py --jobs 1024 4096          # a seed sweep
     python bench/compose_bench.py --jobs 4096 --map         # a 64 x 64 trainability map
     python bench/compose_bench.py --jobs 1024 --profile     # where the time goes, by function
+    python bench/compose_bench.py --jobs 4096 --cli         # the whole sweep, by phase
 
-Per job: `validate` is the sweeper's `validate_batch_is_legal` over the batch; `prepare`
-the launcher's `_prepare` of every job in this one process; `prepare (workers)` the same
-as a sweep runs it (forked workers from 256 jobs). Runs on whichever code is first on
-`sys.path`, so the same script times another checkout (`PYTHONPATH=<its src>`).
+In this process, per job: `validate` is the sweeper's `validate_batch_is_legal` over the
+batch; `prepare` the launcher's `_prepare` of every job in this one process; `prepare
+(workers)` the same as a sweep runs it (forked workers for a big batch). Runs on whichever
+code is first on `sys.path`, so the same script times another checkout (`PYTHONPATH=<its
+src>`).
+`--cli`: the sweep itself (`python -m xor_lightning.train`, outputs written), its phases
+from its log as `make map` reports them (`sweeps/trainmap.py`'s `timing.json`).
 """
 
 from __future__ import annotations
@@ -99,13 +103,38 @@ def measure(n: int, grid: bool, profile: bool) -> dict[str, float]:
     return {k: v / n for k, v in out.items()}
 
 
+def cli(n: int, grid: bool, extra: list[str]) -> dict[str, float]:
+    """The whole sweep, run as a user runs it: its phases in seconds."""
+    import tempfile
+    from pathlib import Path
+
+    from xor_lightning.sweeps.trainmap import phases, run_sweep
+
+    repo = Path(__file__).resolve().parents[1]
+    (repo / "outputs").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=repo / "outputs") as tmp:
+        command = [sys.executable, "-m", "xor_lightning.train", "-m", "hydra/launcher=vectorized",
+                   f"hydra.sweep.dir={tmp}", *sweep_args(n, grid), *extra]  # fmt: skip
+        code, marks = run_sweep(command)
+        assert code == 0, code
+        return phases(Path(tmp) / "results.parquet", math.isqrt(n), marks, marks["end"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--map", action="store_true", help="a square map of two rates")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile of the launcher's part")
+    parser.add_argument("--cli", action="store_true", help="the whole sweep, by phase")
+    parser.add_argument("overrides", nargs="*", help="more overrides for --cli")
     args = parser.parse_args()
+    if args.cli:
+        for n in args.jobs:
+            timing = cli(n, args.map, args.overrides)
+            timing["cells"] = n
+            print(", ".join(f"{k} {v}" for k, v in timing.items()), flush=True)
+        return
     print("| jobs | part | ms a job | s in all |\n| ---: | --- | ---: | ---: |")
     for n in args.jobs:
         runs = [measure(n, args.map, args.profile) for _ in range(args.repeats)]

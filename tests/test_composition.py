@@ -22,6 +22,7 @@ from omegaconf import OmegaConf, open_dict
 
 from hydra_plugins.xor_sweeper.shapes import shape_of
 from hydra_plugins.xor_sweeper.sweeper import XorBasicSweeper
+from hydra_plugins.xor_vectorized_launcher.prepare import Preparation, workers_for
 from xor_lightning.config import CONF_DIR
 
 # A config of the test's own: interpolations that read swept values, the job's own Hydra
@@ -105,20 +106,18 @@ FIELDS = ("num", "overrides", "dir", "resolved", "unresolved", "digest", "hydra_
           "study_name", "error", "problem", "key", "fatal")  # fmt: skip
 
 
-def prepared(args: list[str], conf: str = CONF_DIR) -> tuple[Any, list[Any], list[Any]]:
-    """The launcher, the batch's jobs as it prepares them, and each prepared in full."""
+def prepared(args: list[str], conf: str = CONF_DIR) -> tuple[Preparation, list[Any], list[Any]]:
+    """The launch's preparation, the batch's jobs as it prepares them, each prepared in full."""
     sweeper = sweeper_for(args, conf)
-    launcher, batch = sweeper.launcher, batch_of(sweeper)
-    import xor_lightning.stacked.run  # noqa: F401
-
-    fast = launcher._prepare_all(0, batch)
-    full = [launcher._prepare_alone(i, o)[0] for i, o in enumerate(batch)]
-    return launcher, fast, full
+    preparation, batch = Preparation(sweeper.launcher), batch_of(sweeper)
+    fast = preparation.all(0, batch)
+    full = [preparation.alone(i, o)[0] for i, o in enumerate(batch)]
+    return preparation, fast, full
 
 
-def templated(launcher: Any, overrides: list[str]) -> bool:
-    found = shape_of(overrides, launcher._choices)
-    return found is not None and launcher._templates.get(found[0]) is not None
+def templated(preparation: Preparation, overrides: list[str]) -> bool:
+    found = shape_of(overrides, preparation.choices)
+    return found is not None and preparation.templates.get(found[0]) is not None
 
 
 # (the sweep, whether a template prepares some of its jobs, the config: the project's, or
@@ -150,11 +149,11 @@ CASES = {
 def test_each_job_is_prepared_as_from_its_own_composition(case, own_conf):
     args, uses_template, which = CASES[case]
     conf = own_conf if which == "own" else CONF_DIR
-    launcher, fast, full = prepared(args, conf)
+    preparation, fast, full = prepared(args, conf)
     for mine, theirs in zip(fast, full, strict=True):
         for name in FIELDS:  # repr: 1, 1.0 and True differ; so does the order of keys
             assert repr(getattr(mine, name)) == repr(getattr(theirs, name)), (case, name)
-    assert any(templated(launcher, j.overrides) for j in fast) == uses_template
+    assert any(templated(preparation, j.overrides) for j in fast) == uses_template
 
 
 def test_the_full_preparation_is_hydras_composition(own_conf):
@@ -173,6 +172,14 @@ def test_the_full_preparation_is_hydras_composition(own_conf):
         plain = lambda v, r: OmegaConf.to_container(v, resolve=r) if OmegaConf.is_config(v) else v  # noqa: E731
         assert repr(job.unresolved) == repr({k: plain(cfg._get_node(k), False) for k in task})
         assert repr(job.resolved) == repr({k: plain(cfg[k], True) for k in task})
+
+
+def test_workers_prepare_jobs_only_when_they_pay():
+    """A worker costs more than thousands of jobs from a template; composed jobs need fewer."""
+    assert workers_for(full=1, templated=4095, workers=2) == 1
+    assert workers_for(full=1, templated=65535, workers=2) == 2
+    assert workers_for(full=256, templated=0, workers=2) == 1
+    assert workers_for(full=1024, templated=0, workers=16) == 5
 
 
 BAD = {
@@ -217,3 +224,54 @@ def test_hydras_check_is_the_hook_it_overrides():
     assert "self.validate_batch_is_legal(batch)" in inspect.getsource(BasicSweeper.sweep)
     assert issubclass(XorBasicSweeper, BasicSweeper)
     assert Path(inspect.getfile(BasicSweeper)).name == "basic_sweeper.py"
+
+
+REFUSED = [[], ["seed=-1"], ["model.hidden=0"], ["data.noise=2"], ["trainer.max_epochs=0"],
+           ["trainer.accelerator=tpu"], ["+foo=1"], ["+model.foo=1"], ["+data.foo=1"],
+           ["+trainer.foo=1"], ["+trainer.accumulate_grad_batches=2"], ["model.lr_hidden=-1"],
+           ["scheduler=cosine", "scheduler.warmup_epochs=500"], ["data=csv"],
+           ["data=csv", "data.path={csv}", "data.val_fraction=0.6", "data.test_fraction=0.5"],
+           ["model.net._target_=torch.nn.Linear"], ["data._target_=foo.Bar"], ["callbacks=none"],
+           ["model.activation=swish"], ["trainer.devices=[0,-2]"], ["model.net=null"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", REFUSED, ids=[" ".join(o) or "valid" for o in REFUSED])
+def test_the_checks_say_the_same_of_a_config_and_its_plain_resolved_values(overrides, tmp_path):
+    """The launcher checks each job's plain resolved config (`xor_lightning.plain`)."""
+    from tests.conftest import compose_train, write_points
+    from xor_lightning.errors import UserError
+    from xor_lightning.validate import validate_train
+
+    def outcome(cfg: Any) -> str:
+        try:
+            validate_train(cfg)
+        except UserError as e:
+            return str(e)
+        return "ok"
+
+    csv = write_points(tmp_path / "points.csv")
+    cfg = compose_train("paths.output_dir=/nonexistent", *(o.format(csv=csv) for o in overrides))
+    assert outcome(cfg) == outcome(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_n_features_reads_only_the_keys_it_declares(tmp_path):
+    """The launcher resolves `n_in` once for jobs that differ in other `data.*` keys."""
+    from tests.conftest import write_points
+    from xor_lightning.config import N_FEATURES_READS, n_features
+
+    seen: set[str] = set()
+
+    class Recording(dict):
+        def get(self, key: str, default: Any = None) -> Any:
+            seen.add(key)
+            return super().get(key, default)
+
+        def __getitem__(self, key: str) -> Any:
+            seen.add(key)
+            return super().__getitem__(key)
+
+    csv = str(write_points(tmp_path / "points.csv"))
+    for data in ({"problem": "xor", "seed": 3, "noise": 0.1}, {"problem": "moons", "n_features": 5},
+                 {"problem": "csv", "path": csv, "seed": 1, "val_fraction": 0.2}):  # fmt: skip
+        n_features(Recording(data))
+    assert seen == set(N_FEATURES_READS)
