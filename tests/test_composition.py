@@ -175,11 +175,34 @@ def test_the_full_preparation_is_hydras_composition(own_conf):
 
 
 def test_workers_prepare_jobs_only_when_they_pay():
-    """A worker costs more than thousands of jobs from a template; composed jobs need fewer."""
-    assert workers_for(full=1, templated=4095, workers=2) == 1
-    assert workers_for(full=1, templated=65535, workers=2) == 2
-    assert workers_for(full=256, templated=0, workers=2) == 1
-    assert workers_for(full=1024, templated=0, workers=16) == 5
+    """Workers for jobs composed in full: 2 s of them a worker (templated jobs go along)."""
+    assert workers_for(full=1, workers=2) == 1
+    assert workers_for(full=256, workers=2) == 1
+    assert workers_for(full=400, workers=2) == 2
+    assert workers_for(full=1024, workers=16) == 5
+
+
+def test_jobs_prepared_by_workers_come_back_whole_and_in_order(monkeypatch):
+    from hydra_plugins.xor_vectorized_launcher import prepare
+    from xor_lightning.stacked import forks
+
+    sweeper = sweeper_for(["paths=test_typed", "paths.n=range(1,5)", "seed=7,8"])
+    sweeper.launcher.settings["workers"] = 2
+    # after Hydra's start, which runs its plugins' modules again
+    monkeypatch.setattr(prepare, "WORKER_S", 1e-9)  # a worker for any job composed in full
+    calls = []
+    fork_map = forks.fork_map
+    monkeypatch.setattr(
+        forks, "fork_map", lambda f, items, n: calls.append(n) or fork_map(f, items, n, 4)
+    )
+    batch = batch_of(sweeper)
+    forked = Preparation(sweeper.launcher).all(0, batch)
+    assert calls == [2]  # typed: the 7 jobs after the first each composed, by 2 workers
+    here = Preparation(sweeper.launcher)
+    for i, (job, overrides) in enumerate(zip(forked, batch, strict=True)):
+        assert repr([getattr(job, f) for f in FIELDS]) == repr(
+            [getattr(here.alone(i, overrides)[0], f) for f in FIELDS]
+        )
 
 
 BAD = {

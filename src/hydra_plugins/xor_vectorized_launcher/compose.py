@@ -1,7 +1,8 @@
 """Job configs at sweep speed: compose once per set of group choices, then set values.
 
 Hydra composes every job of a sweep from scratch (about 80 ms here: the defaults tree,
-the YAML files, the merge), and the sweeper composes each job once more to check it.
+the YAML files, the merge), and Hydra's basic sweeper composes each job once more to check
+it (xor-train's own sweeper checks one job per shape: `hydra_plugins.xor_sweeper`).
 Most jobs of a sweep differ from each other only in values (`seed=3`,
 `model.optimizer.lr=0.01`), which Hydra applies after composition anyway. So this loader
 composes each distinct set of the other overrides (group choices, `hydra.*`, `+`/`~`)

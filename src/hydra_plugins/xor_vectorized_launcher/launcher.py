@@ -1,8 +1,9 @@
 """`hydra/launcher=vectorized`: a sweep's jobs trained together, each one a run of its own.
 
-The launcher takes the batch of jobs any sweeper hands it, composes each job's config
-(`compose.py`: once per set of group choices, then the job's values) and checks it as a
-run alone would, without writing anything. `xor_lightning.stacked.run` then takes each
+The launcher takes the batch of jobs any sweeper hands it, composes each job's config and
+checks it as a run alone would, without writing anything (`prepare.py`: one composition
+per shape of job, `template.py` making the shape's other jobs from it; `compose.py`, the
+composition). `xor_lightning.stacked.run` then takes each
 job's dir lock, writes its `.hydra/`, sorts the jobs into groups that can share one
 computation (the same config but for the keys in `xor_lightning.stacked.groups.VARYING`),
 fits each group (in fits of at most `max_models_per_fit` models) and writes every job's

@@ -6,8 +6,10 @@ A job is prepared in full (`Preparation.alone`: its own composition, about 10 ms
 is the first of its shape (`hydra_plugins.xor_sweeper.shapes`) or its shape has no
 template; every other job from its shape's template (`template.py`, about 0.3 ms). The
 first job of each shape is prepared here, so that forked workers start with every
-template; they are forked only when the rest is worth it (a worker costs about 0.3 s to
-start and 0.06 ms a job to send back). bench/compose_bench.py measures both costs.
+template. Workers are forked for jobs composed in full only: a templated job costs little
+more than sending it back from a worker (0.06 ms), and on 2 shared cores two workers took
+longer than one process at every size up to 65,536 templated jobs
+(bench/compose_bench.py, which measures these costs).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from hydra_plugins.xor_vectorized_launcher.compose import HydraNodes, task_conta
 
 log = logging.getLogger(__name__)
 HYDRA_NODES = HydraNodes()
-# Seconds a job costs in full, from a template, and the work that pays for a worker.
-FULL_S, TEMPLATED_S, WORKER_S = 0.010, 0.0003, 2.0
+# Seconds a job composed in full costs, and the work that pays for a worker.
+FULL_S, WORKER_S = 0.010, 2.0
 
 
-def workers_for(full: int, templated: int, workers: int) -> int:
-    """How many processes prepare `full` + `templated` jobs: one per `WORKER_S` of work."""
-    return max(1, min(workers, int((full * FULL_S + templated * TEMPLATED_S) / WORKER_S)))
+def workers_for(full: int, workers: int) -> int:
+    """How many processes prepare a launch's jobs, `full` of them composed in full (the
+    templated ones go along): one per `WORKER_S` of that work."""
+    return max(1, min(workers, int(full * FULL_S / WORKER_S)))
 
 
 class Preparation:
@@ -55,7 +58,7 @@ class Preparation:
             done = {i: self.job(items[i]) for i in firsts.values()}
             rest = [item for i, item in enumerate(items) if i not in done]
             full = sum(f is None or self.templates.get(f[0]) is None for _, _, f in rest)
-            workers = workers_for(full, len(rest) - full, self.launcher.settings["workers"])
+            workers = workers_for(full, self.launcher.settings["workers"])
             if workers > 1:
                 log.info("preparing %d jobs in %d worker processes", len(rest), workers)
             prepared = iter(fork_map(self.job, rest, workers))
