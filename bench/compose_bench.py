@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import math
 import pstats
 import statistics
@@ -96,6 +97,8 @@ def measure(n: int, grid: bool, profile: bool) -> dict[str, float]:
         prof.disable()
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
     assert all(j.error is None and j.key for j in jobs), [j.error for j in jobs][:3]
+    del jobs  # tens of thousands of live jobs would slow the next run's garbage collection
+    gc.collect()
     launcher.settings["workers"] = workers
     tic = time.perf_counter()
     launcher._prepare_all(0, batch)
