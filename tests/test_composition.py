@@ -36,6 +36,7 @@ sel: ${oc.select:seed,0}
 node: ${data}
 esc: \${seed}
 job: ${hydra:job.override_dirname}
+sub: ${hydra.sweep.subdir}
 """
 
 

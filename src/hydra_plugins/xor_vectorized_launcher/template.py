@@ -1,14 +1,14 @@
 """Every job of one shape from one composition: its plain configs, dir, `.hydra/` files,
-checks and group, as `VectorizedLauncher._prepare` makes them from a composition of its own.
+checks and group, as `Preparation.alone` makes them from a composition of its own.
 
-The first job of a shape is composed and prepared in full (`launcher.py`); its config is
+The first job of a shape is composed and prepared in full (`prepare.py`); its config is
 then the template. Another job of the shape differs from it only at its value keys (set as
 Hydra sets them: `shapes.plain_keys` has checked that the nodes take any value as it is),
 at its own `hydra.job.*`, `hydra.overrides.task` and `hydra.runtime.output_dir`, and in the
 interpolations that read any of those (`interpolations.varying`). Those interpolations are
 evaluated for each job (text and references here, anything else by OmegaConf on the
 template with the job's values set); every other value is the template's. The checks a run
-alone makes (`validate_train`) run on the job's resolved values. tests/test_template.py
+alone makes (`validate_train`) run on the job's resolved values. tests/test_composition.py
 compares every field of every job with the full preparation's.
 """
 
@@ -93,7 +93,9 @@ class Template:
 
     def _simple(self, resolved: dict[str, Any]) -> set[Path]:
         """The varying leaves evaluated here: text and references to scalar values (a root,
-        another such leaf, or a value that is the same for every job)."""
+        another such leaf of the task's config, or a value that is the same for every job;
+        not a varying `hydra.*` leaf, which Hydra's schema may convert: `sweep.subdir` to a
+        string)."""
         roots = {NUM, ID, DIRNAME, OUTPUT, *self.keys}
         simple = {p for p, leaf in self.leaves.items() if leaf.parts is not None}
         changed = True
@@ -101,7 +103,8 @@ class Template:
             changed = False
             for p in list(simple):
                 refs = self.leaves[p].refs or []
-                if not all(r in roots or r in simple or self._scalar(r, resolved) for r in refs):
+                if not all(r in roots or (r in simple and r[0] != "hydra")
+                           or self._scalar(r, resolved) for r in refs):  # fmt: skip
                     simple.discard(p)
                     changed = True
         return simple
