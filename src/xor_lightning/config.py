@@ -35,7 +35,7 @@ OmegaConf.register_new_resolver(
 
 
 # The keys of `data` that `n_features` reads: the vectorised launcher resolves `n_in` once
-# for jobs that differ only elsewhere (`data.seed`, say); tests/test_composition.py checks it.
+# for jobs that differ only elsewhere (`data.seed`, say); tests/test_sweeper_check.py checks it.
 N_FEATURES_READS = ("problem", "path", "n_features")
 
 
