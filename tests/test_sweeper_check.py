@@ -27,6 +27,8 @@ BAD = {
 
 @pytest.mark.parametrize("case", BAD)
 def test_an_illegal_job_fails_the_check_with_hydras_error(case):
+    """xor-train's sweeper and the vectorised launcher's loader, against Hydra's own."""
+
     def error(kind: type) -> str:
         sweeper = sweeper_for(BAD[case], kind=kind)
         with pytest.raises(Exception) as caught:
@@ -34,6 +36,17 @@ def test_an_illegal_job_fails_the_check_with_hydras_error(case):
         return f"{type(caught.value).__name__}: {caught.value}"
 
     assert error(XorBasicSweeper) == error(BasicSweeper)
+
+
+def test_a_sweep_with_an_illegal_job_stops_before_any_job_runs(tmp_path):
+    from tests.conftest import cli
+
+    d = tmp_path / "s"  # the second job's data=csv has no n_val
+    sweep = ["hydra/launcher=vectorized", "data=xor,csv", "data.n_val=100"]
+    proc = cli("train", "-m", *sweep, f"hydra.sweep.dir={d}", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Could not override 'data.n_val'" in proc.stderr, proc.stderr[-2000:]
+    assert not [p for p in d.iterdir() if p.is_dir()]  # no job's dir: multirun.yaml, .lock
 
 
 def test_xor_train_sweeps_with_its_sweeper_unless_told_otherwise():
