@@ -9,6 +9,7 @@ is refused before the sweep starts (`SweptKeysCheck`, a Hydra callback in conf/t
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import DATA, NET, target_class, trusted
 from xor_lightning.errors import UserError
+from xor_lightning.plain import at
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
 MODEL_KEYS = ("net", "optimizer", "gradient_clip_val")
@@ -27,14 +29,21 @@ MLP_TARGET = "xor_lightning.model.MLP"
 
 def arguments(cls: type) -> tuple[list[str], bool]:
     """A class's keyword arguments, and whether it takes any (`**kwargs`)."""
+    names, any_kwargs = _arguments(cls)
+    return list(names), any_kwargs
+
+
+@functools.lru_cache(maxsize=256)
+def _arguments(cls: type) -> tuple[tuple[str, ...], bool]:
+    """`arguments`, read once a class (a sweep checks thousands of jobs' configs)."""
     import inspect
 
     params = inspect.signature(cls).parameters.values()
     names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+    return tuple(names), any(p.kind == p.VAR_KEYWORD for p in params)
 
 
-def _target(node: DictConfig, where: str, kind: str) -> type:
+def _target(node: Any, where: str, kind: str) -> type:
     """The class `node._target_` names: one the project's config files name, importable."""
     target = node.get("_target_")
     if target not in trusted(where):
@@ -45,23 +54,25 @@ def _target(node: DictConfig, where: str, kind: str) -> type:
     return target_class({"_target_": target}, where)[0]
 
 
-def check_net(cfg: DictConfig) -> None:
+def check_net(cfg: Any) -> None:
     """`model.net._target_` is a trusted nn.Module class; every other `model.*` key and every
-    `model.net.*` key is one of its arguments."""
+    `model.net.*` key is one of its arguments (of a DictConfig or its plain containers)."""
     import torch
 
-    net = cfg.model.get("net")
-    if not isinstance(net, DictConfig):
+    model = at(cfg, "model")
+    net = model.get("net")
+    if not isinstance(net, (DictConfig, dict)):
         raise UserError("model.net is required: the network's _target_ and its arguments")
     cls = _target(net, NET, "your network")
+    target = at(net, "_target_")
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
-        raise UserError(f"model.net._target_={net._target_} is not a torch.nn.Module class")
+        raise UserError(f"model.net._target_={target} is not a torch.nn.Module class")
     names, any_kwargs = arguments(cls)
     if any_kwargs:
         return
-    takes = f"{net._target_} takes {', '.join(names) or 'no arguments'}"
-    known = MODEL_KEYS + (MLP_KEYS if net._target_ == MLP_TARGET else ())
-    for key in cfg.model:
+    takes = f"{target} takes {', '.join(names) or 'no arguments'}"
+    known = MODEL_KEYS + (MLP_KEYS if target == MLP_TARGET else ())
+    for key in model:
         if key not in known and key not in names:
             raise UserError(
                 f"unknown key model.{key}: known keys are {', '.join(known)} and the "
@@ -72,20 +83,21 @@ def check_net(cfg: DictConfig) -> None:
             raise UserError(f"unknown key model.net.{key}: {takes}")
 
 
-def check_data(cfg: DictConfig) -> None:
+def check_data(cfg: Any) -> None:
     """`data._target_` is a trusted LightningDataModule class; every `data.*` key is one of
-    its arguments."""
+    its arguments (of a DictConfig or its plain containers)."""
     import lightning as L
 
-    cls = _target(cfg.data, DATA, "your LightningDataModule")
+    data = at(cfg, "data")
+    cls = _target(data, DATA, "your LightningDataModule")
     if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
-        raise UserError(f"data._target_={cfg.data._target_} is not a LightningDataModule class")
+        raise UserError(f"data._target_={at(data, '_target_')} is not a LightningDataModule class")
     names, any_kwargs = arguments(cls)
-    for key in cfg.data:
+    for key in data:
         if not any_kwargs and not str(key).startswith("_") and key not in names:
             raise UserError(
                 f"unknown key data.{key}: known keys are _target_ and the arguments of "
-                f"{cfg.data._target_} ({', '.join(names) or 'none'})"
+                f"{at(data, '_target_')} ({', '.join(names) or 'none'})"
             )
 
 

@@ -34,11 +34,16 @@ OmegaConf.register_new_resolver(
 )
 
 
+# The keys of `data` that `n_features` reads: the vectorised launcher resolves `n_in` once
+# for jobs that differ only elsewhere (`data.seed`, say); tests/test_sweeper_check.py checks it.
+N_FEATURES_READS = ("problem", "path", "n_features")
+
+
 def n_features(data: Any) -> int:
     """`${n_features:${data}}`: how many inputs the data's points have, for a network's
     `n_in`: a CSV file's feature columns (every column but the last, the label), the data
     config's own `n_features` (a datamodule of your own may take one), else 2 (the toy
-    problems)."""
+    problems). It reads only `N_FEATURES_READS`."""
     if data.get("problem") == "csv" and data.get("path"):
         from xor_lightning.csvdata import read_points
 

@@ -12,12 +12,13 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
-from xor_lightning.classes import check_data, check_net
+from xor_lightning.classes import arguments, check_data, check_net
 from xor_lightning.data import PROBLEMS
 from xor_lightning.errors import UserError
 from xor_lightning.model import ACTIVATIONS
+from xor_lightning.plain import at, select
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -132,21 +133,21 @@ EVAL_RULES = {
 }
 
 
-def check(cfg: DictConfig, rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
+def check(cfg: Any, rules: dict[str, tuple[Callable[[Any], bool], str]]) -> None:
     """Raise `UserError` for the first key whose value breaks its rule."""
     for key, (ok, allowed) in rules.items():
-        if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+        value = select(cfg, key, "<absent>")
+        if value == "<absent>":
             continue  # a group option that has no such key (e.g. callbacks=none)
-        value = OmegaConf.select(cfg, key)
         if not ok(value):
             raise UserError(f"{key}={value!r} is not allowed: use {allowed}")
 
 
-def check_keys(cfg: DictConfig, known: dict[str, set[str]]) -> None:
+def check_keys(cfg: Any, known: dict[str, set[str]]) -> None:
     """Raise `UserError` for a key nothing reads (a typo added with `+`)."""
     for section, names in known.items():
-        node = OmegaConf.select(cfg, section) if section else cfg
-        if not isinstance(node, DictConfig):
+        node = select(cfg, section, None) if section else cfg
+        if not isinstance(node, (DictConfig, dict)):
             continue
         for name in node:
             if name not in names and not (section == "" and name == "hydra"):
@@ -155,28 +156,26 @@ def check_keys(cfg: DictConfig, known: dict[str, set[str]]) -> None:
                 raise UserError(f"unknown key {full}: known keys are {', '.join(sorted(names))}")
 
 
-def check_trainer_keys(cfg: DictConfig) -> None:
+def check_trainer_keys(cfg: Any) -> None:
     """Every `trainer.*` key must be a `lightning.Trainer` argument."""
-    import inspect
-
     from lightning.pytorch import Trainer
 
-    allowed = set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger"}
-    for name in cfg.trainer:
+    allowed = set(arguments(Trainer)[0]) - {"callbacks", "logger"}
+    for name in at(cfg, "trainer"):
         if name != "_target_" and name not in allowed:
             raise UserError(f"unknown key trainer.{name}: not an argument of lightning.Trainer")
 
 
-def check_manual_optimization(cfg: DictConfig) -> None:
+def check_manual_optimization(cfg: Any) -> None:
     for key, (default, instead) in NOT_UNDER_MANUAL_OPTIMIZATION.items():
-        value = OmegaConf.select(cfg, key, default=default)
+        value = select(cfg, key, default)
         if value != default:
             raise UserError(
                 f"{key}={value!r} is not allowed: training uses manual optimization; {instead}"
             )
 
 
-def check_scheduler(cfg: DictConfig) -> None:
+def check_scheduler(cfg: Any) -> None:
     """Every `scheduler.*` key must be an argument of its `_target_`; a warm-up must end."""
     import inspect
 
@@ -199,38 +198,41 @@ def check_scheduler(cfg: DictConfig) -> None:
             )
     if scheduler.get("warmup_epochs", 0) >= scheduler.get("max_epochs", math.inf):
         raise UserError(
-            f"scheduler.warmup_epochs={scheduler.warmup_epochs} is not allowed: use fewer than "
-            f"scheduler.max_epochs={scheduler.max_epochs}"
+            f"scheduler.warmup_epochs={at(scheduler, 'warmup_epochs')} is not allowed: use "
+            f"fewer than scheduler.max_epochs={at(scheduler, 'max_epochs')}"
         )
 
 
-def check_csv(data: DictConfig) -> None:
+def check_csv(data: Any) -> None:
     """`data=csv`: a path, fractions that leave points to train on, and a file that reads
     (every row checked now, so a broken file stops the run before it starts)."""
     if data.get("problem") != "csv":
         return
     if not data.get("path"):
         raise UserError("data.path is required with data=csv: data.path=<file.csv>")
-    if data.val_fraction + data.test_fraction >= 1:
+    val, test = at(data, "val_fraction"), at(data, "test_fraction")
+    if val + test >= 1:
         raise UserError(
-            f"data.val_fraction={data.val_fraction} and data.test_fraction="
-            f"{data.test_fraction} leave no training points: their sum must be below 1"
+            f"data.val_fraction={val} and data.test_fraction={test} leave no training "
+            "points: their sum must be below 1"
         )
     from xor_lightning.data import load_split
 
     load_split(data, "train")  # reads the whole file (cached for the datamodule)
 
 
-def validate_train(cfg: DictConfig) -> None:
+def validate_train(cfg: Any) -> None:
+    """Refuse the run's config (a DictConfig, or the same config resolved as plain dicts:
+    see `plain.py`) with a `UserError` naming the first key that breaks a rule."""
     check_keys(cfg, TRAIN_KEYS)
     check(cfg, {"seed": SEED})  # before data.seed, which follows it
     check_data(cfg)
-    if cfg.data._target_ == XOR_DATA_TARGET:
+    if at(at(cfg, "data"), "_target_") == XOR_DATA_TARGET:
         check(cfg, XOR_DATA_RULES)
-        check_csv(cfg.data)
+        check_csv(at(cfg, "data"))
     check_net(cfg)
     check(cfg, TRAIN_RULES)
-    if cfg.model.net._target_ == MLP_TARGET:
+    if at(at(at(cfg, "model"), "net"), "_target_") == MLP_TARGET:
         check(cfg, MLP_RULES)
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)

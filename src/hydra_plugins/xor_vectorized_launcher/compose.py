@@ -1,7 +1,8 @@
 """Job configs at sweep speed: compose once per set of group choices, then set values.
 
 Hydra composes every job of a sweep from scratch (about 80 ms here: the defaults tree,
-the YAML files, the merge), and the sweeper composes each job once more to check it.
+the YAML files, the merge), and Hydra's basic sweeper composes each job once more to check
+it (xor-train's own sweeper checks one job per shape: `hydra_plugins.xor_sweeper`).
 Most jobs of a sweep differ from each other only in values (`seed=3`,
 `model.optimizer.lr=0.01`), which Hydra applies after composition anyway. So this loader
 composes each distinct set of the other overrides (group choices, `hydra.*`, `+`/`~`)
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from hydra_plugins.xor_sweeper.shapes import is_value, parse
 
 
 class FastSweepConfigLoader:
@@ -29,7 +32,6 @@ class FastSweepConfigLoader:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.parser = OverridesParser.create()
         self._bases: dict[tuple[str, ...], bytes] = {}
 
     def __getattr__(self, name: str) -> Any:  # everything else is Hydra's loader
@@ -38,10 +40,10 @@ class FastSweepConfigLoader:
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: list[str]
     ) -> DictConfig:
-        parsed = self.parser.parse_overrides(list(sweep_overrides))
+        parsed = [parse(line) for line in sweep_overrides]  # Hydra's parse, cached
         choices = master_config.hydra.runtime.choices
-        values = [o for o in parsed if _is_value(o, choices)]
-        structural = tuple(o.input_line for o in parsed if not _is_value(o, choices))
+        values = [o for o in parsed if is_value(o, choices)]
+        structural = tuple(o.input_line for o in parsed if not is_value(o, choices))
         if structural not in self._bases:
             base = self.inner.load_sweep_config(master_config, list(structural))
             with open_dict(base.hydra):
@@ -59,26 +61,20 @@ class FastSweepConfigLoader:
         return cfg
 
 
-def _is_value(o: Override, choices: DictConfig) -> bool:
-    """A plain `key=value` of a config key: no group choice, no `+`/`~`, no `hydra.` key."""
-    return (
-        o.type == OverrideType.CHANGE
-        and o.package is None
-        and not o.is_hydra_override()
-        and not o.is_sweep_override()
-        and o.key_or_group not in choices
-        and not isinstance(o.value(), (dict, list))
-    )
-
-
 def _set_value(cfg: DictConfig, o: Override) -> None:
-    """What Hydra's `ConfigLoaderImpl._apply_overrides_to_config` does for a CHANGE."""
+    """What Hydra's `ConfigLoaderImpl._apply_overrides_to_config` does for a CHANGE, its
+    errors included."""
     try:
-        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
-    except (ConfigAttributeError, ConfigKeyError) as ex:
-        raise ConfigCompositionException(
-            f"Could not override '{o.key_or_group}'.\nTo append to your config use +{o.input_line}"
-        ) from ex
+        try:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        except (ConfigAttributeError, ConfigKeyError) as ex:
+            raise ConfigCompositionException(
+                f"Could not override '{o.key_or_group}'."
+                f"\nTo append to your config use +{o.input_line}"
+            ) from ex
+    except OmegaConfBaseException as ex:
+        merging = ConfigCompositionException(f"Error merging override {o.input_line}")
+        raise merging.with_traceback(sys.exc_info()[2]) from ex
 
 
 def overrides_dirname(overrides: list[Override], conf: Any) -> str:

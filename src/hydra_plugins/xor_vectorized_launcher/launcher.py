@@ -1,8 +1,9 @@
 """`hydra/launcher=vectorized`: a sweep's jobs trained together, each one a run of its own.
 
-The launcher takes the batch of jobs any sweeper hands it, composes each job's config
-(`compose.py`: once per set of group choices, then the job's values) and checks it as a
-run alone would, without writing anything. `xor_lightning.stacked.run` then takes each
+The launcher takes the batch of jobs any sweeper hands it, composes each job's config and
+checks it as a run alone would, without writing anything (`prepare.py`: one composition
+per shape of job, `template.py` making the shape's other jobs from it; `compose.py`, the
+composition). `xor_lightning.stacked.run` then takes each
 job's dir lock, writes its `.hydra/`, sorts the jobs into groups that can share one
 computation (the same config but for the keys in `xor_lightning.stacked.groups.VARYING`),
 fits each group (in fits of at most `max_models_per_fit` models) and writes every job's
@@ -21,7 +22,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
     JobReturn,
     JobRuntime,
@@ -32,13 +32,9 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.xor_vectorized_launcher.compose import (
-    FastSweepConfigLoader,
-    HydraNodes,
-    task_containers,
-)
+from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
 
 log = logging.getLogger(__name__)
 TRAINING = ("xor_lightning.train", "main")  # the task this launcher stacks: xor-train's
@@ -137,61 +133,10 @@ class VectorizedLauncher(Launcher):
         return cfg
 
     def _prepare_all(self, first: int, overrides: list[list[str]]) -> list[Any]:
-        """`_prepare` every job: in forked worker processes from 256 jobs on (two workers
-        need 128 jobs each: a process costs more than composing a hundred jobs)."""
-        from xor_lightning.stacked.forks import fork_map
+        """Every job composed and checked (`prepare.py`); nothing written."""
+        from hydra_plugins.xor_vectorized_launcher.prepare import Preparation
 
-        numbered = [(first + i, o) for i, o in enumerate(overrides)]
-        workers = min(self.settings["workers"], len(numbered) // 128)
-        if workers > 1:
-            log.info("composing %d jobs in %d worker processes", len(numbered), workers)
-        original = HydraConfig.instance().cfg
-        try:
-            return fork_map(self._prepare, numbered, workers)
-        finally:
-            HydraConfig.instance().cfg = original
-
-    def _prepare(self, numbered: tuple[int, list[str]]) -> Any:
-        """Compose the job's config and check it; write nothing (its dir is not ours yet)."""
-        from xor_lightning.files import digest
-        from xor_lightning.stacked.groups import stack_key, stack_problem
-        from xor_lightning.stacked.run import Job
-
-        num, overrides = numbered
-        cfg = self.compose(num, overrides)
-        job_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
-        with open_dict(cfg.hydra.runtime):
-            cfg.hydra.runtime.output_dir = str(job_dir.resolve())
-        job = Job(num, overrides, job_dir)
-        job.study_name = OmegaConf.select(cfg, "hydra.sweeper.study_name", default=None)
-        HydraConfig.instance().cfg = cfg  # what run_job does, without copying the config
-        if "ddp" in str(OmegaConf.select(cfg, "trainer.strategy", default="")):
-            job.fatal = (
-                "trainer.strategy=ddp cannot run under hydra/launcher=vectorized (it trains "
-                "many models in one process); use the basic, joblib or slurm launcher"
-            )
-            return job
-        task, resolved = task_containers(cfg)
-        job.unresolved, job.digest = task, digest(task)
-        if cfg.hydra.output_subdir is not None:
-            hydra_node = {"hydra": HYDRA_NODES.container(cfg)}
-            files = {"config.yaml": task, "hydra.yaml": hydra_node,
-                     "overrides.yaml": list(cfg.hydra.overrides.task)}  # fmt: skip
-            job.hydra_files = (job_dir / str(cfg.hydra.output_subdir), files)
-        from xor_lightning.config import check_accelerator
-        from xor_lightning.errors import UserError
-        from xor_lightning.validate import validate_train
-
-        try:
-            validate_train(cfg)
-            check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
-        except UserError as e:
-            job.error = f"UserError: {e}"
-            return job
-        job.resolved = resolved
-        job.problem = stack_problem(job.resolved)
-        job.key = "" if job.problem else stack_key(task)
-        return job
+        return Preparation(self).all(first, overrides)
 
     def run_alone(self, num: int, overrides: list[str]) -> JobReturn:
         """One job as the basic launcher runs it (`run_job`: its callbacks, its files)."""
@@ -215,6 +160,3 @@ class VectorizedLauncher(Launcher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             runs.append(self.run_alone(idx, list(overrides)))
         return runs
-
-
-HYDRA_NODES = HydraNodes()
