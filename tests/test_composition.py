@@ -204,3 +204,15 @@ def test_jobs_prepared_by_workers_come_back_whole_and_in_order(monkeypatch):
         assert repr([getattr(job, f) for f in FIELDS]) == repr(
             [getattr(here.alone(i, overrides)[0], f) for f in FIELDS]
         )
+
+
+def test_the_fast_loader_survives_pickling():
+    """An array task gets the launcher pickled: without the guard in `__getattr__` the
+    loader's unpickling recurses looking for `inner` (RecursionError)."""
+    import pickle
+    import types
+
+    from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
+
+    loader = pickle.loads(pickle.dumps(FastSweepConfigLoader(types.SimpleNamespace(x=1))))
+    assert loader.x == 1

@@ -35,6 +35,8 @@ class FastSweepConfigLoader:
         self._bases: dict[tuple[str, ...], bytes] = {}
 
     def __getattr__(self, name: str) -> Any:  # everything else is Hydra's loader
+        if name == "inner":  # not set yet (unpickling): not Hydra's either
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def load_sweep_config(
