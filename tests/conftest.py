@@ -100,9 +100,11 @@ def compose_app(name: str, *overrides: str) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """Start the cluster for this module's tests; the environment that points at it."""
+    """Start the cluster once for every test that needs it (one per module found the
+    previous module's daemons still stopping, and skipped); the environment that points
+    at it."""
     if shutil.which("slurmctld") is None or shutil.which("sbatch") is None:
         pytest.skip(f"SLURM is not installed (as root: {SLURM_SCRIPT.name} install)")
     d = tmp_path_factory.mktemp("slurm")
