@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import yaml
 
 from hydra_plugins.xor_vectorized_slurm_launcher import array
@@ -87,6 +88,20 @@ class FakeJob:
         if self._raises:
             raise self._raises
         return self._result
+
+    def cancel(self, check=True):
+        self.cancelled = True
+
+
+def test_ctrl_c_while_waiting_cancels_the_tasks_still_running(monkeypatch):
+    def interrupted(jobs):  # Ctrl-C while asking squeue
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(array, "in_queue", interrupted)
+    jobs = [FakeJob("7_0", result={"returns": []}), FakeJob("7_1", done=False)]
+    with pytest.raises(KeyboardInterrupt):
+        array.wait(jobs, poll_s=0.01)
+    assert [getattr(j, "cancelled", False) for j in jobs] == [False, True]
 
 
 def test_waiting_gives_each_task_its_result_or_one_line_saying_why_not(tmp_path, monkeypatch):

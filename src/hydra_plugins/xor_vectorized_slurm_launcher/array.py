@@ -135,7 +135,20 @@ def collect(job: Any) -> tuple[str, Any]:
 def wait(jobs: Sequence[Any], poll_s: float = 1.0, misses: int = 2) -> list[tuple[str, Any]]:
     """Each task's outcome (`collect`), in order, once all have ended. A task is over when
     its result is there (or submitit's accounting says so), or when squeue has not listed
-    it `misses` polls in a row; the poll slows from `poll_s` to 10 s as the wait grows."""
+    it `misses` polls in a row; the poll slows from `poll_s` to 10 s as the wait grows.
+    Ctrl-C cancels the tasks still running: the sweep stops with the process that
+    launched it, and the same command with the same
+    `hydra.sweep.dir` keeps the jobs that finished."""
+    try:
+        return _wait(jobs, poll_s, misses)
+    except KeyboardInterrupt:
+        for job in jobs:
+            if not job.done():
+                job.cancel(check=False)
+        raise
+
+
+def _wait(jobs: Sequence[Any], poll_s: float, misses: int) -> list[tuple[str, Any]]:
     outcomes: dict[int, tuple[str, Any]] = {}
     missed = [0] * len(jobs)
     start = time.monotonic()
