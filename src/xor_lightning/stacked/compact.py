@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from xor_lightning.files import read_json, write_atomically, write_json
 from xor_lightning.lock import hold, in_use, let_go
 from xor_lightning.stacked.fit import CURVES, GroupResult
 from xor_lightning.stacked.outputs import job_record, outcome
+from xor_lightning.stacked.reruns import empty, same_job
 from xor_lightning.sweeps.summary import FITS, packed_records
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str,
     groups: dict[str, list[Any]] = {}
     for job in jobs:
         row = earlier.get(job.num, ({}, None, 0))[0]
-        same = row.get("overrides") == job.overrides and row.get("config") == job.digest
-        if same and row.get("status") in ("ok", "failed", "pruned"):
+        if same_job(row, job) and row.get("status") in ("ok", "failed", "pruned"):
             hooks.started([job])
             returns[job.num] = hooks.job_return(job, row.get(metric, math.nan))
             hooks.ended(job, returns[job.num])
@@ -121,15 +120,10 @@ def prepare(path: Path, chunk: list[Any]) -> Path | None:
     last = path / "last.ckpt"
     if record and last.is_file():
         rows = {r["job"]: r for r in record["jobs"]}
-        same = all(
-            (r := rows.get(j.num)) and r["overrides"] == j.overrides and r["config"] == j.digest
-            for j in chunk
-        )
+        same = all(same_job(rows.get(j.num, {}), j) for j in chunk)
         if same and all(r["status"] in ("interrupted", "running") for r in rows.values()):
             return last
-    for entry in path.iterdir() if path.is_dir() else ():
-        if entry.name != ".lock":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    empty(path)
     rows = [job_record(j, {"status": "running"}) for j in chunk]
     write_json(path / "jobs.json", {"written": time.time(), "jobs": rows})
     return None

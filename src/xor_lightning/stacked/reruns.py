@@ -37,6 +37,13 @@ def same_job(record: dict[str, Any], job: Any) -> bool:
     return not saved.is_file() or digest(yaml.safe_load(saved.read_text())) == job.digest
 
 
+def empty(held: Path) -> None:
+    """Remove what a dir this process holds contains, but its `.lock`."""
+    for entry in held.iterdir() if held.is_dir() else ():
+        if entry.name != ".lock":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def earlier(job: Any) -> None:
     """What an earlier launch of this sweep left in the job's dir (which the job holds).
 
@@ -53,9 +60,7 @@ def earlier(job: Any) -> None:
     if not same_job(record, job):
         log.warning("job %d: %s held another job's outputs (%s): removed, the job trains",
                     job.num, job.dir, " ".join(record.get("overrides") or []))  # fmt: skip
-        for entry in job.dir.iterdir():
-            if entry.name != ".lock":
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        empty(job.dir)
         return
     if record.get("status") == "interrupted" and read_json(job.dir / "metrics.json"):
         record["status"] = "ok"  # resumed alone since, and finished
