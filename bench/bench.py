@@ -4,10 +4,11 @@ Both sides run alternately, several times; the table shows medians and their rat
   1. the default run, whole process (imports, data, 401 steps, validation, checkpoints,
      TensorBoard, test) vs `plain_xor.py` (imports torch, 401 full-batch steps);
   2. fit only: the same 401 steps, in this process, after a warm-up;
-  3. steady state on 1M points, batch 1024: process time with 3 epochs minus with 1
-     epoch, for both sides, so start-up cancels out (wall time, with the range of the
-     per-repeat ratios, and CPU time, which other load on the machine barely moves),
-     then the same in this process, with no start-up at all;
+  3. steady state on 1M points, batch 1024, for the default loop (Lightning's own, one
+     mini-batch a `training_step`) and for `model.steps_per_call=64`: process time with 3
+     epochs minus with 1 epoch, for both sides, so start-up cancels out (wall time, with
+     the range of the per-repeat ratios, and CPU time, which other load on the machine
+     barely moves), then the same in this process, with no start-up at all;
   4. peak memory (max RSS) of the processes in 1 and 3.
 The table goes to outputs/bench/<stamp>.md and outputs/bench/latest.md.
 """
@@ -35,6 +36,9 @@ sys.path.insert(0, str(HERE))
 import plain_xor  # noqa: E402
 
 STEADY = ["data.n_samples=1000000", "data.batch_size=1024"]
+# The training loop of each steady-state measurement: Lightning's own (the default) and
+# chunks of 64 mini-batches a `training_step` (model.steps_per_call, chunked.py).
+LOOPS = {"default loop": [], "steps_per_call=64": ["model.steps_per_call=64"]}
 
 
 class Proc(NamedTuple):
@@ -99,10 +103,13 @@ def fit_only(
     return ours[warmup:], plain[warmup:]
 
 
-def steady_in_process(accelerator: str, repeats: int) -> tuple[list[float], list[float]]:
+def steady_in_process(
+    accelerator: str, repeats: int, loop: tuple[str, ...] = ()
+) -> tuple[list[float], list[float]]:
     """Seconds per epoch on 1M points, in this process: (fit of 3 epochs - fit of 1) / 2
     for both sides, so the fixed costs of a fit (sanity check, checkpoints, teardown) cancel."""
-    one, three = (*STEADY, "trainer.max_epochs=1"), (*STEADY, "trainer.max_epochs=3")
+    one = (*STEADY, *loop, "trainer.max_epochs=1")
+    three = (*STEADY, *loop, "trainer.max_epochs=3")
     fit_only(accelerator, 1, one, 10**6, 1024, warmup=False)  # warm-up
     ours, plain = [], []
     for _ in range(repeats):  # 1 and 3 epochs alternate, so load that drifts hits both
@@ -111,6 +118,46 @@ def steady_in_process(accelerator: str, repeats: int) -> tuple[list[float], list
         ours.append((o3 - o1) / 2)
         plain.append((p3 - p1) / 2)
     return ours, plain
+
+
+def steady_rows(
+    tmp: str, acc: str, device: str, repeats: int, name: str, loop: list[str],
+    mem_o: list[float], mem_p: list[float],
+) -> list[tuple[str, str, str, str]]:  # fmt: skip
+    """The steady-state rows of one training loop: by process (wall and CPU), in process."""
+    med, rows = statistics.median, []
+    d_o, d_p, c_o, c_p = [], [], [], []
+    for i in range(repeats):
+        o1, o3, p1, p3 = [], [], [], []
+        jobs = [
+            (o1, train_cmd(tmp, acc, *STEADY, *loop, "trainer.max_epochs=1")),
+            (p1, plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=1")),
+            (o3, train_cmd(tmp, acc, *STEADY, *loop, "trainer.max_epochs=3")),
+            (p3, plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=3")),
+        ]
+        for out, cmd in jobs if i % 2 == 0 else jobs[::-1]:  # alternate the order too
+            out.append(run(cmd))
+        d_o.append((o3[0].wall - o1[0].wall) / 2)
+        d_p.append((p3[0].wall - p1[0].wall) / 2)
+        c_o.append((o3[0].cpu - o1[0].cpu) / 2)
+        c_p.append((p3[0].cpu - p1[0].cpu) / 2)
+        mem_o += [o1[0].rss, o3[0].rss]
+        mem_p += [p1[0].rss, p3[0].rss]
+    e_o, e_p = med(d_o), med(d_p)
+    spread = sorted(o / p for o, p in zip(d_o, d_p, strict=True))
+    rows.append((f"steady state ({name}), s per epoch of 1M points", f"{e_o:.2f}", f"{e_p:.2f}",
+                 f"{e_o / e_p:.2f}x (runs: {spread[0]:.2f}-{spread[-1]:.2f}x)"))  # fmt: skip
+    rows.append((f"steady state ({name}), samples/s", f"{1 / e_o:.2f}M", f"{1 / e_p:.2f}M",
+                 f"{e_p / e_o:.2f}x"))  # fmt: skip
+    u_o, u_p = med(c_o), med(c_p)
+    rows.append((f"steady state ({name}), CPU s per epoch", f"{u_o:.2f}", f"{u_p:.2f}",
+                 f"{u_o / u_p:.2f}x"))  # fmt: skip
+    print("    ... and in this process (no start-up): 3 epochs minus 1, 1M points")
+    i_o, i_p = steady_in_process(acc, repeats, tuple(loop))
+    s_o, s_p = med(i_o), med(i_p)
+    rows.append((f"steady state ({name}) in-process, s per epoch", f"{s_o:.2f}", f"{s_p:.2f}",
+                 f"{s_o / s_p:.2f}x"))  # fmt: skip
+    return rows
 
 
 def machine() -> str:
@@ -164,57 +211,10 @@ def main() -> None:
         )
 
         steady_repeats = args.repeats
-        print(f"3/3 steady state, 1M points, batch 1024, {steady_repeats}x each ...")
-        d_o, d_p, c_o, c_p, mem_o, mem_p = [], [], [], [], [], []
-        for i in range(steady_repeats):
-            o1, o3, p1, p3 = [], [], [], []
-            jobs = [
-                (o1, train_cmd(tmp, acc, *STEADY, "trainer.max_epochs=1")),
-                (p1, plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=1")),
-                (o3, train_cmd(tmp, acc, *STEADY, "trainer.max_epochs=3")),
-                (p3, plain_cmd(device, "--n=1000000", "--batch-size=1024", "--epochs=3")),
-            ]
-            for out, cmd in jobs if i % 2 == 0 else jobs[::-1]:  # alternate the order too
-                out.append(run(cmd))
-            d_o.append((o3[0].wall - o1[0].wall) / 2)
-            d_p.append((p3[0].wall - p1[0].wall) / 2)
-            c_o.append((o3[0].cpu - o1[0].cpu) / 2)
-            c_p.append((p3[0].cpu - p1[0].cpu) / 2)
-            mem_o += [o1[0].rss, o3[0].rss]
-            mem_p += [p1[0].rss, p3[0].rss]
-        e_o, e_p = med(d_o), med(d_p)
-        spread = sorted(o / p for o, p in zip(d_o, d_p, strict=True))
-        rows.append(
-            (
-                "steady state, s per epoch of 1M points",
-                f"{e_o:.2f}",
-                f"{e_p:.2f}",
-                f"{e_o / e_p:.2f}x (runs: {spread[0]:.2f}-{spread[-1]:.2f}x)",
-            )
-        )
-        rows.append(
-            (
-                "steady state, samples/s",
-                f"{1e6 / e_o / 1e6:.2f}M",
-                f"{1e6 / e_p / 1e6:.2f}M",
-                f"{e_p / e_o:.2f}x",
-            )
-        )
-        u_o, u_p = med(c_o), med(c_p)
-        rows.append(
-            ("steady state, CPU s per epoch", f"{u_o:.2f}", f"{u_p:.2f}", f"{u_o / u_p:.2f}x")
-        )
-        print("    ... and in this process (no start-up): 3 epochs minus 1, 1M points")
-        i_o, i_p = steady_in_process(acc, steady_repeats)
-        s_o, s_p = med(i_o), med(i_p)
-        rows.append(
-            (
-                "steady state in-process, s per epoch",
-                f"{s_o:.2f}",
-                f"{s_p:.2f}",
-                f"{s_o / s_p:.2f}x",
-            )
-        )
+        mem_o, mem_p = [], []
+        for name, loop in LOOPS.items():
+            print(f"3/3 steady state, {name}, 1M points, batch 1024, {steady_repeats}x each ...")
+            rows += steady_rows(tmp, acc, device, steady_repeats, name, loop, mem_o, mem_p)
         rows.append(
             ("peak memory, default run (MB)", f"{m_o:.0f}", f"{m_p:.0f}", f"{m_o / m_p:.2f}x")
         )

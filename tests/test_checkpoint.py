@@ -21,16 +21,18 @@ from xor_lightning.train import train
 # What the `trained_ckpt` run (conftest: debug=quick, 60 epochs) was given.
 MODULE_HPARAMS = {
     "net": {"_target_": "xor_lightning.model.MLP", "n_in": 2, "hidden": 8, "activation": "tanh",
-            "depth": 1},
+            "n_out": 1},
     "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05, "fused": True},
     "scheduler": None,
+    "task": {"_target_": "xor_lightning.binary.Binary", "monitor": "val/acc", "mode": "max"},
+    "steps_per_call": 1,
     "gradient_clip_val": None,
     "lr_hidden": None,
     "lr_out": None,
 }  # fmt: skip
-DATA_HPARAMS = {"n_samples": 64, "n_val": 64, "n_test": 64, "noise": 0.0, "batch_size": None,
-                "seed": 0, "batches_per_chunk": 64, "problem": "xor", "path": None,
-                "val_fraction": 0.2, "test_fraction": 0.2}  # fmt: skip
+DATA_HPARAMS = {"n_samples": 400, "n_val": 400, "n_test": 400, "noise": 0.0, "batch_size": None,
+                "seed": 0, "problem": "xor", "path": None, "val_fraction": 0.2,
+                "test_fraction": 0.2}  # fmt: skip
 
 
 def plain(x) -> bool:
@@ -53,7 +55,7 @@ def test_the_checkpoint_holds_plain_hyperparameters_the_run_config_and_metrics(t
 
 def test_load_from_checkpoint_predicts_what_xor_predict_prints(trained_ckpt, tmp_path, capsys):
     module = XORModule.load_from_checkpoint(trained_ckpt, weights_only=True).eval()
-    assert module.hparams == MODULE_HPARAMS and module.run_config is None
+    assert module.hparams == MODULE_HPARAMS
     points = [[0.6, -0.7], [0.5, 0.5], [-0.9, 0.8], [0.05, 0.9]]
     cfg_points = "points=[" + ",".join(f"[{a},{b}]" for a, b in points) + "]"
     from tests.conftest import compose_app
@@ -65,16 +67,17 @@ def test_load_from_checkpoint_predicts_what_xor_predict_prints(trained_ckpt, tmp
     assert printed == pytest.approx(probs.tolist(), abs=1e-6)
 
 
-def test_the_datamodule_loads_the_runs_data_settings(trained_ckpt):
-    dm = XORDataModule.load_from_checkpoint(trained_ckpt, weights_only=True)
-    assert dm.sizes == {"train": 64, "val": 64, "test": 64}  # not the defaults (400)
+def test_the_datamodule_loads_the_runs_data_settings(make_cfg, tmp_path):
+    train(make_cfg("debug=quick", "trainer.max_epochs=5", "data.n_test=64", "data.seed=3"))
+    dm = XORDataModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert (dm.hparams.n_test, dm.hparams.seed) == (64, 3)  # not the defaults (400, 0)
     dm.setup()
-    X, y = make_xor(64, noise=0.0, seed=0, split=2)  # the run's test set: seed 0, split 2
+    X, y = make_xor(64, noise=0.0, seed=3, split=2)  # the run's test set: seed 3, split 2
     assert torch.equal(dm.datasets["test"].X, X) and torch.equal(dm.datasets["test"].y, y)
 
 
 def test_hparams_yaml_holds_the_hyperparameters_and_hparams_tab_does_not(make_cfg, tmp_path):
-    train(make_cfg("debug=quick", "trainer.max_epochs=60"))
+    train(make_cfg("debug=quick", "trainer.max_epochs=10"))
     assert yaml.safe_load((tmp_path / "hparams.yaml").read_text()) == {
         **MODULE_HPARAMS,
         **DATA_HPARAMS,

@@ -128,7 +128,7 @@ def test_multirun_puts_each_job_in_its_own_numbered_dir(tmp_path):
     for job, hidden in [(0, 2), (1, 4)]:
         assert_complete_run_dir(sweep / str(job))
         ckpt = load(sweep / str(job) / "checkpoints" / "last.ckpt")
-        assert ckpt["state_dict"]["net.0.weight"].shape == (hidden, 2)
+        assert ckpt["state_dict"]["net.fc1.weight"].shape == (hidden, 2)
 
 
 @pytest.mark.slow

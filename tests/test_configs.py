@@ -107,7 +107,7 @@ def test_debug_quick_is_20_epochs_with_every_output(make_cfg, tmp_path):
 
 def test_debug_overfit_memorises_its_8_points(make_cfg):
     trainer, _, logged = fit(make_cfg("debug=overfit", "logger=none"))
-    assert trainer.datamodule.sizes["train"] == 8
+    assert trainer.datamodule.hparams.n_samples == 8
     assert logged.series("train/loss")[-1] < 0.01 and logged.series("train/acc")[-1] == 1.0
 
 
@@ -125,8 +125,9 @@ STABLE = ("seed=5", "data.n_samples=50", "data.noise=0.1", "data.batch_size=16",
 def test_stable_override_names(make_cfg):
     trainer, module, datamodule = build(make_cfg(*STABLE))
     assert datamodule.seed == 5  # data.seed follows seed
-    assert (datamodule.sizes["train"], datamodule.noise, datamodule.batch_size) == (50, 0.1, 16)
-    assert module.net[0].out_features == 4 and isinstance(module.net[1], torch.nn.ReLU)
+    hparams = datamodule.hparams
+    assert (hparams.n_samples, hparams.noise, hparams.batch_size) == (50, 0.1, 16)
+    assert module.net.fc1.out_features == 4 and isinstance(module.net.act, torch.nn.ReLU)
     assert module.configure_optimizers().param_groups[0]["lr"] == 0.01
     assert (trainer.max_epochs, trainer.num_devices) == (3, 1)
 
@@ -136,7 +137,7 @@ def test_the_configuration_examples_do_what_they_say(make_cfg, tmp_path):
     examples = [shlex.split(re.search(r"ARGS='([^']*)'", line)[1]) for line in lines[:4]]
     assert examples[0] == ["experiment=noisy"]  # 2000 points in batches of 128: 16 steps
     trainer, _, _ = fit(make_cfg(*examples[0], "trainer.max_epochs=1", "logger=none"))
-    assert trainer.global_step == 16 and trainer.datamodule.noise == 0.1
+    assert trainer.global_step == 16 and trainer.datamodule.hparams.noise == 0.1
     assert examples[1] == ["debug=quick", "logger=csv"]
     train(make_cfg(*examples[1], "trainer.max_epochs=2", out=tmp_path / "csv"))
     assert (tmp_path / "csv" / "csv" / "metrics.csv").is_file()

@@ -14,6 +14,7 @@ from xor_lightning.errors import UserError
 from xor_lightning.tools.evaluate import evaluate
 from xor_lightning.tools.predict import predict
 from xor_lightning.train import build, train
+from xor_lightning.validate import validate_train
 
 
 def csv_config(path, seed=0, **more):
@@ -40,7 +41,8 @@ BROKEN = [
     ("", " line 1: no points"),
     ("x1,x2,label\n", " line 2: no points"),
     ("0.1,0.2,1\n0.3,abc,0\n", " line 2: 'abc' is not a number"),
-    ("0.1,0.2,1\n0.3,0.4,2\n", " line 2: label '2' is not 0 or 1"),
+    ("0.1,0.2,1\n0.3,0.4,2\n", " line 2: label 2 is not 0 or 1 \\(task=binary\\)"),
+    ("a,b,y\n0.1,0.2,1\n0.3,0.4,0.5\n", " line 3: label 0.5 is not 0 or 1"),
     ("x1,x2,label\n0.1,0.2,1\n0.3,0.4\n", " line 3: expected 3 columns \\(x1,x2,label\\), got 2"),
     ("0.1,inf,1\n", " line 1: 'inf' is not a finite number"),
     ("0.1,0.2,1\n0.2,0.1,0\n", ": 2 points are too few to split"),
@@ -119,3 +121,33 @@ def test_a_resumed_run_warns_when_its_file_changed(tmp_path, caplog):
         dm.load_state_dict(changed)
     assert "has changed since the checkpoint" in caplog.text
     assert torch.equal(dm.points[0], same["points"]["X"])  # it goes on with the file's points
+
+
+def test_a_files_own_names_and_targets_of_any_task(tmp_path, capsys):
+    """Three classes under the file's own column names: trained, then predicted from a file
+    with the same header, which the table keeps; a float target suits only a regression."""
+    X, _ = make_xor(300, seed=4)
+    label = (X[:, 0] > 0.3).long() + (X[:, 0] > -0.3).long()  # three bands of x1: 0, 1, 2
+    lines = [f"{a:.5f},{b:.5f},{k}" for (a, b), k in zip(X.tolist(), label.tolist(), strict=True)]
+    path = tmp_path / "bands.csv"
+    path.write_text("width,height,band\n" + "\n".join(lines) + "\n")
+    run = ("data=csv", f"data.path={path}", "task=multiclass", "task.num_classes=3",
+           "debug=quick", "trainer.max_epochs=100", "logger=none")  # fmt: skip
+    metrics = train(compose_train(f"paths.output_dir={tmp_path}/run", *run))
+    assert metrics["test/acc"] > 0.8  # chance: about 1/3
+    (tmp_path / "in.csv").write_text("width,height\n0.9,0.0\n-0.9,0.0\n")
+    best = next((tmp_path / "run" / "checkpoints").glob("best-*.ckpt"))
+    predict(compose_app("predict", f"ckpt_path={best}", f"input={tmp_path / 'in.csv'}"))
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "width,height,prob_0,prob_1,prob_2,label"
+    assert [row.split(",")[-1] for row in table[1:]] == ["2", "0"]
+    (tmp_path / "other.csv").write_text("x,y\n0.9,0.0\n")
+    with pytest.raises(UserError, match=r"line 1: the header x,y is not the model's input"):
+        predict(compose_app("predict", f"ckpt_path={best}", f"input={tmp_path / 'other.csv'}"))
+    values = tmp_path / "values.csv"
+    values.write_text("a,b,y\n" + "0.1,0.2,0.25\n" * 10)
+    regression = compose_train(f"paths.output_dir={tmp_path}/r", "data=csv",
+                               f"data.path={values}", "task=regression")  # fmt: skip
+    validate_train(regression)
+    with pytest.raises(UserError, match=r"values.csv line 2: label 0.25 is not 0 or 1"):
+        validate_train(compose_train("data=csv", f"data.path={values}"))

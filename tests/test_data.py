@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from xor_lightning.data import BatchIndexSampler, XORDataset, make_xor
+from xor_lightning.data import XORDataset, make_xor
 from xor_lightning.datamodule import XORDataModule
+from xor_lightning.sampler import BatchIndexSampler, as_index
 
 
 def test_shapes_dtypes_and_labels_follow_the_rule():
@@ -46,13 +47,13 @@ def test_dataset_indexes_whole_batches():
 def test_sampler_full_batch_and_shuffled_minibatches():
     assert list(BatchIndexSampler(400, 400)) == [slice(0, 400)]
     s = BatchIndexSampler(10, 4, shuffle=True, seed=0)
-    batches = list(s)
+    batches = [as_index(b) for b in s]
     assert [len(b) for b in batches] == [4, 4, 2] and len(s) == 3
     assert sorted(torch.cat(batches).tolist()) == list(range(10))
     s.set_epoch(1)
-    assert not torch.equal(torch.cat(list(s)), torch.cat(batches))  # reshuffled per epoch
+    assert not torch.equal(torch.cat([as_index(b) for b in s]), torch.cat(batches))  # per epoch
     s.set_epoch(0)
-    assert torch.equal(torch.cat(list(s)), torch.cat(batches))  # and reproducibly
+    assert torch.equal(torch.cat([as_index(b) for b in s]), torch.cat(batches))  # reproducibly
 
 
 @pytest.mark.parametrize("batch_size", [None, 64])
@@ -62,9 +63,9 @@ def test_datamodule_sizes_and_batches(batch_size):
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [200, 50, 60]
     loader = dm.train_dataloader()
     assert isinstance(loader, DataLoader)
-    chunks = list(loader)
-    assert len(chunks) == len(loader) == 1  # 1 full batch, or 4 mini-batches in one chunk
-    sizes = [len(x) for x, _ in chunks[0]]
+    batches = list(loader)
+    assert len(batches) == len(loader) == (1 if batch_size is None else 4)
+    sizes = [len(x) for x, _ in batches]
     assert sizes == ([200] if batch_size is None else [64, 64, 64, 8])
     x, _ = next(iter(dm.val_dataloader()))
     assert x.shape == (50, 2)  # 50 validation points fit in one batch either way
@@ -72,9 +73,10 @@ def test_datamodule_sizes_and_batches(batch_size):
 
 
 def test_training_chunks_group_minibatches():
-    dm = XORDataModule(n_samples=100, batch_size=10, batches_per_chunk=4, seed=0)
+    """`model.steps_per_call=4`: the training loader's items are chunks of 4 mini-batches."""
+    dm = XORDataModule(n_samples=100, batch_size=10, seed=0)
     dm.setup("fit")
-    chunks = list(dm.train_dataloader())
+    chunks = list(DataLoader(dm.datasets["train"], batch_size=None, sampler=dm.sampler("train", 4)))
     assert [len(c) for c in chunks] == [4, 4, 2]
     xs = torch.cat([x for c in chunks for x, _ in c])
     assert xs.shape == (100, 2)

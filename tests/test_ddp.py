@@ -15,16 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import cli, load, wait_for
-from xor_lightning.data import BatchIndexSampler, Chunk
 from xor_lightning.datamodule import XORDataModule
 from xor_lightning.errors import UserError
+from xor_lightning.sampler import BatchIndexSampler, Chunk, as_index
 
 
 def rows_of(sampler: BatchIndexSampler, n: int) -> list[list[int]]:
     """The row indices of every batch the sampler yields."""
     out = []
     for piece in sampler:
-        index = piece.index if isinstance(piece, Chunk) else piece
+        index = as_index(piece.index if isinstance(piece, Chunk) else piece)
         out.append(torch.arange(n)[index].tolist())
     return out
 

@@ -1,4 +1,6 @@
-"""Manual optimization over chunks, seen through Lightning's own options and hooks.
+"""The training loop seen through Lightning's own options and hooks: the default
+(automatic optimization, one mini-batch a `training_step`) and `model.steps_per_call`
+(chunks of mini-batches under manual optimization).
 
 The expected values come from a callback that scores every mini-batch by hand with the
 weights its optimizer step starts from, or from counting optimizer steps directly.
@@ -64,15 +66,20 @@ def stop(trainer):
     trainer.should_stop = True
 
 
+def sleep(trainer):
+    time.sleep(1.2)
+
+
 EARLY_ENDS = {
-    "callback sets should_stop": (["data.batches_per_chunk=2"], lambda: [At(2, 1, stop)]),
-    "max_time": (
-        ["data.batches_per_chunk=2", "+trainer.max_time={seconds:1}"],
-        lambda: [At(2, 0, lambda t: time.sleep(1.2), hook="on_train_batch_start")],
-    ),
-    "limit_train_batches=3": (["+trainer.limit_train_batches=3"], list),
-    "limit_train_batches=0.5": (["+trainer.limit_train_batches=0.5"], list),
-}
+    "callback sets should_stop": ([], lambda: [At(2, 3, stop)]),
+    "callback sets should_stop, chunks": (["model.steps_per_call=2"], lambda: [At(2, 1, stop)]),
+    "max_time": (["+trainer.max_time={seconds:1}"],
+                 lambda: [At(2, 0, sleep, hook="on_train_batch_start")]),
+    "max_time, chunks": (["model.steps_per_call=2", "+trainer.max_time={seconds:1}"],
+                         lambda: [At(2, 0, sleep, hook="on_train_batch_start")]),
+    "limit_train_batches=3": (["trainer.limit_train_batches=3"], list),
+    "limit_train_batches=0.5": (["trainer.limit_train_batches=0.5"], list),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(EARLY_ENDS))
@@ -111,27 +118,29 @@ def test_step_based_checkpoints_land_on_their_steps(make_cfg, tmp_path):
     assert saved == [3, 6, 9, 12, 15, 18]
 
 
-def test_modelcheckpoints_private_step_count_is_where_the_datamodule_reads_it():
-    # datamodule.counts_batches reads this private attribute: fail here if Lightning moves it
-    assert ModelCheckpoint(every_n_train_steps=7)._every_n_train_steps == 7
-
-
 class StepLogging(XORModule):
     """A user's addition: a step-level metric inside `training_step`."""
 
-    def training_step(self, chunk, chunk_idx):
-        super().training_step(chunk, chunk_idx)
-        self.log("train/steps_done", float(self.global_step), on_step=True, on_epoch=False)
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        # after the step: the steps done so far (in a chunk's call, all of the chunk's)
+        done = self.global_step + (1 if self.automatic_optimization else 0)
+        self.log("train/steps_done", float(done), on_step=True, on_epoch=False)
+        return loss
 
 
-def test_a_step_level_log_is_one_value_per_chunk_as_documented(make_cfg):
-    cfg = make_cfg(*SMALL, "data.batches_per_chunk=4", "trainer.max_epochs=2")
+@pytest.mark.parametrize(
+    ("steps_per_call", "expected"),
+    [(1, [*range(1, 11), *range(11, 21)]), (4, [4, 8, 10, 14, 18, 20])],
+)
+def test_a_step_level_log_is_one_value_per_call_as_documented(make_cfg, steps_per_call, expected):
     from xor_lightning.checkpoint import module_kwargs
 
+    cfg = make_cfg(*SMALL, f"model.steps_per_call={steps_per_call}", "trainer.max_epochs=2")
     module = StepLogging(**module_kwargs(cfg))
     _, _, logged = fit(cfg, module=module)
-    # chunks of 4, 4 and 2 mini-batches: logged after steps 4, 8, 10, 14, 18, 20
-    assert logged.series("train/steps_done") == [4, 8, 10, 14, 18, 20]
+    # one value per optimizer step; with chunks of 4, 4 and 2 after steps 4, 8, 10, ...
+    assert logged.series("train/steps_done") == expected
 
 
 @pytest.mark.parametrize(
@@ -141,18 +150,72 @@ def test_a_step_level_log_is_one_value_per_chunk_as_documented(make_cfg):
         ("+trainer.accumulate_grad_batches=4", "use a larger data.batch_size"),
     ],
 )
-def test_lightning_options_manual_optimization_cannot_honour_are_refused(
-    make_cfg, override, instead
-):
+def test_lightning_options_chunks_cannot_honour_are_refused(make_cfg, override, instead):
     key, value = override.lstrip("+").split("=")
-    with pytest.raises(UserError, match=rf"^{key}={value} is not allowed: .*; {instead}"):
-        validate_train(make_cfg(override))
+    refused = rf"^{key}={value} is not allowed with model.steps_per_call=4 \(manual "
+    with pytest.raises(UserError, match=refused + rf"optimization\): {instead}"):
+        validate_train(make_cfg(override, "model.steps_per_call=4"))
+    validate_train(make_cfg(override))  # Lightning's own loop takes it
 
 
-def test_training_hands_its_metrics_to_lightning_once_per_epoch(make_cfg):
+class Steps(L.Callback):
+    """Counts optimizer steps as Lightning's hooks see them."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.n += 1
+
+
+def test_accumulate_grad_batches_makes_one_step_for_two_batches(make_cfg):
+    steps = Steps()
+    trainer, _, _ = fit(
+        make_cfg("logger=none", "callbacks=none", "data.batch_size=100", "trainer.max_epochs=3",
+                 "+trainer.accumulate_grad_batches=2"),
+        steps,
+    )  # fmt: skip
+    assert steps.n == trainer.global_step == 6  # 400 points, 4 batches an epoch, 3 epochs
+
+
+@pytest.mark.parametrize("where", ["trainer", "model"])
+def test_gradient_clipping_bounds_the_step(make_cfg, where):
+    """Plain SGD at lr 1 moves the weights by the (clipped) gradient: its norm is the clip."""
+    sgd = ("model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1.0",
+           "trainer.max_epochs=1", "logger=none", "callbacks=none")  # fmt: skip
+    moved = []
+    for clip in (None, 0.01):
+        extra = (
+            []
+            if clip is None
+            else [f"+{where}.gradient_clip_val={clip}".replace("+model", "model")]
+        )
+        cfg = make_cfg(*sgd, *extra)
+        from xor_lightning.train import build
+
+        _, module, _ = build(cfg)
+        before = torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+        fit(cfg, module=module)
+        after = torch.cat([p.detach().flatten() for p in module.parameters()])
+        moved.append(float((after - before).norm()))
+    assert moved[0] > 0.05 and moved[1] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_chunks_train_the_weights_the_default_loop_trains(make_cfg):
+    weights = []
+    for steps in (1, 4):
+        _, module, _ = fit(
+            make_cfg(*SMALL, f"model.steps_per_call={steps}", "trainer.max_epochs=3")
+        )
+        weights.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
+    torch.testing.assert_close(weights[0], weights[1], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 2])
+def test_training_hands_its_metrics_to_lightning_once_per_epoch(make_cfg, steps_per_call):
     from xor_lightning.checkpoint import module_kwargs
 
-    cfg = make_cfg(*SMALL, "data.batches_per_chunk=2", "trainer.max_epochs=2")  # 5 chunks
+    cfg = make_cfg(*SMALL, f"model.steps_per_call={steps_per_call}", "trainer.max_epochs=2")
     module = XORModule(**module_kwargs(cfg))
     calls, log = [], module.log
     module.log = lambda name, *args, **kwargs: calls.append(name) or log(name, *args, **kwargs)

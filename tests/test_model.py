@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from xor_lightning.datamodule import XORDataModule
+from xor_lightning.deep_mlp import DeepMLP
 from xor_lightning.model import MLP
 from xor_lightning.module import XORModule
 
@@ -24,16 +25,16 @@ def test_mlp_outputs_logits_not_probabilities():
     torch.manual_seed(0)
     net = MLP(hidden=4)
     with torch.no_grad():
-        net[-1].weight.fill_(10.0)
-        net[-1].bias.fill_(-50.0)
+        net.fc2.weight.fill_(10.0)
+        net.fc2.bias.fill_(-50.0)
     out = net(torch.randn(100, 2))
     assert (out < 0).all() and (out < -1).any()  # a probability would lie in [0, 1]
 
 
 def test_mlp_hidden_and_activation():
     assert sum(p.numel() for p in MLP(hidden=4).parameters()) == 2 * 4 + 4 + 4 + 1
-    assert isinstance(MLP(activation="relu")[1], torch.nn.ReLU)
-    deep = MLP(hidden=4, depth=3)
+    assert isinstance(MLP(activation="relu").act, torch.nn.ReLU)
+    deep = DeepMLP(hidden=4, depth=3)
     assert sum(p.numel() for p in deep.parameters()) == (2 * 4 + 4) + 2 * (4 * 4 + 4) + (4 + 1)
     assert deep(torch.zeros(3, 2)).shape == (3, 1)
 
@@ -81,12 +82,37 @@ def test_predict_gives_the_sigmoid_of_the_logits():
     # One tanh unit, weights set by hand: P(label 1) = sigmoid(2 tanh(3 x1 - x2) - 0.5).
     module = XORModule({**NET, "hidden": 1})
     with torch.no_grad():
-        module.net[0].weight.copy_(torch.tensor([[3.0, -1.0]]))
-        module.net[0].bias.zero_()
-        module.net[2].weight.fill_(2.0)
-        module.net[2].bias.fill_(-0.5)
+        module.net.fc1.weight.copy_(torch.tensor([[3.0, -1.0]]))
+        module.net.fc1.bias.zero_()
+        module.net.fc2.weight.fill_(2.0)
+        module.net.fc2.bias.fill_(-0.5)
     x = torch.tensor([[0.5, 0.2], [-0.3, 0.9], [0.0, 0.0]])
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     [probs] = trainer.predict(module, DataLoader([x], batch_size=None))
     expected = [1 / (1 + math.exp(-(2 * math.tanh(3 * a - b) - 0.5))) for a, b in x.tolist()]
     assert probs.squeeze(1).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mlp_is_the_chapters_class_fc1_tanh_fc2():
+    torch.manual_seed(0)
+    net = MLP()
+    x = torch.randn(7, 2)
+    by_hand = torch.tanh(x @ net.fc1.weight.T + net.fc1.bias) @ net.fc2.weight.T + net.fc2.bias
+    assert torch.allclose(net(x), by_hand)
+    assert [name for name, _ in net.named_children()][:2] == ["fc1", "fc2"]
+
+
+def test_deep_mlp_of_depth_one_starts_where_the_mlp_starts():
+    torch.manual_seed(3)
+    mlp = MLP(hidden=5)
+    torch.manual_seed(3)
+    deep = DeepMLP(hidden=5, depth=1)
+    for a, b in zip(mlp.parameters(), deep.parameters(), strict=True):
+        assert torch.equal(a, b)
+    x = torch.randn(4, 2)
+    assert torch.equal(mlp(x), deep(x))
+
+
+def test_n_out_gives_one_logit_per_class():
+    assert MLP(n_out=3)(torch.zeros(5, 2)).shape == (5, 3)
+    assert DeepMLP(depth=2, n_out=4)(torch.zeros(5, 2)).shape == (5, 4)

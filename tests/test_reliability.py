@@ -14,15 +14,17 @@ from hypothesis import strategies as st
 
 from tests.conftest import cli, compose_app, compose_train, load, wait_for
 from xor_lightning.errors import UserError
-from xor_lightning.module import NonFiniteLossError
 from xor_lightning.tools.evaluate import evaluate
 from xor_lightning.train import build, train
+from xor_lightning.train_metrics import NonFiniteLossError
 from xor_lightning.validate import validate_train
 
 INVALID = [
     ("model.hidden=0", "model.hidden=0"),
     ("model.hidden=abc", "model.hidden='abc'"),
-    ("model.depth=0", "model.depth=0"),
+    ("model=deep_mlp model.depth=0", "model.depth=0"),
+    ("model.steps_per_call=0", "model.steps_per_call=0"),
+    ("task=multiclass task.num_classes=1", "task.num_classes=1"),
     ("data.problem=square", "data.problem='square'"),
     ("model.optimizer.lr=0", "model.optimizer.lr=0"),
     ("model.optimizer.lr=-0.1", "model.optimizer.lr=-0.1"),
@@ -53,7 +55,7 @@ def cli_train(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(("override", "named"), INVALID, ids=[o for o, _ in INVALID])
 def test_invalid_value_is_refused_naming_key_and_value(make_cfg, override, named):
     with pytest.raises(UserError, match=rf"^{re.escape(named)}[^\n]*$"):
-        train(make_cfg(override))
+        train(make_cfg(*override.split()))
 
 
 def test_valid_edge_values_pass(make_cfg):
@@ -92,7 +94,7 @@ VALID = st.fixed_dictionaries(
         "data.n_samples": st.integers(1, 300),
         "data.noise": st.floats(0.0, 1.0),
         "data.batch_size": st.none() | st.integers(1, 400),
-        "data.batches_per_chunk": st.integers(1, 8),
+        "model.steps_per_call": st.integers(1, 8),
     }
 )
 
@@ -109,7 +111,8 @@ def test_any_valid_config_trains_a_step(tmp_path, params):
     validate_train(cfg)
     trainer, module, datamodule = build(cfg)
     trainer.fit(module, datamodule=datamodule)
-    assert trainer.global_step == 1  # fast_dev_run: one mini-batch
+    # fast_dev_run: one training_step, of one mini-batch or one chunk of them
+    assert 1 <= trainer.global_step <= params["model.steps_per_call"]
 
 
 BAD_VALUES = {
@@ -146,7 +149,7 @@ class CorruptWeights(L.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         if trainer.current_epoch == 12:
             with torch.no_grad():
-                pl_module.net[0].weight.fill_(float("nan"))
+                pl_module.net.fc1.weight.fill_(float("nan"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(make_cfg, tmp_path):
@@ -194,7 +197,8 @@ class Crash(L.Callback):
     ids=["constant", "cosine", "plateau"],
 )
 def test_resume_from_a_mid_run_last_ckpt_is_exact(make_cfg, tmp_path, schedule):
-    common = ("debug=quick", "data.batch_size=16", "callbacks.last_checkpoint.every_n_epochs=7",
+    common = ("debug=quick", "data.n_samples=64", "data.batch_size=16",
+              "callbacks.last_checkpoint.every_n_epochs=7",
               "logger=none", "callbacks.boundary_plot=null", *schedule)  # fmt: skip
     train(make_cfg(*common, out=tmp_path / "ref"))
     trainer, module, datamodule = build(make_cfg(*common, out=tmp_path / "run"))

@@ -167,7 +167,7 @@ def test_a_sweep_on_the_users_own_data_writes_both_tables(tmp_path):
     d = tmp_path / "sweep"
     proc = cli("train", "-m", "model.hidden=0,3", "model.optimizer.lr=1,0.05", "debug=quick",
                "data=csv", f"data.path={points}", "data.batch_size=16",
-               "data.batches_per_chunk=2", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+               "model.steps_per_call=2", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     check_tables(d, 4)
     results = pq.read_table(d / "results.parquet")

@@ -112,7 +112,8 @@ def test_the_rename_leaves_no_old_name_and_the_scripts_point_at_the_package(proj
 def test_a_network_and_data_of_ones_own_train_with_their_yaml_only(trained):
     ckpt = load(trained / "checkpoints" / "last.ckpt")
     assert ckpt["hyper_parameters"]["net"] == {"_target_": f"{PACKAGE}.two_layer.TwoLayerNet",
-                                               "n_in": 2, "width1": 12, "width2": 16}  # fmt: skip
+                                               "n_in": 2, "width1": 12, "width2": 16,
+                                               "n_out": 1}  # fmt: skip
     assert ckpt["global_step"] == 30 * 512 // 64  # its own batches: 8 steps an epoch
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.85  # it learned the wave (chance: about 0.5)
@@ -120,7 +121,7 @@ def test_a_network_and_data_of_ones_own_train_with_their_yaml_only(trained):
     # layer Linear(2, k) + activation: skipped, said once
     assert (trained / "boundary.png").is_file() and not (trained / "hidden_units.png").exists()
     log = (trained / "train.log").read_text()
-    assert log.count("HiddenUnitsPlot skipped: TwoLayerNet has no nn.Sequential") == 1
+    assert log.count("HiddenUnitsPlot skipped: TwoLayerNet has no first layer") == 1
 
 
 @pytest.mark.slow
@@ -136,8 +137,9 @@ def test_hparams_shows_the_networks_own_keys_overridden_or_not(trained):
 def test_a_key_the_network_does_not_take_is_refused_naming_what_it_takes(project):
     proc = run(project, "train", *OWN, "+model.depth=2")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "error: unknown key model.depth: known keys are net, optimizer, gradient_clip_val and "
-        f"the network's arguments ({PACKAGE}.two_layer.TwoLayerNet takes n_in, width1, width2)"
+        "error: unknown key model.depth: known keys are net, optimizer, gradient_clip_val, "
+        "steps_per_call and the network's arguments "
+        f"({PACKAGE}.two_layer.TwoLayerNet takes n_in, width1, width2, n_out)"
     ]
 
 
@@ -217,7 +219,8 @@ def test_the_shipped_optuna_search_refuses_keys_the_network_lacks(project):
     proc = run(project, "train", *OWN, "hparams_search=xor_optuna", "hydra.sweep.dir=runs/opt")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: the sweep searches model.activation (hydra.sweeper.params), which "
-        f"{PACKAGE}.two_layer.TwoLayerNet does not take (it takes n_in, width1, width2): search "
+        f"{PACKAGE}.two_layer.TwoLayerNet does not take (it takes n_in, width1, width2, n_out): "
+        "search "
         "your network's keys instead (for hparams_search, a YAML of your own under "
         "conf/hparams_search/)"
     ]
@@ -254,7 +257,7 @@ def test_csv_with_three_features_sets_n_in_and_predicts_three_columns(project):
     out = ok(run(project, "tools.predict", f"ckpt_path={d}/checkpoints/last.ckpt",
                  "points=[[0.5,0.0,0.5],[-0.5,0.0,-0.5]]", "hydra.run.dir=runs/p3"))  # fmt: skip
     rows = out.stdout.splitlines()
-    assert rows[0] == "x1,x2,x3,prob,label" and [r.split(",")[-1] for r in rows[1:]] == ["1", "0"]
+    assert rows[0] == "a,b,c,prob,label" and [r.split(",")[-1] for r in rows[1:]] == ["1", "0"]
 
 
 @pytest.mark.slow
@@ -273,7 +276,7 @@ def test_under_ddp_each_rank_sees_half_of_the_points(project, data):
 
 
 def test_trust_follows_the_config_files_wherever_they_name_a_class(tmp_path):
-    from xor_lightning.checkpoint import trusted
+    from xor_lightning.targets import trusted
 
     (tmp_path / "model").mkdir()
     (tmp_path / "experiment").mkdir()
@@ -304,12 +307,15 @@ def test_n_in_follows_the_data():
 
 
 def test_the_hidden_units_picture_applies_to_a_first_layer_on_the_plane():
+    from xor_lightning.deep_mlp import DeepMLP
     from xor_lightning.model import MLP
     from xor_lightning.pictures.units import first_layer
 
     mlp = MLP(hidden=3, activation="relu")
-    assert first_layer(mlp) == (mlp[0], mlp[1])
-    wrapped = torch.nn.Sequential(torch.nn.Identity(), mlp)  # an inner Sequential counts
-    assert first_layer(wrapped) == (mlp[0], mlp[1])
+    assert first_layer(mlp) == (mlp.fc1, mlp.act)
+    wrapped = torch.nn.Sequential(torch.nn.Identity(), mlp)  # an inner part counts
+    assert first_layer(wrapped) == (mlp.fc1, mlp.act)
+    deep = DeepMLP(hidden=3, depth=2)  # an nn.Sequential of its own
+    assert first_layer(deep) == (deep[0], deep[1])
     assert first_layer(TwoLayerNet()) is None  # no Sequential: its own forward
     assert first_layer(MLP(n_in=3)) is None  # not on the plane

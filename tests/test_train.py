@@ -25,8 +25,13 @@ def csv_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+SIXTY_FOUR = ("data.n_samples=64", "data.n_val=64", "data.n_test=64")
+
+
 def test_quick_run_writes_a_complete_run_dir_and_a_run_per_stage(make_cfg, tmp_path):
-    metrics = train(make_cfg("debug=quick", "model.optimizer.lr=0.2"))  # best: epoch 14 of 20
+    metrics = train(
+        make_cfg("debug=quick", *SIXTY_FOUR, "model.optimizer.lr=0.2")
+    )  # best: 14 of 20
     assert set(metrics) == METRIC_KEYS
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == pytest.approx(metrics) and all(isinstance(v, float) for v in on_disk.values())
@@ -149,7 +154,7 @@ def test_every_minibatch_is_one_optimizer_step(make_cfg, tmp_path):
         "debug=quick",
         "data.n_samples=100",
         "data.batch_size=10",
-        "data.batches_per_chunk=4",
+        "model.steps_per_call=4",
         "trainer.max_epochs=2",
     )
     train(cfg)
@@ -158,8 +163,9 @@ def test_every_minibatch_is_one_optimizer_step(make_cfg, tmp_path):
 
 def test_max_steps_stops_inside_a_chunk(make_cfg, tmp_path):
     cfg = make_cfg(
-        "debug=quick", "data.n_samples=100", "data.batch_size=10", "+trainer.max_steps=7"
-    )
+        "debug=quick", "data.n_samples=100", "data.batch_size=10", "+trainer.max_steps=7",
+        "model.steps_per_call=4",
+    )  # fmt: skip
     train(cfg)
     assert load(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == 7
 
@@ -185,7 +191,7 @@ def test_gradient_clipping_bounds_each_step(make_cfg):
 def test_epoch_losses_are_means_over_points_not_over_batches(make_cfg, tmp_path):
     # 64 validation and test points in batches of 48 and 16: a mean of the two batch means
     # would weigh each of the last 16 points three times as much as the others
-    metrics = train(make_cfg("debug=quick", "data.batch_size=48"))
+    metrics = train(make_cfg("debug=quick", *SIXTY_FOUR, "data.batch_size=48"))
     ckpt = load_checkpoint(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
     net = build_net(ckpt)
     for split, key in ((1, "val/loss"), (2, "test/loss")):

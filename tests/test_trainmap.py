@@ -51,7 +51,7 @@ def test_each_rate_reaches_its_own_layers(optimizer):
     """A two-hidden-layer net of the test's own (Linear layers 0, 2 and 4): lr_out=0 leaves
     the output layer (4) exactly as it was and moves both hidden ones; lr_hidden=0 the
     other way round."""
-    net = {"_target_": "xor_lightning.model.MLP", "hidden": 5, "depth": 2}
+    net = {"_target_": "xor_lightning.deep_mlp.DeepMLP", "hidden": 5, "depth": 2}
     x, y = make_xor(64, 0.1, 0, 0)
     for rates, frozen in (({"lr_out": 0.0}, {"4"}), ({"lr_hidden": 0.0}, {"0", "2"})):
         torch.manual_seed(0)
@@ -89,8 +89,8 @@ def test_stacked_per_layer_rates_train_as_each_alone(kind):
         net = copy.deepcopy(nets[-1])
         x, y = make_xor(200, 0.1, seed, 0)
         X.append(x), Y.append(y)
-        groups = [{"params": [net[0].weight, net[0].bias], "lr": hidden},
-                  {"params": [net[2].weight, net[2].bias], "lr": out or 0.05}]  # fmt: skip
+        groups = [{"params": [net.fc1.weight, net.fc1.bias], "lr": hidden},
+                  {"params": [net.fc2.weight, net.fc2.bias], "lr": out or 0.05}]  # fmt: skip
         opt = (torch.optim.Adam(groups, lr=0.05, fused=True) if kind == "Adam"
                else torch.optim.SGD(groups, lr=0.05))  # fmt: skip
         for _ in range(10):

@@ -19,7 +19,9 @@ from xor_lightning.data import make_xor
 from xor_lightning.errors import UserError
 from xor_lightning.tools.evaluate import evaluate
 from xor_lightning.tools.export import export
-from xor_lightning.tools.predict import HEADER, predict
+from xor_lightning.tools.predict import predict
+
+HEADER = "x1,x2,prob,label"  # the binary task's table
 
 # ---------------------------------------------------------------- evaluate
 
@@ -30,12 +32,12 @@ def test_evaluate_scores_the_checkpoint_alone_and_writes_metrics(trained_ckpt, t
     out = tmp_path / "out"
     out.mkdir()
     metrics = evaluate(compose_app("evaluate", f"ckpt_path={alone}", f"paths.output_dir={out}"))
-    assert list(metrics) == ["test/acc", "test/loss", "val/acc", "val/loss"]
+    assert list(metrics) == ["val/loss", "val/acc", "test/loss", "test/acc"]
     assert json.loads((out / "metrics.json").read_text()) == pytest.approx(metrics)
     saved = load_checkpoint(trained_ckpt)["metrics"]  # scored during training
     assert metrics["val/acc"] == pytest.approx(saved["val/acc"])
     assert metrics["val/loss"] == pytest.approx(saved["val/loss"], abs=1e-6)
-    X, y = make_xor(64, seed=0, split=2)  # the run's test set (debug=quick, seed 0)
+    X, y = make_xor(400, seed=0, split=2)  # the run's test set (seed 0)
     probs = expected_probs(trained_ckpt, X)
     assert metrics["test/acc"] == pytest.approx(
         ((probs >= 0.5).float() == y.squeeze(1)).float().mean().item()
@@ -66,7 +68,7 @@ def test_evaluate_cli_prints_and_writes_the_scores_in_its_run_dir(trained_ckpt, 
     assert proc.returncode == 0, proc.stderr
     [run] = (tmp_path / "outputs" / "evaluate").iterdir()
     written = json.loads((run / "metrics.json").read_text())
-    assert list(written) == ["test/acc", "test/loss", "val/acc", "val/loss"]
+    assert list(written) == ["val/loss", "val/acc", "test/loss", "test/acc"]
     for key, value in written.items():
         assert f"{key:<9} {value:.4f}" in proc.stdout.splitlines()
 
@@ -83,8 +85,8 @@ def expected_probs(ckpt: Path, points) -> torch.Tensor:
     """By hand from the checkpoint's tensors: sigmoid(W2 tanh(W1 x + b1) + b2)."""
     w = torch.load(ckpt, weights_only=True)["state_dict"]
     x = torch.as_tensor(points, dtype=torch.float32)
-    hidden = torch.tanh(x @ w["net.0.weight"].T + w["net.0.bias"])
-    return torch.sigmoid(hidden @ w["net.2.weight"].T + w["net.2.bias"]).squeeze(1)
+    hidden = torch.tanh(x @ w["net.fc1.weight"].T + w["net.fc1.bias"])
+    return torch.sigmoid(hidden @ w["net.fc2.weight"].T + w["net.fc2.bias"]).squeeze(1)
 
 
 def test_predict_points_prints_a_csv_table(trained_ckpt, tmp_path, capsys):

@@ -10,14 +10,15 @@ from tensorboard.backend.event_processing.event_multiplexer import EventMultiple
 
 from tests.conftest import doc_table
 from xor_lightning import intro
-from xor_lightning.data import PROBLEMS, make_xor
+from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
 from xor_lightning.pictures.plot import SQUARE, boundary_figure, boundary_image, plane_extent
 from xor_lightning.pictures.units import hidden_units_figure, hidden_units_image
 from xor_lightning.train import train
+from xor_lightning.zoo import PROBLEMS
 
 
-@pytest.mark.parametrize("problem", sorted(PROBLEMS))
+@pytest.mark.parametrize("problem", sorted(["xor", *PROBLEMS]))
 def test_every_problem_is_float32_balanced_and_seeded(problem):
     X, y = make_xor(2000, seed=4, problem=problem)
     assert X.shape == (2000, 2) and y.shape == (2000, 1) and X.dtype == y.dtype == torch.float32
@@ -91,7 +92,7 @@ def test_pictures_and_histograms_in_the_run_dir_and_tensorboard(make_cfg, tmp_pa
     mux.AddRunsFromDirectory(str(tmp_path))
     mux.Reload()
     tags = {kind: mux.Runs()["."][kind] for kind in ("images", "histograms", "scalars")}
-    params = [f"weights/{n}" for n in ("0.weight", "0.bias", "2.weight", "2.bias")]
+    params = [f"weights/{n}" for n in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
     assert sorted(tags["histograms"]) == sorted(params + [f"{p}.grad" for p in params])
     assert sorted(tags["images"]) == ["pictures/decision_boundary", "pictures/hidden_units"]
     assert tags["scalars"] == []
@@ -99,7 +100,7 @@ def test_pictures_and_histograms_in_the_run_dir_and_tensorboard(make_cfg, tmp_pa
     assert min(t.split("/")[0] for t in tags["images"] + tags["histograms"]) > "lr"
     for tag in tags["images"]:
         assert [e.step for e in mux.Images(".", tag)] == [1, 11, 20]  # epochs 0, 10, last
-    assert [e.step for e in mux.Histograms(".", "weights/0.weight.grad")] == [1, 11, 20]
+    assert [e.step for e in mux.Histograms(".", "weights/fc1.weight.grad")] == [1, 11, 20]
     [units] = mux.Images(".", "pictures/hidden_units")[-1:]
     assert (units.width, units.height) == (4 * 96 + 3 * 4, 2 * 96 + 4)  # 8 units: 4 x 2
 
@@ -134,9 +135,9 @@ def test_boundary_image_is_quick_pixels_with_errors_in_black():
     X, y = make_xor(200, seed=0)
     net = MLP(hidden=1)  # P(label 1) = sigmoid(5 tanh(5 x1)): label 1 on the right half
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[5.0, 0.0]]))
-        net[2].weight.fill_(5.0)
-        net[0].bias.zero_(), net[2].bias.zero_()
+        net.fc1.weight.copy_(torch.tensor([[5.0, 0.0]]))
+        net.fc2.weight.fill_(5.0)
+        net.fc1.bias.zero_(), net.fc2.bias.zero_()
     image = boundary_image(net, X, y, size=120)
     assert image.shape == (120, 120, 3) and image.dtype == np.uint8
     left, right = image[10:110, 5:50], image[10:110, 70:115]
@@ -156,8 +157,8 @@ def test_hidden_units_image_shows_each_units_side_and_line():
     X, y = make_xor(200, seed=0)
     net = MLP(hidden=2)  # unit 1: tanh(5 x1), line x1 = 0; unit 2: tanh(5 x2 - 2.5), x2 = 0.5
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[5.0, 0.0], [0.0, 5.0]]))
-        net[0].bias.copy_(torch.tensor([0.0, -2.5]))
+        net.fc1.weight.copy_(torch.tensor([[5.0, 0.0], [0.0, 5.0]]))
+        net.fc1.bias.copy_(torch.tensor([0.0, -2.5]))
     image = hidden_units_image(net, X[:0], y[:0], size=120).astype(int)
     assert image.shape == (120, 2 * 120 + 4, 3)  # two panels side by side, 4 px apart
     one, two = image[:, :120], image[:, 124:]
@@ -172,6 +173,30 @@ def test_hidden_units_image_shows_each_units_side_and_line():
     assert titles == ["unit 1: tanh(+5.0·x1 +0.0·x2 +0.0)", "unit 2: tanh(+0.0·x1 +5.0·x2 -2.5)"]
     relu = MLP(hidden=1, activation="relu")  # 0 left of x1 = 0: white; its input right of it
     with torch.no_grad():
-        relu[0].weight.copy_(torch.tensor([[5.0, 0.0]])), relu[0].bias.zero_()
+        relu.fc1.weight.copy_(torch.tensor([[5.0, 0.0]])), relu.fc1.bias.zero_()
     one = hidden_units_image(relu, X[:0], y[:0], size=120).astype(int)
     assert one.shape == (120, 120, 3) and (one[:, :55] == 255).all() and orange(one[:, 70:])
+
+
+def test_the_boundary_picture_follows_the_task():
+    """Three classes: each region in its class's colour; a regression: the value's colour."""
+    from xor_lightning.multiclass import Multiclass
+    from xor_lightning.pictures.plot import PALETTE
+    from xor_lightning.regression import Regression
+
+    X = torch.zeros(0, 2)
+    classes = torch.nn.Linear(2, 3)  # class 0 where x1 > 0, class 2 where x1 < 0
+    with torch.no_grad():
+        classes.weight.copy_(torch.tensor([[5.0, 0.0], [0.0, 0.0], [-5.0, 0.0]]))
+        classes.bias.zero_()
+    image = boundary_image(classes, X, X[:, :1], size=120, task=Multiclass(3)).astype(float)
+    left, right = image[10:110, 5:50].mean((0, 1)), image[10:110, 70:115].mean((0, 1))
+    hue = lambda c: c - c.mean()  # noqa: E731  (pale colours: compare their tints)
+    assert np.dot(hue(right), hue(PALETTE[0])) > np.dot(hue(right), hue(PALETTE[2]))
+    assert np.dot(hue(left), hue(PALETTE[2])) > np.dot(hue(left), hue(PALETTE[0]))
+    assert (image[10:110, 55:65] == 90).all(axis=2).any()  # the line between them, grey
+    value = torch.nn.Linear(2, 1)  # the prediction grows with x1: viridis purple to yellow
+    with torch.no_grad():
+        value.weight.copy_(torch.tensor([[1.0, 0.0]])), value.bias.zero_()
+    image = boundary_image(value, X, X[:, :1], size=120, task=Regression()).astype(float)
+    assert image[:, 110:, 1].mean() > image[:, :10, 1].mean() + 50  # yellow has the green

@@ -1,5 +1,6 @@
-"""Small callbacks: a crash-safe `last.ckpt`, a clean stop on Ctrl-C, a progress line,
-the pictures (decision boundary, hidden units) and the weight histograms."""
+"""Small callbacks: the run's config in every checkpoint, a crash-safe `last.ckpt`, a clean
+stop on Ctrl-C, a progress line, the pictures (decision boundary, hidden units) and the
+weight histograms."""
 
 from __future__ import annotations
 
@@ -16,9 +17,33 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
 
-from xor_lightning.datamodule import split_points
+from xor_lightning.pictures.plot import split_points
 
 log = logging.getLogger(__name__)
+
+
+class RunInfo(L.Callback):
+    """The run's whole config and its current scores in every checkpoint, whatever the
+    LightningModule (`checkpoint.add_run_info`): xor-eval, xor-predict, xor-export and
+    `resume=` rebuild the run from it. Resuming a run dir that was moved, the checkpoint
+    callbacks' saved paths follow it (`checkpoint.relocate_callbacks`)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from xor_lightning.checkpoint import add_run_info
+
+        add_run_info(checkpoint, self.config, trainer.callback_metrics)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        from xor_lightning.checkpoint import relocate_callbacks
+
+        relocate_callbacks(checkpoint, self.config, trainer.ckpt_path)
 
 
 def every_n_or_last(trainer: L.Trainer, every_n_epochs: int) -> bool:
@@ -72,8 +97,9 @@ class EpochPrinter(L.Callback):
         if not every_n_or_last(trainer, self.every_n_epochs):
             return
         metrics = trainer.callback_metrics
-        keys = ("train/loss", "train/acc", "val/loss", "val/acc")
-        parts = [f"{k} {float(metrics[k]):.4f}" for k in keys if k in metrics]
+        keys = [k for k in metrics if k.startswith(("train/", "val/")) and k != "train/lr"]
+        keys.sort(key=lambda k: (not k.startswith("train/"), not k.endswith("/loss"), k))
+        parts = [f"{k} {float(metrics[k]):.4f}" for k in keys]
         log.info("epoch %4d  %s", trainer.current_epoch, "  ".join(parts))
 
 
@@ -126,6 +152,26 @@ class GracefulStop(L.Callback):
         self._previous.clear()
 
 
+def network(pl_module: L.LightningModule) -> torch.nn.Module | None:
+    """What maps points to the task's outputs: the module's `net`, else the module itself
+    when it has a `forward` of its own (a LightningModule of yours); None otherwise."""
+    net = getattr(pl_module, "net", None)
+    if isinstance(net, torch.nn.Module):
+        return net
+    return pl_module if type(pl_module).forward is not L.LightningModule.forward else None
+
+
+def run_task(trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
+    """The run's task: the module's own, else the one the run's config names."""
+    from xor_lightning.tasks import make_task
+
+    task = getattr(pl_module, "task", None)
+    if task is None:
+        config = next((cb.config for cb in trainer.callbacks if isinstance(cb, RunInfo)), {})
+        task = make_task(config.get("task"))
+    return task
+
+
 def tensorboard_writers(trainer: L.Trainer) -> list[Any]:
     """The SummaryWriters of the run's TensorBoard loggers (none on DDP ranks > 0)."""
     if not trainer.is_global_zero:
@@ -142,8 +188,9 @@ class BoundaryPlot(L.Callback):
     TensorBoard's image slider then shows the boundary forming over the training points
     (a quick NumPy rendering); `boundary.png` in the run dir shows the tested model on the
     test points (a Matplotlib figure, drawn once). Both cover the square `plane_extent`
-    gives for all the run's points. Any network of 2 inputs has it; for any other the run
-    log says once that it is skipped, and why.
+    gives for all the run's points. What it shows follows the task (`pictures/plot.py`).
+    Any network of 2 inputs has it; for any other the run log says once that it is
+    skipped, and why.
     """
 
     tag = "pictures/decision_boundary"
@@ -152,17 +199,18 @@ class BoundaryPlot(L.Callback):
         self.every_n_epochs, self.filename = every_n_epochs, filename
         self.extent: tuple[float, float, float, float] | None = None
         self.skipped: str | None = None  # why the picture cannot be drawn, once known
+        self.task: Any = None  # the run's task (None: binary)
         self._points: dict[str, tuple[Tensor, Tensor]] = {}
 
     def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
         from xor_lightning.pictures.plot import boundary_image
 
-        return boundary_image(net, X, y, extent=self.extent)
+        return boundary_image(net, X, y, extent=self.extent, task=self.task)
 
     def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
         from xor_lightning.pictures.plot import save_boundary
 
-        save_boundary(net, X, y, path, f"test set{score}", self.extent)
+        save_boundary(net, X, y, path, f"test set{score}", self.extent, self.task)
 
     def why_not(self, net: torch.nn.Module, X: Tensor) -> str | None:
         """Why this network has no such picture (None: it has)."""
@@ -174,7 +222,10 @@ class BoundaryPlot(L.Callback):
         """The split's points and the extent, once; False (logged once) when skipped."""
         if self.skipped is None and split not in self._points:
             self._points[split] = split_points(trainer.datamodule, split, 2000)
-            reason = self.why_not(pl_module.net, self._points[split][0])
+            self.task = run_task(trainer, pl_module)
+            net = network(pl_module)
+            reason = "the module has no forward" if net is None else None
+            reason = reason or self.why_not(net, self._points[split][0])
             if reason:
                 self.skipped = reason
                 log.info("%s skipped: %s", type(self).__name__, reason)
@@ -198,18 +249,20 @@ class BoundaryPlot(L.Callback):
 
         # `add_image`, with fast PNG compression (the default's was a third of the cost)
         X, y = (t.to(pl_module.device) for t in self._points["train"])
-        summary = png_summary(self.tag, self.image(pl_module.net, X, y))
+        summary = png_summary(self.tag, self.image(network(pl_module), X, y))
         for writer in writers:
             writer.file_writer.add_summary(summary, trainer.global_step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self._ready(trainer, pl_module, "test"):
             return
-        acc = trainer.callback_metrics.get("test/acc")
-        shown = f", accuracy {float(acc):.3f}" if acc is not None else ""
+        metrics = trainer.callback_metrics
+        score = next((k for k in ("test/acc", "test/mse") if k in metrics), None)
+        name = {"test/acc": "accuracy", "test/mse": "MSE"}.get(score or "")
+        shown = f", {name} {float(metrics[score]):.3f}" if score else ""
         path = Path(trainer.default_root_dir) / self.filename
         X, y = (t.to(pl_module.device) for t in self._points["test"])
-        self.save(pl_module.net, X, y, path, shown)
+        self.save(network(pl_module), X, y, path, shown)
 
 
 class HiddenUnitsPlot(BoundaryPlot):
@@ -228,15 +281,15 @@ class HiddenUnitsPlot(BoundaryPlot):
 
         if first_layer(net) is None:
             return (
-                f"{type(net).__name__} has no nn.Sequential starting with nn.Linear(2, k) and "
-                "an activation (see units.first_layer)"
+                f"{type(net).__name__} has no first layer nn.Linear(2, k) and an activation "
+                "(fc1 and act, or an nn.Sequential: see units.first_layer)"
             )
         return super().why_not(net, X)
 
     def image(self, net: torch.nn.Module, X: Tensor, y: Tensor) -> np.ndarray:
         from xor_lightning.pictures.units import hidden_units_image
 
-        return hidden_units_image(net, X, y, extent=self.extent)
+        return hidden_units_image(net, X, y, extent=self.extent, task=self.task)
 
     def save(self, net: torch.nn.Module, X: Tensor, y: Tensor, path: Path, score: str) -> None:
         from xor_lightning.pictures.units import save_hidden_units
@@ -246,7 +299,7 @@ class HiddenUnitsPlot(BoundaryPlot):
             "orange: output above its value on the black line w·x + b = 0 (tanh: > 0), "
             "purple: below"
         )
-        save_hidden_units(net, X, y, path, title, self.extent)
+        save_hidden_units(net, X, y, path, title, self.extent, self.task)
 
 
 class ParameterHistograms(L.Callback):
@@ -266,8 +319,9 @@ class ParameterHistograms(L.Callback):
         last = i == trainer.num_training_batches - 1
         if not (last and every_n_or_last(trainer, self.every_n_epochs)):
             return
+        net = network(pl_module) or pl_module
         for writer in tensorboard_writers(trainer):
-            for name, p in pl_module.net.named_parameters():
+            for name, p in net.named_parameters():
                 for tag, values in (
                     (f"weights/{name}", p.detach()),
                     (f"weights/{name}.grad", p.grad),

@@ -1,43 +1,42 @@
-"""What a checkpoint holds beyond Lightning's own keys, and loading one safely.
+"""What a checkpoint holds beyond Lightning's own keys; loading one safely; the module a
+config names, untrained or from a checkpoint.
 
 A checkpoint of a run holds, besides Lightning's keys (`state_dict`, `epoch`, `global_step`,
 `loops`, `callbacks`, `optimizer_states`, `lr_schedulers`, ...):
 
-- `hyper_parameters`: `XORModule`'s own arguments (`module_kwargs`), plain values, so
-  `XORModule.load_from_checkpoint(path)` works; `datamodule_hyper_parameters`: the
-  datamodule's, for `XORDataModule.load_from_checkpoint(path)`;
+- `hyper_parameters`: the LightningModule's own arguments (`module_kwargs` for the
+  shipped `XORModule`), plain values, so `XORModule.load_from_checkpoint(path)` works;
+  `datamodule_hyper_parameters`: the datamodule's;
 - `run_config`: the run's whole resolved config, read by `run_config` (xor-eval,
   xor-predict, xor-export and resume), and `metrics`: the scores when it was saved. Both
-  are written by `add_run_info`, from `XORModule.on_save_checkpoint`.
+  are written by `add_run_info`, from the run's `RunInfo` callback, whatever the module.
 
 Every load uses `torch.load(weights_only=True)`: a file whose unpickling would import or
-call anything beyond tensors and plain containers is refused before any of it runs. The
-network's and the data's `_target_` are checked too, since instantiating an arbitrary one
-would run code as surely as a pickle: a checkpoint may name only a class that the project's
-own config files (conf/**/*.yaml) name at that place (`model.net._target_`,
-`data._target_`). A copier's network is trusted by the YAML that introduces it; there is no
-list in the code to keep.
+call anything beyond tensors and plain containers is refused before any of it runs, and
+the classes its config names are checked (`targets.py`) before any is imported.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from torch import nn
 
-from xor_lightning.config import CONF_DIR
 from xor_lightning.errors import UserError
+from xor_lightning.targets import check_all, make_net, target_class
+
+if TYPE_CHECKING:
+    import lightning as L
 
 RUN_CONFIG = "run_config"
 NET, DATA = "model.net", "data"  # where a config names the network's and the data's class
+SHIPPED = "xor_lightning.module.XORModule"  # the LightningModule of a model YAML naming none
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
@@ -67,6 +66,9 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     cfg = ckpt.get(RUN_CONFIG) if isinstance(ckpt, dict) else None
     if not (isinstance(cfg, dict) and "model" in cfg and "data" in cfg and "state_dict" in ckpt):
         raise UserError(f"{path} is not an xor-lightning checkpoint (no run config in it)")
+    from xor_lightning.legacy import upgrade_checkpoint
+
+    upgrade_checkpoint(ckpt)  # one from before tasks and the chapter's MLP class
     return ckpt
 
 
@@ -91,79 +93,38 @@ def module_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
         "net": model["net"],
         "optimizer": model.get("optimizer"),
         "scheduler": config.get("scheduler") or None,
+        "task": config.get("task"),
+        "steps_per_call": model.get("steps_per_call", 1),
         "gradient_clip_val": model.get("gradient_clip_val"),
         "lr_hidden": model.get("lr_hidden"),
         "lr_out": model.get("lr_out"),
     }
 
 
-def _package(text: str, group: str) -> str:
-    """Where a config file's keys land: its `# @package` line, else its group's dir."""
-    found = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
-    package = found[1] if found else group
-    return "" if package == "_global_" else package.replace("_group_", group)
+def own_module(config: Mapping[str, Any]) -> bool:
+    """Whether `model._target_` names a LightningModule other than the shipped one."""
+    return config["model"].get("_target_", SHIPPED) != SHIPPED
 
 
-def _targets(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key == "_target_" and isinstance(value, str):
-                yield path, value
-            else:
-                yield from _targets(value, where)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _targets(value, path)
+def make_module(config: Mapping[str, Any]) -> L.LightningModule:
+    """The untrained LightningModule a run config (plain values) names: `XORModule` for a
+    model YAML that names none, else the class `model._target_` names, instantiated by
+    Hydra with the arguments beside it (nested `_target_`s too, as Hydra does)."""
+    if not own_module(config):
+        from xor_lightning.module import XORModule
+
+        return XORModule(**module_kwargs(config))
+    from hydra.utils import instantiate
+
+    check_all(config["model"], "model")
+    return instantiate(config["model"])
 
 
-@functools.lru_cache(maxsize=8)
-def _named(conf_dir: str) -> dict[str, frozenset[str]]:
-    found: dict[str, set[str]] = {}
-    for path in sorted(Path(conf_dir).rglob("*.yaml")):
-        text = path.read_text()
-        group = ".".join(path.relative_to(conf_dir).parent.parts)
-        try:
-            content = yaml.safe_load(text)
-        except yaml.YAMLError:
-            continue  # Hydra refuses it when it is used; it names nothing here
-        for where, target in _targets(content, _package(text, group)):
-            found.setdefault(where, set()).add(target)
-    return {where: frozenset(targets) for where, targets in found.items()}
-
-
-def trusted(where: str, conf_dir: str = CONF_DIR) -> frozenset[str]:
-    """The classes the project's config files name at `where` (`model.net` or `data`): the
-    only ones a checkpoint's config may name there."""
-    return _named(conf_dir).get(where, frozenset())
-
-
-def target_class(cfg: Mapping[str, Any], where: str) -> tuple[type, dict[str, Any]]:
-    """The class `cfg._target_` names and its arguments (plain values); a `UserError` for a
-    class no config file of the project names at `where`, before any of its code runs."""
-    target, allowed = cfg.get("_target_"), trusted(where)
-    if target not in allowed:
-        raise UserError(
-            f"refusing {where}._target_={target!r}: use one of {', '.join(sorted(allowed))} "
-            f"(the classes the project's config files name at {where}._target_; a checkpoint's "
-            "config may name only these)"
-        )
-    from hydra.utils import get_class
-
-    try:
-        cls = get_class(target)
-    except Exception as e:
-        cause = e.__cause__ or e
-        raise UserError(
-            f"{where}._target_={target}: cannot import it ({type(cause).__name__}: {cause})"
-        ) from None
-    return cls, {k: v for k, v in cfg.items() if not k.startswith("_")}
-
-
-def make_net(cfg: Mapping[str, Any]) -> nn.Module:
-    """The network a config describes (`_target_` and its keyword arguments), untrained."""
-    cls, kwargs = target_class(cfg, NET)
-    return cls(**kwargs)
+def load_module(ckpt: Mapping[str, Any]) -> L.LightningModule:
+    """The trained LightningModule of a checkpoint, in eval mode."""
+    module = make_module(run_config(ckpt))
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
 
 
 def build_net(ckpt: Mapping[str, Any]) -> nn.Module:

@@ -1,5 +1,6 @@
-"""The checks that follow the classes a config names: its network (`model.net._target_`)
-and its datamodule (`data._target_`), the chapter's or a copier's own.
+"""The checks that follow the classes a config names: its network (`model.net._target_`),
+its LightningModule (`model._target_`, a copier's own), its task and its datamodule
+(`data._target_`), the chapter's or a copier's own.
 
 A class is accepted when a config file of the project names it at that place (see
 `checkpoint.trusted`), and the keys beside it are its arguments, read from its signature:
@@ -16,15 +17,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.checkpoint import DATA, NET, target_class, trusted
+from xor_lightning.checkpoint import DATA, NET, SHIPPED
 from xor_lightning.errors import UserError
 from xor_lightning.plain import at
+from xor_lightning.targets import target_class, trusted
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
-MODEL_KEYS = ("net", "optimizer", "gradient_clip_val")
-# The chapter's MLP's per-layer learning rates (read by XORModule): its layers are Linear.
+MODEL_KEYS = ("net", "optimizer", "gradient_clip_val", "steps_per_call")
+# The chapter's MLPs' per-layer learning rates (read by XORModule): their layers are Linear.
 MLP_KEYS = ("lr_hidden", "lr_out")
-MLP_TARGET = "xor_lightning.model.MLP"
+MLP_TARGETS = ("xor_lightning.model.MLP", "xor_lightning.deep_mlp.DeepMLP")
 
 
 def arguments(cls: type) -> tuple[list[str], bool]:
@@ -54,6 +56,26 @@ def _target(node: Any, where: str, kind: str) -> type:
     return target_class({"_target_": target}, where)[0]
 
 
+def check_module(cfg: Any) -> None:
+    """A LightningModule of your own (`model._target_`): a trusted LightningModule class
+    whose arguments are the `model.*` keys; the shipped one's network (`check_net`)."""
+    import lightning as L
+
+    model = at(cfg, "model")
+    if model.get("_target_", SHIPPED) == SHIPPED:
+        return check_net(cfg)
+    cls = _target(model, "model", "your LightningModule")
+    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
+        raise UserError(f"model._target_={at(model, '_target_')} is not a LightningModule class")
+    names, any_kwargs = arguments(cls)
+    for key in model:
+        if not any_kwargs and not str(key).startswith("_") and key not in names:
+            raise UserError(
+                f"unknown key model.{key}: {at(model, '_target_')} takes "
+                f"{', '.join(names) or 'no arguments'}"
+            )
+
+
 def check_net(cfg: Any) -> None:
     """`model.net._target_` is a trusted nn.Module class; every other `model.*` key and every
     `model.net.*` key is one of its arguments (of a DictConfig or its plain containers)."""
@@ -71,7 +93,7 @@ def check_net(cfg: Any) -> None:
     if any_kwargs:
         return
     takes = f"{target} takes {', '.join(names) or 'no arguments'}"
-    known = MODEL_KEYS + (MLP_KEYS if target == MLP_TARGET else ())
+    known = MODEL_KEYS + (MLP_KEYS if target in MLP_TARGETS else ())
     for key in model:
         if key not in known and key not in names:
             raise UserError(
@@ -112,8 +134,9 @@ def check_swept_keys(cfg: DictConfig) -> None:
     lines += list(OmegaConf.select(cfg, "hydra.overrides.task") or [])
     overrides = [o for o in OverridesParser.create().parse_overrides(lines)]
     swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
-    if "model" in swept or not isinstance(cfg.get("model"), DictConfig):
-        return  # several networks: each job's own check decides
+    model = cfg.get("model")
+    if "model" in swept or not isinstance(model, DictConfig) or "_target_" in model:
+        return  # several networks, or a module of your own: each job's own check decides
     try:
         target = cfg.model.net._target_
         names, any_kwargs = arguments(target_class({"_target_": target}, NET)[0])

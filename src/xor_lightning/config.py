@@ -32,6 +32,10 @@ OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
 OmegaConf.register_new_resolver(
     "coalesce", lambda *args: next((a for a in args if a is not None), None), replace=True
 )
+# `${direction:${task.mode}}`: an Optuna search's direction from the task's mode (max, min).
+OmegaConf.register_new_resolver(
+    "direction", lambda mode: {"max": "maximize", "min": "minimize"}[mode], replace=True
+)
 
 
 # The keys of `data` that `n_features` reads: the vectorised launcher resolves `n_in` once

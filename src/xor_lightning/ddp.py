@@ -22,6 +22,16 @@ from xor_lightning.errors import UserError
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
+def quiet_ranks() -> None:
+    """On DDP ranks > 0 (started by Lightning or SLURM) only warnings: rank 0 reports."""
+    import logging
+
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
 def child_command(local_rank: int) -> tuple[list[str], str]:
     """The command and working directory of rank `local_rank` of the current Hydra job."""
     from hydra.core.hydra_config import HydraConfig

@@ -1,8 +1,13 @@
-"""The chapter's network: 2 inputs -> `hidden` units (x `depth` layers) -> one raw logit."""
+"""The chapter's network, `MLP`: 2 inputs -> 8 tanh units -> one raw logit.
+
+You write only `__init__` (the layers, whose parameters register themselves) and
+`forward` (what happens to a batch); autograd derives the backward pass. More hidden
+layers: `deep_mlp.py` (`model=deep_mlp`).
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -12,22 +17,27 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-class MLP(nn.Sequential):
-    """A perceptron with `depth` hidden layers that returns logits, not probabilities.
+def make_activation(name: str) -> nn.Module:
+    """A new activation module by name (`ACTIVATIONS`)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
+    return ACTIVATIONS[name]()
 
-    The loss (`BCEWithLogitsLoss`) applies the sigmoid itself, which is numerically
-    stable; call `torch.sigmoid` only when you need to read a probability.
-    With the defaults (one hidden layer of 8) it has 2·8 + 8 + 8·1 + 1 = 33 parameters.
-    """
+
+class MLP(nn.Module):
+    """The chapter's class: it returns logits, not probabilities (the loss applies the
+    sigmoid, which is numerically stable; `torch.sigmoid` reads a probability). The
+    defaults: 2·8 + 8 + 8·1 + 1 = 33 parameters. `n_out` > 1: a logit per class
+    (`task=multiclass`); `activation`: the chapter's tanh, or another."""
 
     def __init__(
-        self, n_in: int = 2, hidden: int = 8, activation: str = "tanh", depth: int = 1
+        self, n_in: int = 2, hidden: int = 8, activation: str = "tanh", n_out: int = 1
     ) -> None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        layers: list[nn.Module] = []
-        width = n_in
-        for _ in range(depth):
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
-            width = hidden
-        super().__init__(*layers, nn.Linear(width, 1))
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, hidden)  # a (w·x + b) layer; params auto-registered
+        self.fc2 = nn.Linear(hidden, n_out)
+        self.act = make_activation(activation)  # the chapter: torch.tanh
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.act(self.fc1(x))
+        return self.fc2(x)  # raw logit; the loss applies sigmoid

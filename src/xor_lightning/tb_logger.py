@@ -38,10 +38,18 @@ if TYPE_CHECKING:
 # value under these sections; a class (`_target_`) as its name, e.g. model.optimizer: Adam.
 HPARAMS = ["seed", "trainer.max_epochs"]
 HPARAM_SECTIONS = ["data", "model", "scheduler"]
-NOT_HPARAMS = {"data.batches_per_chunk"}  # how the work is cut, not what is learned
+NOT_HPARAMS = {"model.steps_per_call"}  # how the work is cut, not what is learned
 # The summary's metrics: the best checkpoint's validation scores, then its test scores.
 SUMMARY_METRICS = {"best/acc": "best val/acc", "best/loss": "its val/loss",
                    "test/acc": "test/acc", "test/loss": "test/loss"}  # fmt: skip
+
+
+def summary_metrics(metrics: Mapping[str, float], monitor: str = "val/acc") -> dict[str, str]:
+    """The HPARAMS metric columns of a run's `metrics`: the best checkpoint's validation
+    scores (`best/<name>`, the monitored one first, as "best val/<name>"), then the test's."""
+    val = sorted((k for k in metrics if k.startswith("val/")), key=lambda k: k != monitor)
+    columns = {f"best/{k[4:]}": ("best " if k == monitor else "its ") + k for k in val}
+    return columns | {k: k for k in metrics if k.startswith("test/")}
 
 
 class StageLogger(TensorBoardLogger):

@@ -14,11 +14,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
-from xor_lightning.classes import arguments, check_data, check_net
-from xor_lightning.data import PROBLEMS
+from xor_lightning.classes import MLP_TARGETS, arguments, check_data, check_module
 from xor_lightning.errors import UserError
 from xor_lightning.model import ACTIVATIONS
 from xor_lightning.plain import at, select
+from xor_lightning.zoo import PROBLEMS
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
@@ -67,6 +67,7 @@ STRATEGIES = ("auto", "ddp")
 TRAIN_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": SEED,
     "model.optimizer.lr": POSITIVE,
+    "model.steps_per_call": at_least(1),
     "model.gradient_clip_val": optional(POSITIVE, "no clipping"),
     "model.lr_hidden": optional(NON_NEGATIVE, "the optimizer's lr"),
     "model.lr_out": optional(NON_NEGATIVE, "the optimizer's lr"),
@@ -97,6 +98,7 @@ MLP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.depth": at_least(1),
     "model.activation": one_of(ACTIVATIONS),
     "model.net.n_in": at_least(1),
+    "model.net.n_out": at_least(1),
 }
 XOR_DATA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.n_samples": at_least(1),
@@ -105,22 +107,20 @@ XOR_DATA_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.noise": NOISE,
     "data.batch_size": optional(at_least(1), "the full batch"),
     "data.seed": SEED,
-    "data.batches_per_chunk": at_least(1),
-    "data.problem": one_of([*PROBLEMS, "csv"]),
+    "data.problem": one_of(["xor", *PROBLEMS, "csv"]),
     "data.val_fraction": FRACTION,
     "data.test_fraction": FRACTION,
 }
-# Lightning's own options that manual optimization cannot honour (it raises deep in `fit`):
-# the value each must keep, and what to use instead.
+# Lightning's own options that manual optimization (`model.steps_per_call` > 1) cannot
+# honour (it raises deep in `fit`): the value each must keep, and what to use instead.
 NOT_UNDER_MANUAL_OPTIMIZATION = {
     "trainer.gradient_clip_val": (None, "use model.gradient_clip_val (clips before every step)"),
     "trainer.accumulate_grad_batches": (1, "use a larger data.batch_size (data are in memory)"),
 }
 TRAIN_KEYS = {
-    "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "scheduler",
-         "trainer", "logger", "callbacks", "paths", "hparams_search"},
+    "": {"seed", "ckpt_path", "resume", "optimized_metric", "data", "model", "task",
+         "scheduler", "trainer", "logger", "callbacks", "paths", "hparams_search"},
 }  # fmt: skip
-MLP_TARGET = "xor_lightning.model.MLP"
 XOR_DATA_TARGET = "xor_lightning.datamodule.XORDataModule"
 
 EVAL_RULES = {
@@ -167,12 +167,37 @@ def check_trainer_keys(cfg: Any) -> None:
 
 
 def check_manual_optimization(cfg: Any) -> None:
+    steps = select(cfg, "model.steps_per_call", 1)
+    if steps == 1:
+        return
     for key, (default, instead) in NOT_UNDER_MANUAL_OPTIMIZATION.items():
         value = select(cfg, key, default)
         if value != default:
             raise UserError(
-                f"{key}={value!r} is not allowed: training uses manual optimization; {instead}"
+                f"{key}={value!r} is not allowed with model.steps_per_call={steps} (manual "
+                f"optimization): {instead}, or model.steps_per_call=1"
             )
+
+
+def check_task(cfg: Any) -> Any:
+    """The task builds (`task._target_` trusted, its arguments valid), and a network whose
+    config states its outputs (`n_out`) has as many as the task needs. The task."""
+    from omegaconf import OmegaConf
+
+    from xor_lightning.tasks import make_task
+
+    task = select(cfg, "task", None)
+    if task is None:
+        raise UserError("task is required: task=binary, multiclass or regression")
+    made = make_task(task if isinstance(task, dict) else OmegaConf.to_container(task))
+    n_out = select(cfg, "model.net.n_out", None)
+    if isinstance(n_out, int) and n_out != made.outputs:
+        raise UserError(
+            f"model.net.n_out={n_out} does not fit task={made.name}, which needs "
+            f"{made.outputs} output{'s' * (made.outputs > 1)} per point: set "
+            f"model.net.n_out={made.outputs}, or another task"
+        )
+    return made
 
 
 def check_scheduler(cfg: Any) -> None:
@@ -203,9 +228,10 @@ def check_scheduler(cfg: Any) -> None:
         )
 
 
-def check_csv(data: Any) -> None:
+def check_csv(data: Any, task: Any) -> None:
     """`data=csv`: a path, fractions that leave points to train on, and a file that reads
-    (every row checked now, so a broken file stops the run before it starts)."""
+    with targets the task takes (every row checked now, so a broken file stops the run
+    before it starts)."""
     if data.get("problem") != "csv":
         return
     if not data.get("path"):
@@ -216,9 +242,16 @@ def check_csv(data: Any) -> None:
             f"data.val_fraction={val} and data.test_fraction={test} leave no training "
             "points: their sum must be below 1"
         )
+    from xor_lightning.csvdata import line_of, read_points
     from xor_lightning.data import load_split
 
-    load_split(data, "train")  # reads the whole file (cached for the datamodule)
+    path = at(data, "path")
+    y = read_points(path).y  # the whole file (cached for the datamodule)
+    bad = task.bad(y).reshape(-1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        task.check_targets(y[first : first + 1], f"{path} line {line_of(path, first)}")
+    load_split(data, "train")  # enough points for the three splits
 
 
 def validate_train(cfg: Any) -> None:
@@ -227,12 +260,13 @@ def validate_train(cfg: Any) -> None:
     check_keys(cfg, TRAIN_KEYS)
     check(cfg, {"seed": SEED})  # before data.seed, which follows it
     check_data(cfg)
+    task = check_task(cfg)
     if at(at(cfg, "data"), "_target_") == XOR_DATA_TARGET:
         check(cfg, XOR_DATA_RULES)
-        check_csv(at(cfg, "data"))
-    check_net(cfg)
+        check_csv(at(cfg, "data"), task)
+    check_module(cfg)
     check(cfg, TRAIN_RULES)
-    if at(at(at(cfg, "model"), "net"), "_target_") == MLP_TARGET:
+    if select(cfg, "model.net._target_", None) in MLP_TARGETS:
         check(cfg, MLP_RULES)
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)

@@ -85,9 +85,9 @@ class Template:
         self.kinds = [type(OmegaConf.select(cfg, dotted(p))) for p in (NUM, ID)]
         if not set(self.kinds) <= {int, str}:
             raise Unusable("hydra.job.num or hydra.job.id is neither int nor str")
-        from xor_lightning.stacked.groups import MLP_TARGET, MLP_VARYING, VARYING, get, stack_key
+        from xor_lightning.stacked.groups import MLP_TARGETS, MLP_VARYING, VARYING, get, stack_key
 
-        mlp = get(job.unresolved, "model.net._target_") == MLP_TARGET
+        mlp = get(job.unresolved, "model.net._target_") in MLP_TARGETS
         popped = VARYING if mlp else [k for k in VARYING if k not in MLP_VARYING]
         self.key = stack_key(job.unresolved) if set(shape.keys) <= set(popped) else None
 

@@ -7,9 +7,10 @@ sees how the units cut the plane into the pieces the output layer combines (for 
 lines that separate the quadrants). The same two renderers as `plot.py`: NumPy pixels
 for TensorBoard every N epochs, a Matplotlib figure for `hidden_units.png`.
 
-Any network whose first hidden layer is an `nn.Sequential` (the network itself or one of
-its submodules) that starts with `nn.Linear(2, k)` and a parameter-free activation has
-this picture (`first_layer`); for any other there is none to draw.
+The chapter's MLP (`fc1` and its activation `act`), and any network whose first hidden
+layer is an `nn.Sequential` (the network itself or one of its submodules) that starts
+with `nn.Linear(2, k)` and a parameter-free activation, has this picture (`first_layer`);
+for any other there is none to draw. The points are coloured by target, as the task says.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from xor_lightning.pictures.plot import (
     FAST_PNG,
     SQUARE,
     Extent,
+    Task,
     edges,
     grid_points,
     label_colours,
@@ -39,19 +41,24 @@ PURPLE, ORANGE = np.array([94, 60, 153]), np.array([230, 97, 1])  # a unit's - a
 
 
 def first_layer(net: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
-    """The network's first hidden layer on the plane and its activation: the first
-    `nn.Sequential` in it (itself included) that starts with `nn.Linear(2, k)` followed by
-    a module without parameters. None when it has no such layer."""
-    for module in net.modules():
-        if isinstance(module, nn.Sequential) and len(module) >= 2:
-            linear, activation = module[0], module[1]
-            if (
-                isinstance(linear, nn.Linear)
-                and linear.in_features == 2
-                and linear.bias is not None
-                and not any(True for _ in activation.parameters())
-            ):
-                return linear, activation
+    """The network's first hidden layer on the plane and its activation: in the network or
+    its first part that has one, the chapter's MLP's `fc1` and `act`, or an `nn.Sequential`
+    starting with `nn.Linear(2, k)` followed by a module without parameters. None when it
+    has no such layer."""
+    pairs = []
+    for m in net.modules():  # the network itself first, then its parts
+        pairs.append((getattr(m, "fc1", None), getattr(m, "act", None)))
+        if isinstance(m, nn.Sequential) and len(m) >= 2:
+            pairs.append((m[0], m[1]))
+    for linear, activation in pairs:
+        if (
+            isinstance(linear, nn.Linear)
+            and isinstance(activation, nn.Module)
+            and linear.in_features == 2
+            and linear.bias is not None
+            and not any(True for _ in activation.parameters())
+        ):
+            return linear, activation
     return None
 
 
@@ -92,16 +99,17 @@ def hidden_units_image(
     size: int = 96,
     max_points: int = 120,
     extent: Extent = SQUARE,
+    task: Task | None = None,
 ) -> np.ndarray:
     """One size-by-size panel per first-layer unit, in rows of `_columns`: its activation
     from purple (below its value on the line) to orange (above), the line w·x + b = 0 in
-    grey, the first `max_points` points as dots by label. An RGB uint8 array."""
+    grey, the first `max_points` points as dots by target. An RGB uint8 array."""
     pre, act = unit_grids(net, size, extent)
     centre, half = _scale(_layer(net)[1], act)
     units, cols, gap = len(pre), _columns(len(pre)), 4
     rows = -(-units // cols)
     canvas = np.full((rows * (size + gap) - gap, cols * (size + gap) - gap, 3), 255.0)
-    colours = label_colours(y[:max_points])
+    colours = label_colours(y[:max_points], task)
     for k in range(units):
         v = np.clip((act[k, ::-1] - centre) / half, -1, 1)[..., None]
         tile = 255 - 0.7 * np.abs(v) * (255 - np.where(v > 0, ORANGE, PURPLE))
@@ -120,6 +128,7 @@ def hidden_units_figure(
     title: str = "",
     max_points: int = 400,
     extent: Extent = SQUARE,
+    task: Task | None = None,
 ) -> Figure:
     """A panel per first-layer unit: its activation over the plane, the line where its
     pre-activation w·x + b is zero, the points by label; its formula as the title."""
@@ -136,8 +145,8 @@ def hidden_units_figure(
     fig.subplots_adjust(0.01, 0.01, 0.99, 1 - 0.8 / fig.get_figheight(), 0.05, 0.15)
     name = type(activation).__name__.lower()
     (w1, w2), b = linear.weight.T.tolist(), linear.bias.tolist()
-    X, y = X[:max_points].cpu().numpy(), y[:max_points].flatten().cpu().numpy()
-    colours = np.where(y == 1, "#b2182b", "#2166ac")
+    colours = label_colours(y[:max_points], task) / 255
+    X = X[:max_points].cpu().numpy()
     for k in range(len(pre)):
         ax = fig.add_subplot(rows, cols, k + 1)
         ax.imshow(act[k], origin="lower", extent=extent, cmap="PuOr_r", alpha=0.6,
@@ -158,6 +167,13 @@ def hidden_units_figure(
 
 
 def save_hidden_units(
-    net: nn.Module, X: torch.Tensor, y: torch.Tensor, path: Path, title: str, extent: Extent
+    net: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    path: Path,
+    title: str,
+    extent: Extent,
+    task: Task | None = None,
 ) -> None:
-    hidden_units_figure(net, X, y, title, extent=extent).savefig(path, pil_kwargs=FAST_PNG)
+    figure = hidden_units_figure(net, X, y, title, extent=extent, task=task)
+    figure.savefig(path, pil_kwargs=FAST_PNG)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from xor_lightning.callbacks import LastCheckpoint
+from xor_lightning.callbacks import LastCheckpoint, RunInfo
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class CheckpointWriter:
         cbs = self.trainer.callbacks
         self.best_cb = next((cb for cb in cbs if isinstance(cb, ModelCheckpoint)), None)
         self.last_cb = next((cb for cb in cbs if isinstance(cb, LastCheckpoint)), None)
+        self.run_info = next(cb for cb in cbs if isinstance(cb, RunInfo))
         # What a ModelCheckpoint that has seen no validation holds (+inf when minimising)
         self.fresh_kth = self.best_cb.kth_value.clone() if self.best_cb is not None else None
 
@@ -64,7 +65,7 @@ class CheckpointWriter:
             module = XORModule(**kwargs)
             self.modules[key] = module, module.configure_optimizers()
         module, optimizer = self.modules[key]
-        module.run_config = cfg
+        self.run_info.config = cfg  # the job's config in its checkpoints
         params = list(module.net.parameters())
         with torch.no_grad():
             for p, w in zip(params, weights, strict=True):

@@ -229,9 +229,10 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
     last (a failed job's up to the epoch before it failed), its best and its test."""
     import pyarrow.parquet as pq
 
+    from xor_lightning.stacked.fit import logging_step
     from xor_lightning.sweeps.tables import CURVE_COLUMNS, curves_table
 
-    n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
+    every = result.extra.get("curve_every", 1)
     nums = np.array([j.num for j in jobs], dtype=np.int64)
     final = np.array([o.final for o in outcomes], dtype=np.int64)
     failed = result.failed_at[:, 0].numpy()
@@ -244,7 +245,7 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
         keep = (e <= final) & ((e % every == 0) | (e == final)) & ((failed < 0) | (e < failed))
         rows, cols = np.nonzero(keep)
         stage, metric = key.split("/")
-        parts.append((nums[cols], stage, epochs[rows], (epochs[rows] + 1) * n - 1, metric,
+        parts.append((nums[cols], stage, epochs[rows], logging_step(result, epochs[rows]), metric,
                       values[rows, cols]))  # fmt: skip
     best = [k for k, o in enumerate(outcomes) if o.best is not None]
     tested = [k for k, o in enumerate(outcomes) if o.tested]
@@ -252,11 +253,12 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
         if best:
             epochs = result.best["epoch"].numpy()[best]
             value = [outcomes[k].best[2].get(f"val/{metric}", np.nan) for k in best]
-            parts.append((nums[best], "best", epochs, (epochs + 1) * n - 1, metric, value))
+            parts.append((nums[best], "best", epochs, logging_step(result, epochs), metric, value))
         if tested:
             epochs = final[tested]
             value = result.tested[f"test/{metric}"].numpy()[tested]
-            parts.append((nums[tested], "test", epochs, (epochs + 1) * n, metric, value))
+            parts.append((nums[tested], "test", epochs, logging_step(result, epochs) + 1, metric,
+                          value))  # fmt: skip
     columns: dict[str, list[np.ndarray]] = {c: [] for c in CURVE_COLUMNS}
     for part in parts:
         size = len(part[0])

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from xor_lightning.data import SPLITS, Batch, Chunk, Index
+from xor_lightning.data import SPLITS, Batch
 from xor_lightning.datamodule import XORDataModule
+from xor_lightning.sampler import Chunk, Index, as_index
 
 
 class StackedDataset(Dataset):
@@ -33,7 +34,7 @@ class StackedDataset(Dataset):
         first = pieces[0]
         if isinstance(first, slice) and all(p == first for p in pieces):
             return self.X[:, first], self.y[:, first]
-        index = torch.stack([torch.as_tensor(p) for p in pieces]).to(self.X.device)
+        index = torch.stack([torch.as_tensor(as_index(p)) for p in pieces]).to(self.X.device)
         index = index[self.owner.to(index.device)]  # (K, m): each job's own rows
         rows = torch.arange(len(index), device=index.device)[:, None]
         return self.X[rows, index], self.y[rows, index]
@@ -66,9 +67,9 @@ class StackedSampler(Sampler):
 class StackedDataModule(L.LightningDataModule):
     """The train, validation and test sets of K jobs, which must share their sizes."""
 
-    def __init__(self, datamodules: Sequence[XORDataModule]) -> None:
+    def __init__(self, datamodules: Sequence[XORDataModule], chunk: int | None = None) -> None:
         super().__init__()
-        self.jobs = list(datamodules)
+        self.jobs, self.chunk = list(datamodules), chunk  # chunk: `model.steps_per_call` > 1
         self.sets: dict[str, StackedDataset] = {}
         self.loaders: dict[str, DataLoader] = {}
 
@@ -81,7 +82,7 @@ class StackedDataModule(L.LightningDataModule):
         for split in SPLITS:
             samplers, owner, seen = [], [], {}
             for dm in self.jobs:
-                sampler = getattr(dm, f"{split}_dataloader")().sampler
+                sampler = dm.sampler(split, self.chunk if split == "train" else None)
                 # Jobs share an order where it is the same: in order, or from one data seed.
                 key = dm.seed if sampler.permutes else None
                 if key not in seen:

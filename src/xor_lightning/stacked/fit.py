@@ -29,8 +29,8 @@ def init_net(cfg: dict[str, Any]) -> Any:
     (seeded, then built in the same order; tests/test_stacked.py checks it bit for bit)."""
     import lightning as L
 
-    from xor_lightning.checkpoint import make_net
     from xor_lightning.datamodule import XORDataModule
+    from xor_lightning.targets import make_net
 
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     data = {k: v for k, v in cfg["data"].items() if not k.startswith("_")}
@@ -42,10 +42,10 @@ def stacked_net(cfgs: list[dict[str, Any]], nets: list[Any]) -> Any:
     """The chapter's MLPs padded to one (`StackedMLP`: widths may differ), any other
     network stacked as it is (`StackedNet`: one config, one set of shapes)."""
     from xor_lightning.stacked.anynet import StackedNet
-    from xor_lightning.stacked.groups import MLP_TARGET
+    from xor_lightning.stacked.groups import MLP_TARGETS
     from xor_lightning.stacked.net import StackedMLP
 
-    if cfgs[0]["model"]["net"]["_target_"] == MLP_TARGET:
+    if cfgs[0]["model"]["net"]["_target_"] in MLP_TARGETS:
         return StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
     return StackedNet(nets)
 
@@ -120,6 +120,15 @@ def _hyper(cfgs: list[dict[str, Any]], kind: str, decoupled: bool, net: Any) -> 
     return {**hyper, "beta1": betas[:, 0], "beta2": betas[:, 1], "eps": values("eps", 1e-8)}
 
 
+def logging_step(result: GroupResult, epochs: Any) -> Any:
+    """Lightning's logging step at the end of each of `epochs` (an int or an array): the
+    training batches stepped by then, less one; the last epoch may end early
+    (`trainer.max_steps`)."""
+    n = result.extra["batches_per_epoch"]
+    stepped = result.extra.get("batches_stepped", np.iinfo(np.int64).max)  # (older fits: none)
+    return np.minimum((np.asarray(epochs) + 1) * n, stepped) - 1
+
+
 def fit_group(
     cfgs: list[dict[str, Any]],
     root_dir: str,
@@ -160,6 +169,7 @@ def fit_group(
         monitor=best_cfg.get("monitor", "val/acc"),
         mode=best_cfg.get("mode", "max"),
         optimizer=kind,
+        steps_per_call=first["model"].get("steps_per_call", 1),
     )
     module.print_every_n_epochs = (get(first, "callbacks.epoch_printer") or {}).get(
         "every_n_epochs", 100
@@ -170,7 +180,8 @@ def fit_group(
         module.snapshot_every = min((e for e in every if e > 0), default=0)
     stop = GracefulStop()
     trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
-    datamodule = StackedDataModule(list(datamodules))
+    steps = first["model"].get("steps_per_call", 1)
+    datamodule = StackedDataModule(list(datamodules), steps if steps > 1 else None)
     with quiet_lightning():
         trainer = instantiate(
             trainer_cfg,
@@ -214,10 +225,11 @@ def snapshot(trainer: Any, module: Any) -> GroupResult:
     """The group's state now, on the CPU: what its jobs' outputs are written from."""
     params = module.net.flat_params()
     opt = trainer.optimizers[0]
+    loops = trainer.fit_loop.state_dict()
     return GroupResult(
         last=[p.detach().cpu().clone() for p in params],
         last_state=[{k: v.cpu().clone() for k, v in opt.state[p].items()} for p in params],
-        loops=trainer.fit_loop.state_dict(),
+        loops=loops,
         epoch=trainer.current_epoch,
         global_step=trainer.global_step,
         best=_to_cpu(module.best),
@@ -230,6 +242,8 @@ def snapshot(trainer: Any, module: Any) -> GroupResult:
         stopped_loops=dict(module.stopped_loops),
         extra={
             "batches_per_epoch": module.batches_per_epoch,
+            # the loop's count of training batches stepped (its checkpoint's)
+            "batches_stepped": loops["epoch_loop.state_dict"]["_batches_that_stepped"],
             "snapshots": module.snapshots,
             "best_at_epoch_end": module.best_at_epoch_end,
         },

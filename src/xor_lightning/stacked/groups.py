@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MLP_TARGET = "xor_lightning.model.MLP"
+MLP_TARGETS = ("xor_lightning.model.MLP", "xor_lightning.deep_mlp.DeepMLP")
+BINARY = "xor_lightning.binary.Binary"  # the task the stacked module trains
 # The chapter's MLP's keys that may differ between the jobs of one fit (its stacked form
 # pads the widths); any other network's jobs share a fit only with the same network.
 MLP_VARYING = ("model.hidden", "model.activation", "model.net.hidden", "model.net.activation")
@@ -58,6 +59,11 @@ def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
 
 def stack_problem(cfg: dict[str, Any]) -> str | None:
     """Why this job (its resolved config) must run as a fit of its own; None if it can stack."""
+    if cfg["model"].get("_target_"):
+        return f"model._target_={cfg['model']['_target_']} (a LightningModule of your own)"
+    task = (cfg.get("task") or {}).get("_target_", BINARY)
+    if task != BINARY:
+        return f"task._target_={task} (stacked fits train the binary task)"
     opt = cfg["model"]["optimizer"]
     problem = _optimizer_problem(opt)
     if problem:
@@ -80,9 +86,8 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if cfg.get("scheduler"):
         return f"scheduler={cfg['scheduler'].get('_target_')} (stacked: a constant rate)"
     trainer = cfg["trainer"]
-    for key, plain in (("limit_train_batches", 1.0), ("val_check_interval", 1.0)):
-        if trainer.get(key, plain) != plain:
-            return f"trainer.{key}={trainer[key]} (stacked: whole epochs)"
+    if trainer.get("val_check_interval", 1.0) != 1.0:  # (limit_*_batches: as in a run)
+        return f"trainer.val_check_interval={trainer['val_check_interval']} (stacked: whole epochs)"
     devices = cfg["trainer"].get("devices", 1)
     if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
         return f"trainer.devices={devices} (stacked fits use one device)"
@@ -110,7 +115,7 @@ def _optimizer_problem(opt: dict[str, Any]) -> str | None:
 def stack_key(unresolved: dict[str, Any]) -> str:
     """The job's config without the keys that may differ: equal keys share a fit."""
     pruned = json.loads(json.dumps(unresolved, default=str))
-    mlp = get(pruned, "model.net._target_") == MLP_TARGET
+    mlp = get(pruned, "model.net._target_") in MLP_TARGETS
     for key in VARYING if mlp else [k for k in VARYING if k not in MLP_VARYING]:
         *parents, last = key.split(".")
         node = get(pruned, ".".join(parents)) if parents else pruned

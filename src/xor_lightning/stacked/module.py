@@ -1,9 +1,9 @@
 """The vectorised launcher's LightningModule: K jobs' training loops as one.
 
-The same loop as `XORModule.training_step` (zero_grad, forward, backward, step for each
-mini-batch of a chunk, under manual optimization), with a `StackedMLP` and a
-`StackedAdam` (or `StackedSGD`), so the Trainer counts the same epochs, steps and
-validations as a run alone and its loop state is every job's loop state. Each model's
+The same loop as `XORModule`'s (automatic optimization, one mini-batch a `training_step`;
+with `steps_per_call` > 1 the chunks of `chunked.py`, under manual optimization), with a
+`StackedMLP` and a `StackedAdam` (or `StackedSGD`), so the Trainer counts the same epochs,
+steps and validations as a run alone and its loop state is every job's loop state. Each model's
 loss is a mean over its own batch; the sum over models is what is differentiated, so each
 gets its own gradient. Metrics are per model: (K,) tensors kept on the device, read at the end.
 """
@@ -43,9 +43,10 @@ class StackedModule(L.LightningModule):
         monitor: str = "val/acc",
         mode: str = "max",
         optimizer: str = "adam",
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
+        self.automatic_optimization = steps_per_call == 1  # as each job's own run
         self.net, self.hyper, self.decoupled = net, hyper, decoupled
         self.optimizer_kind = optimizer  # "adam" (Adam/AdamW) or "sgd": `stacked_optimizer`
         self.gradient_clip_val = gradient_clip_val
@@ -94,32 +95,45 @@ class StackedModule(L.LightningModule):
             return {}
         return {f"{stage}/loss": loss / n, f"{stage}/acc": correct / n}
 
-    def training_step(self, chunk: Sequence[Batch] | Batch, chunk_idx: int) -> None:
-        if isinstance(chunk[0], Tensor):
-            chunk = [chunk]  # type: ignore[list-item]
+    def training_step(self, batch: Sequence[Batch] | Batch, batch_idx: int) -> Tensor | None:
+        if self.automatic_optimization:
+            return self._step(*batch)
         opt = self.optimizers()
-        max_steps = self.trainer.max_steps
-        for x, y in chunk:
+        for x, y in [batch] if isinstance(batch[0], Tensor) else batch:  # a chunk
             opt.zero_grad()
-            logits = self.net(x)
-            losses = self._losses(logits, y)
-            finite = torch.isfinite(losses)
-            # A model whose loss is no longer finite stops here: this step is not applied.
-            dying = self.alive & ~finite
-            # (epoch, optimizer step) on the device: no copy from the host, so no sync per step
-            self._when[1] += 1
-            self.failed_at = torch.where(dying[:, None], self._when, self.failed_at)
-            self.failed_loss = torch.where(dying, losses.detach(), self.failed_loss)
-            self.alive &= finite
-            opt.optimizer.alive = self.alive
-            self.manual_backward(torch.where(self.alive, losses, 0).sum())
+            self.manual_backward(self._step(x, y))
             if self.gradient_clip_val:
                 self._clip(self.gradient_clip_val)
             opt.step()
-            self._accumulate("train", logits.detach(), y, torch.where(self.alive, losses, 0))
-            if 0 <= max_steps <= self.global_step:
+            if 0 <= self.trainer.max_steps <= self.global_step:
                 break
-        last = chunk_idx == self.trainer.num_training_batches - 1
+        return None
+
+    def _step(self, x: Tensor, y: Tensor) -> Tensor:
+        """The K models' summed loss on their batches (what is differentiated)."""
+        logits = self.net(x)
+        losses = self._losses(logits, y)
+        finite = torch.isfinite(losses)
+        # A model whose loss is no longer finite stops here: this step is not applied.
+        dying = self.alive & ~finite
+        # (epoch, optimizer step) on the device: no copy from the host, so no sync per step
+        self._when[1] += 1
+        self.failed_at = torch.where(dying[:, None], self._when, self.failed_at)
+        self.failed_loss = torch.where(dying, losses.detach(), self.failed_loss)
+        self.alive &= finite
+        self.optimizers().optimizer.alive = self.alive
+        kept = torch.where(self.alive, losses, 0)
+        self._accumulate("train", logits.detach(), y, kept.detach())
+        return kept.sum()
+
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        if self.gradient_clip_val:  # each model on its own parameters
+            self._clip(self.gradient_clip_val)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        last = batch_idx == self.trainer.num_training_batches - 1
         if self.snapshot_every and last and every_n_or_last(self.trainer, self.snapshot_every):
             params = self.net.flat_params()  # weights and the epoch's last gradients
             self.snapshots.append((self.current_epoch, self.global_step,

@@ -21,12 +21,13 @@ from xor_lightning.model import ACTIVATIONS, MLP
 from xor_lightning.stacked.anynet import Slices
 
 
-def _layers(net: MLP) -> list[nn.Linear]:
-    return [m for m in net if isinstance(m, nn.Linear)]
+def _layers(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
 
 class StackedMLP(Slices, nn.Module):
-    """`nets` (MLPs of one depth, any widths and activations) as one stacked network.
+    """`nets` (`MLP`s, or `DeepMLP`s of one depth; any widths and activations) as one
+    stacked network.
 
     It copies their current weights: build it from freshly initialised nets and each
     model starts from exactly the weights its own run would start from.
@@ -38,9 +39,7 @@ class StackedMLP(Slices, nn.Module):
         if len({len(s) for s in shapes}) != 1:
             raise ValueError("stacked nets must have the same depth")
         self.shapes = shapes  # per model, per layer: (out, in)
-        self.names = [
-            f"{2 * i}.{kind}" for i in range(len(shapes[0])) for kind in ("weight", "bias")
-        ]
+        self.names = [name for name, _ in nets[0].named_parameters()]  # fc1.weight, ...
         widest = [
             tuple(max(s[i][j] for s in shapes) for j in (0, 1)) for i in range(len(shapes[0]))
         ]
@@ -141,6 +140,9 @@ class StackedAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        if closure is not None:  # Lightning's automatic optimization: forward and backward
+            with torch.enable_grad():
+                closure()
         everything = self.param_groups[0]["params"]
         params = [(i, p) for i, p in enumerate(everything) if p.grad is not None]
         if not params:
@@ -222,6 +224,9 @@ class StackedSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        if closure is not None:  # Lightning's automatic optimization: forward and backward
+            with torch.enable_grad():
+                closure()
         live = self.alive
         for i, p in enumerate(self.param_groups[0]["params"]):
             if p.grad is None:

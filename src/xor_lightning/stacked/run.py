@@ -191,12 +191,12 @@ def _packed(jobs: list[Job], settings: dict[str, Any]) -> dict[int, Job]:
 def _unstackable(job: Job) -> str | None:
     """Why a network other than the chapter's MLP cannot be stacked, found by building it
     once (buffers, or not mapping (N, n_in) to (N, 1) logits); None: it can."""
-    from xor_lightning.checkpoint import make_net
     from xor_lightning.stacked.anynet import stack_problem_of
-    from xor_lightning.stacked.groups import MLP_TARGET
+    from xor_lightning.stacked.groups import MLP_TARGETS
+    from xor_lightning.targets import make_net
 
     net_cfg = job.resolved["model"]["net"]
-    if net_cfg["_target_"] == MLP_TARGET:
+    if net_cfg["_target_"] in MLP_TARGETS:
         return None
     return stack_problem_of(make_net(net_cfg), int(net_cfg.get("n_in", 2)))
 

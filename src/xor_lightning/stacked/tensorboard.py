@@ -64,7 +64,8 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
     pruner stopped it after) and while both its loss and acc there are finite. Steps are
     the jobs' own (Lightning's logging step), so the summary lines up with their curves.
     Written anew each time: the runs hold this fit's epochs. Returns `<sweep_dir>/tb/<name>`."""
-    n = result.extra["batches_per_epoch"]
+    from xor_lightning.stacked.fit import logging_step
+
     failed = result.failed_at[:, 0].numpy()  # the epoch a model's loss became non-finite
     stopped = result.stopped_at.numpy()  # the last epoch a pruned model trained
     stages = {}
@@ -75,21 +76,21 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
             continue
         e = epochs[:, None]
         training = ((failed < 0) | (e < failed)) & ((stopped < 0) | (e <= stopped))
-        stages[stage] = ((epochs + 1) * n - 1, loss, acc, training)
+        stages[stage] = (logging_step(result, epochs), loss, acc, training)
     return write_runs(Path(sweep_dir) / SUMMARY_DIR / name, stages)
 
 
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
-    from xor_lightning.stacked.fit import CURVES
+    from xor_lightning.stacked.fit import CURVES, logging_step
     from xor_lightning.tb_logger import session_hparams, session_summaries
 
     cfg = job.resolved
     if not logs_to_tensorboard(cfg):
         return
-    n, every = result.extra["batches_per_epoch"], result.extra.get("curve_every", 1)
-    step = lambda epoch: (epoch + 1) * n - 1  # noqa: E731  (Lightning's logging step)
+    every = result.extra.get("curve_every", 1)
+    step = lambda epoch: int(logging_step(result, epoch))  # noqa: E731
     points: dict[str, list[tuple[int, float]]] = {}
     failed = int(result.failed_at[k][0])  # its run alone stops in that epoch, unlogged
     for key in CURVES:
@@ -110,7 +111,7 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
             points[f"best/{name}"] = [(step(epoch), best[2].get(f"val/{name}", float("nan")))]
     if tested:
         for name in ("loss", "acc"):
-            points[f"test/{name}"] = [((final + 1) * n, float(result.tested[f"test/{name}"][k]))]
+            points[f"test/{name}"] = [(step(final) + 1, float(result.tested[f"test/{name}"][k]))]
         params, swept = session_hparams(cfg, job.overrides)
         session = session_summaries(params, swept=swept)
     extras = pictures(job, k, result) if "data" in result.extra else []
@@ -124,8 +125,8 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from hydra.utils import instantiate
     from torch.utils.tensorboard import summary
 
-    from xor_lightning.checkpoint import make_net
     from xor_lightning.pictures.plot import plane_extent, png_summary
+    from xor_lightning.targets import make_net
 
     cfg, stacked = job.resolved, result.net
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}

@@ -102,7 +102,10 @@ def summarize(
         return (rank, bad, 0.0 if bad else (-value if mode == "max" else value))
 
     rows.sort(key=key)
-    columns = ["job", "status", "overrides", *METRICS, "best_epoch", "wall_s", "error"]
+    from xor_lightning.sweeps.tables import metric_names
+
+    columns = ["job", "status", "overrides", *metric_names(rows, METRICS), "best_epoch",
+               "wall_s", "error"]  # fmt: skip
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()

@@ -24,9 +24,21 @@ from pathlib import Path
 from typing import Any
 
 RESULTS, CURVES = "results.parquet", "curves.parquet"
-METRICS = ("train/loss", "val/loss", "val/acc", "test/loss", "test/acc")
+METRICS = ("train/loss", "val/loss", "val/acc", "test/loss", "test/acc")  # the binary task's
 LEADING = ("job", "status", "overrides")
 TRAILING = (*METRICS, "best_epoch", "wall_s", "error")
+
+
+def metric_names(rows: Sequence[Mapping[str, Any]], order: Sequence[str] = METRICS) -> list[str]:
+    """The rows' metric columns (`stage/name`): those of `order` whose name is a loss or
+    one some row has (`acc`: the classification tasks'), in its order; then any others (a
+    regression's val/mse, ...) sorted."""
+    found = {k for r in rows for k in r if "/" in k}
+    names = {k.split("/", 1)[1] for k in found} | {"loss"}
+    kept = [k for k in order if k.split("/", 1)[1] in names]
+    return kept + sorted(found - set(kept))
+
+
 CURVE_COLUMNS = ("job", "stage", "epoch", "step", "metric", "value")
 # Values Hydra's grammar reads as an int or a float for sure: parsed here without its
 # (ANTLR) parser, which costs ~0.1 ms an override; anything else goes to Hydra's parser.
@@ -73,7 +85,8 @@ def _typed(values: list[Any], texts: list[str | None]) -> tuple[list[Any], str]:
 
 def results_table(rows: Sequence[Mapping[str, Any]]) -> Any:
     """The results as a pyarrow Table, one row per job in job order. A row: `job`, `status`,
-    `overrides` (a list of `key=value`), the METRICS, `best_epoch`, `wall_s`, `error`."""
+    `overrides` (a list of `key=value`), the metrics (`metric_names`), `best_epoch`,
+    `wall_s`, `error`."""
     import pyarrow as pa
 
     rows = sorted(rows, key=lambda r: r["job"])
@@ -86,12 +99,12 @@ def results_table(rows: Sequence[Mapping[str, Any]]) -> Any:
         "status": pa.array([r.get("status") for r in rows], pa.string()),
         "overrides": pa.array([" ".join(r.get("overrides") or ()) for r in rows], pa.string()),
     }
-    fixed = set(LEADING) | set(TRAILING)
+    fixed = set(LEADING) | set(TRAILING) | set(metric_names(rows))
     for key in keys:
         found = [{k: (v, t) for k, v, t in job}.get(key, (None, None)) for job in parsed]
         values, kind = _typed([v for v, _ in found], [t for _, t in found])
         columns[f"override.{key}" if key in fixed else key] = pa.array(values, kind)
-    for name in METRICS:
+    for name in metric_names(rows):
         columns[name] = pa.array([_float(r.get(name)) for r in rows], pa.float64())
     best = [r.get("best_epoch") for r in rows]
     columns["best_epoch"] = pa.array([None if b is None else int(b) for b in best], pa.int64())

@@ -1,9 +1,11 @@
 """Ship a checkpoint: `python -m xor_lightning.tools.export ckpt_path=<file> format=onnx|pt2`.
 
 The exported model takes a (batch, n_in) float32 tensor of any batch size (n_in is 2 for
-the chapter's problems) and returns probabilities (batch, 1). The file is checked against
-the PyTorch model, on a grid of points of the plane, or for n_in != 2 on 10,201 seeded
-random points of [-1.5, 1.5]^n_in, before it is put in place.
+the chapter's problems) and returns what the task reads out: the probability of label 1
+(batch, 1) for a binary task, the classes' softmax probabilities (batch, K) for a
+multiclass one, the value (batch, 1) for a regression. The file is checked against the
+PyTorch model, on a grid of points of the plane, or for n_in != 2 on 10,201 seeded random
+points of [-1.5, 1.5]^n_in, before it is put in place.
 """
 
 from __future__ import annotations
@@ -17,24 +19,15 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from xor_lightning.checkpoint import build_net, load_checkpoint, n_inputs
+from xor_lightning.checkpoint import load_checkpoint
 from xor_lightning.config import CONF_DIR, quiet_known_warnings, run_app
 from xor_lightning.errors import UserError
+from xor_lightning.tools.trained import input_names, load_trained
 
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "pt2")
 TOLERANCE = 1e-5
-
-
-class Probability(nn.Module):
-    """The network with its sigmoid: what a consumer of the exported file wants."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
+OUTPUT = {"binary": "prob", "multiclass": "probs", "regression": "prediction"}
 
 
 def grid(n: int = 101, lim: float = 1.5, n_in: int = 2) -> torch.Tensor:
@@ -47,7 +40,7 @@ def grid(n: int = 101, lim: float = 1.5, n_in: int = 2) -> torch.Tensor:
     return torch.cartesian_prod(axis, axis)
 
 
-def _onnx(model: nn.Module, path: Path, x: torch.Tensor) -> torch.Tensor:
+def _onnx(model: nn.Module, path: Path, x: torch.Tensor, output: str) -> torch.Tensor:
     import onnxruntime as ort
 
     for name in ("torch.onnx", "onnxscript", "onnx_ir"):  # step-by-step exporter chatter
@@ -59,7 +52,7 @@ def _onnx(model: nn.Module, path: Path, x: torch.Tensor) -> torch.Tensor:
         str(path),
         dynamo=True,
         input_names=["x"],
-        output_names=["prob"],
+        output_names=[output],
         dynamic_shapes={"x": {0: batch}},
         external_data=False,
         verbose=False,
@@ -68,7 +61,7 @@ def _onnx(model: nn.Module, path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
 
 
-def _pt2(model: nn.Module, path: Path, x: torch.Tensor) -> torch.Tensor:
+def _pt2(model: nn.Module, path: Path, x: torch.Tensor, output: str) -> torch.Tensor:
     program = torch.export.export(
         model, (x[:4],), dynamic_shapes={"x": {0: torch.export.Dim("batch")}}
     )
@@ -81,14 +74,15 @@ def export(cfg: DictConfig) -> Path:
     if cfg.format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
     ckpt = load_checkpoint(cfg.ckpt_path)
-    model = Probability(build_net(ckpt)).eval()
+    model, task = load_trained(ckpt, "export")
     out = Path(cfg.output or Path(cfg.paths.output_dir) / f"model.{cfg.format}")
     tmp = out.with_name(f".{out.stem}.tmp.{cfg.format}")
-    x = grid(n_in=n_inputs(ckpt, model.net) or 2)
+    x = grid(n_in=len(input_names(ckpt, model)))
     quiet_known_warnings()
     try:
         with torch.no_grad():
-            got = (_onnx if cfg.format == "onnx" else _pt2)(model, tmp, x)
+            write = _onnx if cfg.format == "onnx" else _pt2
+            got = write(model, tmp, x, OUTPUT.get(task.name, "output"))
             diff = (got - model(x)).abs().max().item()
         if not diff <= TOLERANCE:
             raise UserError(f"exported model differs from PyTorch by {diff:.2e} > {TOLERANCE:g}")

@@ -1,11 +1,12 @@
-"""Classify new points: `xor-predict ckpt_path=<file> points=... | input=...`
+"""Use a trained model on new points: `xor-predict ckpt_path=<file> points=... | input=...`
 (`python -m xor_lightning.tools.predict`).
 
-Prints a CSV table `x1,x2,prob,label` (`x1,...,xk,prob,label` for a network of k inputs)
-on stdout (log lines go to stderr) and writes the
-same table to `output=<file>` when given. A CSV input streams through in batches, so a
-million rows need little memory; it is checked whole before anything is written, so a bad
-row never leaves half a table behind.
+Prints a CSV table on stdout (log lines go to stderr): the inputs, under the training
+file's column names (x1, x2, ... for the toy problems), then what the task reads out:
+`prob,label` (binary), `prob_0,...,prob_{K-1},label` (multiclass, the label the most
+probable class) or `prediction` (regression). `output=<file>` writes the same table there.
+A CSV input streams through in batches, so a million rows need little memory; it is
+checked whole before anything is written, so a bad row never leaves half a table behind.
 """
 
 from __future__ import annotations
@@ -21,18 +22,19 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.checkpoint import build_net, load_checkpoint, n_inputs
+from xor_lightning.checkpoint import load_checkpoint
 from xor_lightning.config import CONF_DIR, run_app
 from xor_lightning.csvdata import csv_rows, feature_names, number
 from xor_lightning.errors import UserError
+from xor_lightning.tools.trained import input_names, load_trained
 
 log = logging.getLogger(__name__)
-HEADER = "x1,x2,prob,label"
 
 
-def cli_points(points: Any, n: int = 2) -> list[tuple[float, ...]]:
+def cli_points(points: Any, n: int = 2, columns: tuple[str, ...] = ()) -> list[tuple[float, ...]]:
     """`points=[[x1,x2],...]` from the command line (n numbers each), validated."""
-    names = ",".join(feature_names(n))
+    columns = columns or feature_names(n)
+    names = ",".join(columns)
     if not isinstance(points, list) or not points:
         raise UserError(
             f"points must be a non-empty list of [{names}] lists, e.g. "
@@ -43,7 +45,7 @@ def cli_points(points: Any, n: int = 2) -> list[tuple[float, ...]]:
         if not isinstance(p, list) or len(p) != n:
             what = "a pair" if n == 2 else f"{n} numbers"
             raise UserError(f"points[{i}]: expected {what} [{names}], got {p!r}")
-        rows.append(tuple(number(str(v), f"points[{i}]", feature_names(n)) for v in p))
+        rows.append(tuple(number(str(v), f"points[{i}]", columns) for v in p))
     return rows
 
 
@@ -65,16 +67,15 @@ def predict(cfg: DictConfig) -> int:
     if cfg.batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {cfg.batch_size}")
     ckpt = load_checkpoint(cfg.ckpt_path)
-    net = build_net(ckpt)
-    n_in = n_inputs(ckpt, net) or 2
+    model, task = load_trained(ckpt, "predict")
+    columns = input_names(ckpt, model)
     if cfg.points is not None:
-        points = cli_points(OmegaConf.to_container(cfg.points), n_in)
+        points = cli_points(OmegaConf.to_container(cfg.points), len(columns), columns)
 
         def rows() -> Iterator[tuple[float, ...]]:
             return iter(points)
     else:
         path = Path(cfg.input)
-        columns = feature_names(n_in)
         n_checked = sum(1 for _ in csv_rows(path, columns))  # first pass: refuse bad input
         log.info("%s: %d points", path, n_checked)
 
@@ -88,15 +89,15 @@ def predict(cfg: DictConfig) -> int:
         sinks.append(tmp.open("w"))
     n = 0
     try:
-        header = HEADER if n_in == 2 else ",".join((*feature_names(n_in), "prob", "label"))
+        header = ",".join((*columns, *task.columns()))
         for sink in sinks:
             sink.write(header + "\n")
         with torch.inference_mode():
             for chunk in chunks(rows(), cfg.batch_size):
-                prob = torch.sigmoid(net(torch.tensor(chunk))).squeeze(1).tolist()
+                out = task.rows(model(torch.tensor(chunk, dtype=torch.float32)))
                 lines = "".join(
-                    ",".join(map(repr, row)) + f",{p:.6f},{int(p >= 0.5)}\n"
-                    for row, p in zip(chunk, prob, strict=True)
+                    ",".join(map(repr, row)) + "," + ",".join(map(_cell, values)) + "\n"
+                    for row, values in zip(chunk, out, strict=True)
                 )
                 for sink in sinks:
                     sink.write(lines)
@@ -112,6 +113,10 @@ def predict(cfg: DictConfig) -> int:
         log.info("wrote %d rows to %s", n, out_path)
     sys.stdout.flush()
     return n
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")

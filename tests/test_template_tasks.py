@@ -1,0 +1,217 @@
+"""docs/template.md's tasks and own LightningModule, performed on a copy of the project:
+three classes and a regression on data of the test's own (three spirals, a sin·cos
+surface), and a LightningModule of the test's own named by `model._target_`; YAML files
+only. What each tool prints is compared with the test's own computation from the
+checkpoint's weights (a network built here, the test's own data drawn again)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.conftest import load, wait_for
+from tests.template_example.own_module import SineRegressor
+from tests.template_example.spirals import spirals
+from tests.template_example.surface import surface
+from tests.template_example.two_layer import TwoLayerNet
+from tests.test_template import EXAMPLE, PACKAGE, copy_and_rename, env, ok, run
+
+SPIRALS = ("model=two_layer", "data=spirals", "task=multiclass", "task.num_classes=3")
+SURFACE = ("model=two_layer", "data=surface", "task=regression")
+OWN_MODULE = ("model=sine_regressor", "data=surface", "task=regression")
+SHORT = ("trainer.max_epochs=40", "trainer.check_val_every_n_epoch=5",
+         "callbacks.last_checkpoint.every_n_epochs=5")  # fmt: skip
+POINTS = [[0.3, 0.1], [-0.2, 0.5], [0.7, -0.6]]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy, renamed, with the test's network, datamodules, module and their YAML files."""
+    dest = tmp_path_factory.mktemp("copy")
+    copy_and_rename(dest)
+    for name in ("two_layer.py", "spirals.py", "surface.py", "own_module.py", "probe.py"):
+        shutil.copy(EXAMPLE / name, dest / "src" / PACKAGE / name)
+    for name in ("model/two_layer.yaml", "model/sine_regressor.yaml", "data/spirals.yaml",
+                 "data/surface.yaml"):  # fmt: skip
+        shutil.copy(EXAMPLE / "conf" / name, dest / "conf" / name)
+    return dest
+
+
+def two_layer(ckpt: dict) -> TwoLayerNet:
+    """The trained network, built here from the checkpoint's weights."""
+    kwargs = {k: v for k, v in ckpt["hyper_parameters"]["net"].items() if k[0] != "_"}
+    net = TwoLayerNet(**kwargs)
+    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    return net.eval()
+
+
+def trained_run(project: Path, name: str, *overrides: str) -> tuple[Path, Path]:
+    """Train; the run dir and its best checkpoint."""
+    d = project / "runs" / name
+    ok(run(project, "train", *overrides, *SHORT, f"hydra.run.dir={d}"))
+    return d, next((d / "checkpoints").glob("best-*.ckpt"))
+
+
+def scores(project: Path, ckpt: Path, name: str, *overrides: str) -> dict[str, float]:
+    ok(
+        run(
+            project, "tools.evaluate", f"ckpt_path={ckpt}", *overrides, f"hydra.run.dir=runs/{name}"
+        )
+    )
+    return json.loads((project / "runs" / name / "metrics.json").read_text())
+
+
+def predicted(project: Path, ckpt: Path) -> list[list[str]]:
+    out = ok(run(project, "tools.predict", f"ckpt_path={ckpt}", f"points={POINTS}",
+                 "hydra.run.dir=runs/predict")).stdout  # fmt: skip
+    return [line.split(",") for line in out.splitlines()]
+
+
+def exported(project: Path, ckpt: Path, x: torch.Tensor) -> torch.Tensor:
+    import onnxruntime as ort
+
+    ok(run(project, "tools.export", f"ckpt_path={ckpt}", f"output={project}/model.onnx",
+           "hydra.run.dir=runs/export"))  # fmt: skip
+    session = ort.InferenceSession(str(project / "model.onnx"))
+    return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+
+
+@pytest.mark.slow
+def test_three_classes_train_evaluate_predict_and_export_as_computed_here(project):
+    d, best = trained_run(project, "spirals", *SPIRALS)
+    net = two_layer(load(best))
+    X, y = spirals(300, 3, 0.02, 2).tensors  # the test split: seed 0, split 2
+    with torch.no_grad():
+        logits = net(X)
+    acc, ce = (logits.argmax(1) == y).float().mean().item(), F.cross_entropy(logits, y).item()
+    assert acc > 0.8  # it learned the arms (chance: 1/3)
+    for got in (json.loads((d / "metrics.json").read_text()), scores(project, best, "eval3")):
+        assert got["test/acc"] == pytest.approx(acc, abs=1e-6)
+        assert got["test/loss"] == pytest.approx(ce, abs=1e-5)
+    # any key of the checkpoint's own datamodule, as XOR's: blurred arms score lower
+    assert scores(project, best, "eval3n", "data.noise=0.3")["test/acc"] < acc - 0.1
+
+    rows = predicted(project, best)
+    with torch.no_grad():
+        probs = torch.softmax(net(torch.tensor(POINTS)), dim=1)
+    assert rows[0] == ["x1", "x2", "prob_0", "prob_1", "prob_2", "label"]
+    for row, p in zip(rows[1:], probs, strict=True):
+        assert [float(v) for v in row[2:5]] == pytest.approx(p.tolist(), abs=1e-6)
+        assert int(row[5]) == int(p.argmax())
+
+    x = torch.rand(64, 2) * 2 - 1
+    with torch.no_grad():
+        expected = torch.softmax(net(x), dim=1)
+    torch.testing.assert_close(exported(project, best, x), expected, atol=1e-5, rtol=0)
+    assert (d / "boundary.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_regression_keeps_its_lowest_val_loss_and_reads_out_values(project):
+    d, best = trained_run(project, "surface", *SURFACE)
+    ckpt = load(best)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert "'monitor': 'val/loss'" in next(k for k in ckpt["callbacks"] if "ModelCheckpoint" in k)
+    assert state["best_model_score"] == pytest.approx(ckpt["metrics"]["val/loss"])
+    net = two_layer(ckpt)
+    X, y = surface(200, 2).tensors
+    with torch.no_grad():
+        pred = net(X)
+    mse, mae = F.mse_loss(pred, y).item(), F.l1_loss(pred, y).item()
+    assert mse < 0.1  # learned the surface (its variance: 0.25)
+    metrics = json.loads((d / "metrics.json").read_text())
+    assert "test/acc" not in metrics and "val/acc" not in metrics
+    for got in (metrics, scores(project, best, "evalr")):
+        assert got["test/loss"] == pytest.approx(mse, abs=1e-6)
+        assert got["test/mse"] == pytest.approx(mse, abs=1e-6)
+        assert got["test/mae"] == pytest.approx(mae, abs=1e-6)
+    log = (d / "train.log").read_text()
+    assert f"best val/loss {metrics['val/loss']:.4f} ({best.name})" in log
+
+    rows = predicted(project, best)
+    with torch.no_grad():
+        values = net(torch.tensor(POINTS)).flatten().tolist()
+    assert rows[0] == ["x1", "x2", "prediction"]
+    assert [float(r[2]) for r in rows[1:]] == pytest.approx(values, abs=1e-6)
+    x = torch.rand(64, 2) * 2 - 1
+    with torch.no_grad():
+        expected = net(x)
+    torch.testing.assert_close(exported(project, best, x), expected, atol=1e-5, rtol=0)
+
+
+def sine_regressor(ckpt: dict) -> SineRegressor:
+    module = SineRegressor(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+@pytest.mark.slow
+def test_a_lightning_module_of_ones_own_trains_and_is_scored(project):
+    d, best = trained_run(project, "own", *OWN_MODULE)
+    ckpt = load(best)
+    assert ckpt["hyper_parameters"] == {"hidden": 32, "lr": 0.01}
+    assert ckpt["global_step"] == 40 * 8  # its own training_step: 8 batches an epoch
+    module = sine_regressor(ckpt)
+    X, y = surface(200, 2).tensors
+    with torch.no_grad():
+        mse = F.mse_loss(module(X), y).item()
+    assert json.loads((d / "metrics.json").read_text())["test/loss"] == pytest.approx(mse, 1e-5)
+    assert scores(project, best, "eval_own")["test/loss"] == pytest.approx(mse, 1e-5)
+    rows = predicted(project, best)  # its forward, read out as the task says
+    with torch.no_grad():
+        values = module(torch.tensor(POINTS)).flatten().tolist()
+    assert [float(r[2]) for r in rows[1:]] == pytest.approx(values, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_lightning_module_of_ones_own_resumes_after_sigkill(project):
+    whole, _ = trained_run(project, "own_whole", *OWN_MODULE)
+    d = project / "runs" / "own_killed"
+    cmd = [sys.executable, "-m", f"{PACKAGE}.train", *OWN_MODULE, *SHORT,
+           f"+callbacks.pause._target_={PACKAGE}.probe.Pause", f"hydra.run.dir={d}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=project, env=env(project), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(d / "checkpoints" / "last.ckpt", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert load(d / "checkpoints" / "last.ckpt")["global_step"] < 40 * 8
+    ok(run(project, "train", f"resume={d}"))
+    resumed, done = load(d / "checkpoints/last.ckpt"), load(whole / "checkpoints/last.ckpt")
+    assert resumed["global_step"] == done["global_step"]
+    for k, v in done["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][k], v), k
+
+
+@pytest.mark.slow
+def test_a_lightning_module_of_ones_own_in_a_multirun_lowest_loss_first(project):
+    d = project / "runs" / "own_sweep"
+    ok(run(project, "train", "-m", *OWN_MODULE, *SHORT, "model.hidden=2,16",
+           f"hydra.sweep.dir={d}"))  # fmt: skip
+    with open(d / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    losses = [float(r["val/loss"]) for r in rows]
+    assert losses == sorted(losses)  # a loss: the lowest first
+    for row in rows:
+        metrics = json.loads((d / row["job"] / "metrics.json").read_text())
+        assert float(row["test/loss"]) == pytest.approx(metrics["test/loss"])
+
+
+@pytest.mark.slow
+def test_a_network_whose_outputs_do_not_fit_the_task_is_refused_in_one_line(project):
+    proc = run(project, "train", "model=two_layer", "data=spirals", "task=binary",
+               "model.net.n_out=3", "hydra.run.dir=runs/misfit")  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: model.net.n_out=3 does not fit task=binary, which needs 1 output per point: "
+        "set model.net.n_out=1, or another task"
+    ]
+    assert not (project / "runs" / "misfit").exists()
