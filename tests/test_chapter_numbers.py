@@ -104,25 +104,31 @@ def _contiguous_in(block: list[str], source: list[str]) -> bool:
 
 
 def test_the_side_by_side_is_the_real_code_with_the_chapters_four_lines():
+    from xor_lightning.chunked import train_chunk
+
     plain = _docs_block("chapter-to-lightning.md", "## The loop, side by side", 0)
     step = _docs_block("chapter-to-lightning.md", "## The loop, side by side", 1)
+    chunk = _docs_block("chapter-to-lightning.md", "## Steps per call", 0)
     assert _contiguous_in(plain, _source(intro.train_xor)) and len(plain) > 5
-    assert step == _source(XORModule.training_step)
-    for shown in (plain, step):  # the four lines, in the chapter's order, with its comments
+    assert step == _source(XORModule.training_step) and len(step) <= 12
+    assert chunk == _source(train_chunk)
+    for shown in (plain, chunk):  # the four lines, in the chapter's order, with its comments
         at = [next(i for i, line in enumerate(shown) if line.endswith(c)) for c in CHAPTER_COMMENTS]
         assert at == sorted(at)
-    assert len(step) <= 18  # about 15 lines: def, docstring, the loop and its helpers' calls
+    # the step: the forward pass written out, the other three named where Lightning runs them
+    assert any(line.endswith(CHAPTER_COMMENTS[1]) for line in step)
+    assert step[-1].strip().startswith("return loss") and all(
+        c[2:4] in step[-1] for c in (CHAPTER_COMMENTS[0], *CHAPTER_COMMENTS[2:])
+    )
 
 
-def test_every_helper_of_the_step_is_listed_and_says_why():
-    called = set(re.findall(r"\b(_\w+)\(", "\n".join(_source(XORModule.training_step))))
+def test_every_other_call_of_the_step_is_listed_and_says_why():
+    source = "\n".join(_source(XORModule.training_step)[1:])  # the body
+    called = set(re.findall(r"(?:self\.)?([\w.]+)\(", source)) - {"self", "self.loss_fn"}
+    called = {c.removeprefix("self.") for c in called} - {"", "loss_fn", "task.target"}
     page = (DOCS / "chapter-to-lightning.md").read_text()
-    listed = set(re.findall(r"^\| `(_\w+)` \|", page, flags=re.M))
+    listed = set(re.findall(r"^\| `(?:self\.)?([\w.]+)` \|", page, flags=re.M))
     assert called == listed
-    module = inspect.getmodule(XORModule)
-    for name in called:
-        helper = getattr(XORModule, name, None) or getattr(module, name)
-        assert inspect.getdoc(helper), f"{name} has no docstring saying why"
 
 
 def test_the_mapping_table_names_real_files_and_members():

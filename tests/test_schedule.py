@@ -37,25 +37,34 @@ def test_cosine_warms_up_then_anneals_to_zero_at_max_epochs(make_cfg):
     assert state["_last_lr"] == [pytest.approx(0.0, abs=1e-12)]  # 0 after the last epoch
 
 
-def test_step_multiplies_by_gamma_every_step_size_epochs(make_cfg):
+# Lightning steps the scheduler in its own loop; with chunks (manual optimization) the
+# module's ChunkSchedulers callback does: the same rates either way.
+LOOPS = pytest.mark.parametrize("loop", ["model.steps_per_call=1", "model.steps_per_call=2"])
+
+
+@LOOPS
+def test_step_multiplies_by_gamma_every_step_size_epochs(make_cfg, loop):
     lrs, _ = rates(make_cfg, "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.1",
-                   "trainer.max_epochs=6")  # fmt: skip
+                   "trainer.max_epochs=6", loop)  # fmt: skip
     assert lrs == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005])
 
 
-def test_plateau_halves_after_each_validation_without_improvement(make_cfg):
+@LOOPS
+def test_plateau_halves_after_each_validation_without_improvement(make_cfg, loop):
     # Validation after epochs 1, 3, 5, 7 (not the sanity check). An improvement must be
     # 99% here, so only the first counts: the rate halves after the 2nd, 3rd and 4th.
     lrs, state = rates(make_cfg, "scheduler=plateau", "scheduler.patience=0",
                        "+scheduler.threshold=0.99", "trainer.check_val_every_n_epoch=2",
-                       "trainer.max_epochs=8")  # fmt: skip
+                       "trainer.max_epochs=8", loop)  # fmt: skip
     assert lrs == pytest.approx([0.05] * 4 + [0.025] * 2 + [0.0125] * 2)
     assert state["_last_lr"] == [pytest.approx(0.00625)] and state["last_epoch"] == 4
 
 
-def test_the_checkpoint_holds_the_next_epochs_rate(make_cfg, tmp_path):
+@LOOPS
+def test_the_checkpoint_holds_the_next_epochs_rate(make_cfg, tmp_path, loop):
     fit(make_cfg(*FAST, "scheduler=step", "scheduler.step_size=2", "scheduler.gamma=0.1",
-                 "trainer.max_epochs=4", "callbacks.last_checkpoint.every_n_epochs=2"))  # fmt: skip
+                 "trainer.max_epochs=4", "callbacks.last_checkpoint.every_n_epochs=2",
+                 loop))  # fmt: skip
     state = load(tmp_path / "checkpoints" / "last.ckpt")["lr_schedulers"][0]
     assert state["last_epoch"] == 4 and state["_last_lr"] == [pytest.approx(0.0005)]
 

@@ -97,8 +97,10 @@ def test_three_classes_train_evaluate_predict_and_export_as_computed_here(projec
     for got in (json.loads((d / "metrics.json").read_text()), scores(project, best, "eval3")):
         assert got["test/acc"] == pytest.approx(acc, abs=1e-6)
         assert got["test/loss"] == pytest.approx(ce, abs=1e-5)
-    # any key of the checkpoint's own datamodule, as XOR's: blurred arms score lower
+    # any key of the checkpoint's own datamodule, as XOR's: blurred arms score lower; a key
+    # XOR's data lack is taken without Hydra's `+`
     assert scores(project, best, "eval3n", "data.noise=0.3")["test/acc"] < acc - 0.1
+    assert scores(project, best, "eval3k", "data.n_classes=3")["test/acc"] == pytest.approx(acc)
 
     rows = predicted(project, best)
     with torch.no_grad():
@@ -215,3 +217,48 @@ def test_a_network_whose_outputs_do_not_fit_the_task_is_refused_in_one_line(proj
         "set model.net.n_out=1, or another task"
     ]
     assert not (project / "runs" / "misfit").exists()
+
+
+def test_a_module_without_what_a_tool_needs_is_refused_in_one_line():
+    import lightning as L
+
+    from xor_lightning.errors import UserError
+    from xor_lightning.regression import Regression
+    from xor_lightning.tools.trained import model_of
+
+    class StepsOnly(L.LightningModule):  # a training_step, no forward, no predict_step
+        def training_step(self, batch, batch_idx):
+            return None
+
+    for tool, needs in (("export", "a forward"), ("predict", "a predict_step or a forward")):
+        with pytest.raises(UserError, match=rf"^xor-{tool} needs {needs} in .*StepsOnly, "):
+            model_of(StepsOnly(), Regression(), tool)
+    x = torch.tensor([[0.2, -0.4]])
+    module = SineRegressor().eval()
+    with torch.no_grad():
+        assert torch.equal(model_of(module, Regression(), "export")(x), module(x))
+
+
+@pytest.mark.slow
+def test_debug_quick_sets_trainer_limits_for_any_datamodule(project):
+    d = project / "runs" / "quick"
+    ok(run(project, "train", *SPIRALS, "debug=quick", f"hydra.run.dir={d}"))
+    # 20 epochs of the spirals' 6 batches (600 points in batches of 100; the limit is 10)
+    assert load(d / "checkpoints" / "last.ckpt")["global_step"] == 20 * 6
+
+
+@pytest.mark.slow
+def test_the_vectorised_launcher_runs_another_task_alone_saying_why(project):
+    d = project / "runs" / "vec"
+    proc = ok(run(project, "train", "-m", "hydra/launcher=vectorized", *SURFACE, "seed=1,2",
+                  "trainer.max_epochs=3", f"hydra.sweep.dir={d}"))  # fmt: skip
+    for job in ("0", "1"):
+        record = json.loads((d / job / "job.json").read_text())
+        assert record["status"] == "ok"
+        assert (
+            record["alone"]
+            == f"task._target_={PACKAGE}.regression.Regression (stacked fits train the binary task)"
+        )
+        metrics = json.loads((d / job / "metrics.json").read_text())
+        assert {"test/mse", "test/mae"} <= set(metrics) and "test/acc" not in metrics
+    assert "runs as a fit of its own" in proc.stdout + proc.stderr

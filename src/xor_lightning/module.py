@@ -67,10 +67,10 @@ class XORModule(L.LightningModule):
 
             return train_chunk(self, batch)
         x, y = batch
-        logits = self(x)  # forward pass
+        logits = self(x)  # 2. forward pass
         loss = self.loss_fn(logits, self.task.target(y))
-        self.train_outputs.add(self, logits, y, loss)
-        return loss  # Lightning: zero_grad, backward, optimizer step
+        self.train_outputs.add(self, logits, y, loss)  # for the epoch's train/ metrics
+        return loss  # Lightning runs 1. zero_grad before, 3. backward and 4. step after
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -99,13 +99,12 @@ class XORModule(L.LightningModule):
         getattr(self, f"{stage}_loss").update(loss.expand(len(target)))  # a mean over points
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The module's own callbacks: its training metrics' batched updates, and with
-        chunks the scheduler steps Lightning leaves out under manual optimization."""
-        if self.automatic_optimization:
-            return [self.train_outputs]
+        """The module's own callbacks, once a trainer: its training metrics' batched updates,
+        and with chunks the scheduler steps Lightning leaves out under manual optimization."""
         from xor_lightning.chunked import ChunkSchedulers
 
-        return [self.train_outputs, ChunkSchedulers()]
+        ours = [self.train_outputs] + ([] if self.automatic_optimization else [ChunkSchedulers()])
+        return [] if self.train_outputs in self.trainer.callbacks else ours
 
     def configure_optimizers(self) -> Any:
         from hydra.utils import instantiate

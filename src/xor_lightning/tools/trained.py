@@ -51,14 +51,19 @@ class PredictStep(nn.Module):
 def load_trained(ckpt: Mapping[str, Any], tool: str) -> tuple[nn.Module, Task]:
     """The model of `tool` ("predict" or "export") from a checkpoint, in eval mode, and
     its task; a one-line `UserError` for a module without what the tool needs."""
-    module, task = load_module(ckpt), make_task(run_config(ckpt).get("task"))
+    task = make_task(run_config(ckpt).get("task"))
+    return model_of(load_module(ckpt), task, tool), task
+
+
+def model_of(module: L.LightningModule, task: Task, tool: str) -> nn.Module:
+    """What `tool` runs: points in, the task's readout out (see the module docstring)."""
     net = getattr(module, "net", None)
     if isinstance(net, nn.Module):  # the shipped module (its predict_step is this)
-        return Readout(net, task).eval(), task
+        return Readout(net, task).eval()
     if tool == "predict" and _overrides(module, "predict_step"):
-        return PredictStep(module).eval(), task
+        return PredictStep(module).eval()
     if _overrides(module, "forward"):
-        return Readout(module, task).eval(), task
+        return Readout(module, task).eval()
     needs = "a forward" if tool == "export" else "a predict_step or a forward"
     raise UserError(f"xor-{tool} needs {needs} in {type(module).__qualname__}, which has none")
 
