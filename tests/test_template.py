@@ -183,22 +183,32 @@ def test_eval_predict_and_export_read_the_checkpoint(project, trained):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_is_exact(project, trained):
-    d = project / "runs" / "killed"
-    cmd = [sys.executable, "-m", f"{PACKAGE}.train", *OWN, *SHORT, "model.width1=12",
+def killed_then_resumed(project: Path, d: Path, *args: str, steps: int) -> dict:
+    """Train with `args` in `d`, slowly, `kill -9` it once it has a last.ckpt (before its
+    `steps`), resume it with `resume=`: its last checkpoint then."""
+    cmd = [sys.executable, "-m", f"{PACKAGE}.train", *args,
            f"+callbacks.pause._target_={PACKAGE}.probe.Pause", f"hydra.run.dir={d}"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=project, env=env(project), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     wait_for(d / "checkpoints" / "last.ckpt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert load(d / "checkpoints" / "last.ckpt")["global_step"] < 30 * 8
+    assert load(d / "checkpoints" / "last.ckpt")["global_step"] < steps
     ok(run(project, "train", f"resume={d}"))
-    resumed, whole = load(d / "checkpoints/last.ckpt"), load(trained / "checkpoints/last.ckpt")
+    return load(d / "checkpoints" / "last.ckpt")
+
+
+def assert_same_end(resumed: dict, whole: dict) -> None:
     assert resumed["global_step"] == whole["global_step"]
     for k, v in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][k], v), k
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_exact(project, trained):
+    d = project / "runs" / "killed"
+    resumed = killed_then_resumed(project, d, *OWN, *SHORT, "model.width1=12", steps=30 * 8)
+    assert_same_end(resumed, load(trained / "checkpoints/last.ckpt"))
 
 
 @pytest.mark.slow

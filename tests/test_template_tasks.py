@@ -9,21 +9,26 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import load, wait_for
+from tests.conftest import load
 from tests.template_example.own_module import SineRegressor
 from tests.template_example.spirals import spirals
 from tests.template_example.surface import surface
 from tests.template_example.two_layer import TwoLayerNet
-from tests.test_template import EXAMPLE, PACKAGE, copy_and_rename, env, ok, run
+from tests.test_template import (
+    EXAMPLE,
+    PACKAGE,
+    assert_same_end,
+    copy_and_rename,
+    killed_then_resumed,
+    ok,
+    run,
+)
 
 SPIRALS = ("model=two_layer", "data=spirals", "task=multiclass", "task.num_classes=3")
 SURFACE = ("model=two_layer", "data=surface", "task=regression")
@@ -178,19 +183,8 @@ def test_a_lightning_module_of_ones_own_trains_and_is_scored(project):
 def test_a_lightning_module_of_ones_own_resumes_after_sigkill(project):
     whole, _ = trained_run(project, "own_whole", *OWN_MODULE)
     d = project / "runs" / "own_killed"
-    cmd = [sys.executable, "-m", f"{PACKAGE}.train", *OWN_MODULE, *SHORT,
-           f"+callbacks.pause._target_={PACKAGE}.probe.Pause", f"hydra.run.dir={d}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=project, env=env(project), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_for(d / "checkpoints" / "last.ckpt", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert load(d / "checkpoints" / "last.ckpt")["global_step"] < 40 * 8
-    ok(run(project, "train", f"resume={d}"))
-    resumed, done = load(d / "checkpoints/last.ckpt"), load(whole / "checkpoints/last.ckpt")
-    assert resumed["global_step"] == done["global_step"]
-    for k, v in done["state_dict"].items():
-        assert torch.equal(resumed["state_dict"][k], v), k
+    resumed = killed_then_resumed(project, d, *OWN_MODULE, *SHORT, steps=40 * 8)
+    assert_same_end(resumed, load(whole / "checkpoints/last.ckpt"))
 
 
 @pytest.mark.slow

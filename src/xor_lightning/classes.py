@@ -61,18 +61,24 @@ def check_module(cfg: Any) -> None:
     whose arguments are the `model.*` keys; the shipped one's network (`check_net`)."""
     import lightning as L
 
-    model = at(cfg, "model")
-    if model.get("_target_", SHIPPED) == SHIPPED:
+    if at(cfg, "model").get("_target_", SHIPPED) == SHIPPED:
         return check_net(cfg)
-    cls = _target(model, "model", "your LightningModule")
-    if not (isinstance(cls, type) and issubclass(cls, L.LightningModule)):
-        raise UserError(f"model._target_={at(model, '_target_')} is not a LightningModule class")
+    _check_class(cfg, "model", L.LightningModule, "your LightningModule")
+
+
+def _check_class(cfg: Any, where: str, base: type, kind: str) -> None:
+    """`<where>._target_` is a trusted subclass of `base`; every `<where>.*` key is one of
+    its arguments."""
+    node = at(cfg, where)
+    cls, target = _target(node, where, kind), at(node, "_target_")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UserError(f"{where}._target_={target} is not a {base.__name__} class")
     names, any_kwargs = arguments(cls)
-    for key in model:
+    for key in node:
         if not any_kwargs and not str(key).startswith("_") and key not in names:
             raise UserError(
-                f"unknown key model.{key}: {at(model, '_target_')} takes "
-                f"{', '.join(names) or 'no arguments'}"
+                f"unknown key {where}.{key}: known keys are _target_ and the arguments of "
+                f"{target} ({', '.join(names) or 'none'})"
             )
 
 
@@ -110,17 +116,7 @@ def check_data(cfg: Any) -> None:
     its arguments (of a DictConfig or its plain containers)."""
     import lightning as L
 
-    data = at(cfg, "data")
-    cls = _target(data, DATA, "your LightningDataModule")
-    if not (isinstance(cls, type) and issubclass(cls, L.LightningDataModule)):
-        raise UserError(f"data._target_={at(data, '_target_')} is not a LightningDataModule class")
-    names, any_kwargs = arguments(cls)
-    for key in data:
-        if not any_kwargs and not str(key).startswith("_") and key not in names:
-            raise UserError(
-                f"unknown key data.{key}: known keys are _target_ and the arguments of "
-                f"{at(data, '_target_')} ({', '.join(names) or 'none'})"
-            )
+    _check_class(cfg, DATA, L.LightningDataModule, "your LightningDataModule")
 
 
 def check_swept_keys(cfg: DictConfig) -> None:
