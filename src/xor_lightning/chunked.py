@@ -2,9 +2,10 @@
 
 For speed on large data. Lightning's work around every `training_step` call (hooks for
 the module and each callback, progress counters, logging) costs about as much as a step
-of a 33-parameter network (docs/performance.md); here it is paid once per N steps. The datamodule hands the step a
-chunk of N mini-batches fetched with one indexing (`XORDataModule.train_dataloader`; any
-other datamodule's single batches run as chunks of one). The module switches to
+of a 33-parameter network (docs/performance.md); here it is paid once per N steps. The
+datamodule hands the step a chunk of N mini-batches fetched with one indexing
+(`XORDataModule.train_dataloader`; any other datamodule's single batches run as chunks of
+one). The module switches to
 Lightning's manual optimization and runs the chapter's four lines on each mini-batch:
 `global_step` still counts every optimizer step, and so does `trainer.max_steps`.
 

@@ -4,8 +4,9 @@ the module's own, `configure_callbacks`); a loss no longer finite stops the run.
 Speed: a torchmetrics update is a dozen small tensor operations, a good part of a step of
 the chapter's network, so each step's outputs are kept (detached, on the device) and go
 to the metric objects in one update every `FLUSH_EVERY` steps and before anything reads
-them (the epoch's last step, a validation). The numbers are the same as updating every step: the epoch's accuracy over
-all its points, its loss the mean over all its points (a smaller last batch weighs less).
+them (the epoch's last step, a validation). The numbers are the same as updating every
+step: the epoch's accuracy over all its points, its loss the mean over all its points (a
+smaller last batch weighs less).
 Safety: the kept losses are checked on the host at each flush, so a diverged run stops
 before any checkpoint could store its broken weights, naming the step.
 """
