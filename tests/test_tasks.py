@@ -25,10 +25,10 @@ LABELS3 = torch.tensor([0, 2, 0, 0])
 
 def updated(task, logits, y):
     """The task's metric values after one update, as the module updates them."""
-    values = {}
-    for name, metric in task.metrics().items():
-        metric.update(*task.metric_inputs(logits, task.target(y)))
-        values[name] = float(metric.compute())
+    metrics, values = task.metrics(), {}
+    for name, scores in task.scores(logits, task.target(y)).items():
+        metrics[name].update(scores)
+        values[name] = float(metrics[name].compute())
     return values
 
 

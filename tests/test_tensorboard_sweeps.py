@@ -117,6 +117,7 @@ def fake_result(history: dict[str, np.ndarray], failed: list[int], stopped: list
         failed_at=torch.tensor([[e, 0] for e in failed]),
         stopped_at=torch.tensor(stopped),
         extra={"batches_per_epoch": 2},
+        metric_names=("acc",),
     )
 
 

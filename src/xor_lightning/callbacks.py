@@ -83,6 +83,20 @@ class LastCheckpoint(Checkpoint):
         self.save(trainer)
 
 
+def printed(keys: Any) -> list[str]:
+    """Metric names in the order the epoch lines print them: train's, then val's, each
+    stage's loss first."""
+    return sorted(keys, key=lambda k: (not k.startswith("train/"), not k.endswith("/loss"), k))
+
+
+def test_score(metrics: Any) -> str:
+    """The score a picture's title names: the test accuracy, or a regression's MSE."""
+    for key, shown in (("test/acc", "accuracy"), ("test/mse", "MSE")):
+        if key in metrics:
+            return f", {shown} {float(metrics[key]):.3f}"
+    return ""
+
+
 class EpochPrinter(L.Callback):
     """Prints the epoch's metrics every `every_n_epochs` epochs and at the last one.
 
@@ -97,8 +111,7 @@ class EpochPrinter(L.Callback):
         if not every_n_or_last(trainer, self.every_n_epochs):
             return
         metrics = trainer.callback_metrics
-        keys = [k for k in metrics if k.startswith(("train/", "val/")) and k != "train/lr"]
-        keys.sort(key=lambda k: (not k.startswith("train/"), not k.endswith("/loss"), k))
+        keys = printed(k for k in metrics if k.startswith(("train/", "val/")) and k != "train/lr")
         parts = [f"{k} {float(metrics[k]):.4f}" for k in keys]
         log.info("epoch %4d  %s", trainer.current_epoch, "  ".join(parts))
 
@@ -256,10 +269,7 @@ class BoundaryPlot(L.Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self._ready(trainer, pl_module, "test"):
             return
-        metrics = trainer.callback_metrics
-        score = next((k for k in ("test/acc", "test/mse") if k in metrics), None)
-        name = {"test/acc": "accuracy", "test/mse": "MSE"}.get(score or "")
-        shown = f", {name} {float(metrics[score]):.3f}" if score else ""
+        shown = test_score(trainer.callback_metrics)
         path = Path(trainer.default_root_dir) / self.filename
         X, y = (t.to(pl_module.device) for t in self._points["test"])
         self.save(network(pl_module), X, y, path, shown)

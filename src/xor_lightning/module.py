@@ -94,9 +94,10 @@ class XORModule(L.LightningModule):
         if stage not in self.checked:  # a network or targets that do not fit the task
             self.task.check(logits, y, f"the {stage} data")  # one host sync, once a stage
             self.checked.add(stage)
-        target = self.task.target(y)
-        getattr(self, f"{stage}_metrics").update(*self.task.metric_inputs(logits, target))
-        getattr(self, f"{stage}_loss").update(loss.expand(len(target)))  # a mean over points
+        metrics = getattr(self, f"{stage}_metrics")
+        for name, scores in self.task.scores(logits, self.task.target(y)).items():
+            metrics[name].update(scores)  # each a mean over the epoch's points
+        getattr(self, f"{stage}_loss").update(loss.expand(len(y)))
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The module's own callbacks, once a trainer: its training metrics' batched updates,

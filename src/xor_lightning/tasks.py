@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
 
 from xor_lightning.errors import UserError
 
@@ -35,20 +35,23 @@ class Task:
             raise UserError(f"task.mode={mode!r} is not allowed: use max or min")
         self.monitor, self.mode = monitor or self.monitor, mode or self.mode
 
-    # Training: the loss, the metrics (fresh objects, a set per stage), and their inputs.
+    # Training: the loss, and the metrics: each the mean over points of a per-point score
+    # (accuracy: of 1 for a right answer, 0 for a wrong one), so that one function serves a
+    # run's torchmetrics objects and the vectorised engine's many models (`torch.vmap`).
     def loss(self) -> nn.Module:
         raise NotImplementedError
 
-    def metrics(self) -> dict[str, Metric]:
+    def scores(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Each metric's score of each point of the batch, (B,), with no host sync."""
         raise NotImplementedError
+
+    def metrics(self) -> dict[str, Metric]:
+        """A fresh torchmetrics object for each metric (a set per stage)."""
+        return {name: MeanMetric(nan_strategy="disable") for name in self.metric_names}
 
     def target(self, y: Tensor) -> Tensor:
         """The batch's targets in the form the loss takes."""
         return y.float().reshape(len(y), -1)
-
-    def metric_inputs(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """What the metrics' `update` takes: (predictions, targets), with no host sync."""
-        return logits, y
 
     # Using the model: what its outputs mean (xor-predict's columns, xor-export's output).
     def readout(self, logits: Tensor) -> Tensor:

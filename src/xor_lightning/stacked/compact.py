@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from xor_lightning.files import read_json, write_atomically, write_json
 from xor_lightning.lock import hold, in_use, let_go
-from xor_lightning.stacked.fit import CURVES, GroupResult
+from xor_lightning.stacked.fit import GroupResult
 from xor_lightning.stacked.outputs import job_record, outcome
 from xor_lightning.stacked.reruns import empty, same_job
 from xor_lightning.sweeps.summary import FITS, packed_records
@@ -237,7 +237,7 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
     final = np.array([o.final for o in outcomes], dtype=np.int64)
     failed = result.failed_at[:, 0].numpy()
     parts: list[tuple[Any, ...]] = []  # job, stage, epoch, step, metric, value
-    for key in CURVES:
+    for key in result.curves:
         epochs, values = result.series(key)
         if not len(epochs):
             continue
@@ -249,7 +249,7 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
                       values[rows, cols]))  # fmt: skip
     best = [k for k, o in enumerate(outcomes) if o.best is not None]
     tested = [k for k, o in enumerate(outcomes) if o.tested]
-    for metric in ("loss", "acc"):
+    for metric in ("loss", *result.metric_names):
         if best:
             epochs = result.best["epoch"].numpy()[best]
             value = [outcomes[k].best[2].get(f"val/{metric}", np.nan) for k in best]

@@ -21,7 +21,12 @@ from torch import Tensor
 from xor_lightning.stacked.groups import ADAM, SGD, get
 
 log = logging.getLogger(__name__)
-CURVES = ("train/loss", "train/acc", "train/lr", "val/loss", "val/acc")  # each job's, per epoch
+
+
+def curve_keys(metric_names: Any = ("acc",)) -> tuple[str, ...]:
+    """Each job's curves, one point an epoch: the losses, the task's metrics, the rate."""
+    train, val = ([f"{stage}/{m}" for m in metric_names] for stage in ("train", "val"))
+    return ("train/loss", *train, "train/lr", "val/loss", *val)
 
 
 def init_net(cfg: dict[str, Any]) -> Any:
@@ -69,6 +74,15 @@ class GroupResult:
     stopped_loops: dict[int, dict[str, Any]]
     net: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The task's metrics (acc, or mse and mae); a fit saved before tasks: binary."""
+        return tuple(self.extra.get("metric_names", ("acc",)))
+
+    @property
+    def curves(self) -> tuple[str, ...]:
+        return curve_keys(self.metric_names)
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """`key`'s history as arrays: the epochs (E,) and every model's values (E, K)."""
@@ -154,6 +168,7 @@ def fit_group(
     from xor_lightning.stacked.data import StackedDataModule
     from xor_lightning.stacked.module import StackedModule
     from xor_lightning.stacked.resume import stacked_checkpoint
+    from xor_lightning.tasks import make_task
 
     quiet_known_warnings()  # as a run's `build` does
     first = cfgs[0]
@@ -170,6 +185,7 @@ def fit_group(
         mode=best_cfg.get("mode", "max"),
         optimizer=kind,
         steps_per_call=first["model"].get("steps_per_call", 1),
+        task=make_task(first.get("task")),
     )
     module.print_every_n_epochs = (get(first, "callbacks.epoch_printer") or {}).get(
         "every_n_epochs", 100
@@ -246,6 +262,7 @@ def snapshot(trainer: Any, module: Any) -> GroupResult:
             "batches_stepped": loops["epoch_loop.state_dict"]["_batches_that_stepped"],
             "snapshots": module.snapshots,
             "best_at_epoch_end": module.best_at_epoch_end,
+            "metric_names": module.task.metric_names,
         },
         net=module.net,
     )

@@ -7,11 +7,12 @@ keys in `VARYING`), `split_keys` what differs between two groups (for the log).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 MLP_TARGETS = ("xor_lightning.model.MLP", "xor_lightning.deep_mlp.DeepMLP")
-BINARY = "xor_lightning.binary.Binary"  # the task the stacked module trains
+BINARY = "xor_lightning.binary.Binary"  # a config without a task: a run from before tasks
 # The chapter's MLP's keys that may differ between the jobs of one fit (its stacked form
 # pads the widths); any other network's jobs share a fit only with the same network.
 MLP_VARYING = ("model.hidden", "model.activation", "model.net.hidden", "model.net.activation")
@@ -45,7 +46,7 @@ CALLBACKS = {
 }
 BEST_KEYS = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode",
              "save_top_k"}  # fmt: skip
-MONITORS = {"val/acc", "val/loss"}
+MONITORS = "val/"  # the best on a validation metric, as the task's monitor
 LOGGERS = {"xor_lightning.tb_logger.StageLogger"}
 
 
@@ -62,8 +63,8 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if cfg["model"].get("_target_"):
         return f"model._target_={cfg['model']['_target_']} (a LightningModule of your own)"
     task = (cfg.get("task") or {}).get("_target_", BINARY)
-    if task != BINARY:
-        return f"task._target_={task} (stacked fits train the binary task)"
+    if not _per_point_scores(task):
+        return f"task._target_={task} (its metrics are not means of per-point scores: Task.scores)"
     opt = cfg["model"]["optimizer"]
     problem = _optimizer_problem(opt)
     if problem:
@@ -77,9 +78,10 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
             return f"callbacks.{name} ({cb.get('_target_')})"
         if cb and cb.get("_target_") == "lightning.pytorch.callbacks.ModelCheckpoint":
             extra = set(cb) - BEST_KEYS
-            if extra or cb.get("save_top_k", 1) != 1 or cb.get("monitor") not in MONITORS:
+            monitor = str(cb.get("monitor"))
+            if extra or cb.get("save_top_k", 1) != 1 or not monitor.startswith(MONITORS):
                 what = sorted(extra)[0] if extra else "save_top_k/monitor"
-                return f"callbacks.{name}.{what} (stacked: the best on val/acc or val/loss)"
+                return f"callbacks.{name}.{what} (stacked: the best on a val/ metric)"
     for name, lg in (cfg.get("logger") or {}).items():
         if lg and lg.get("_target_") not in LOGGERS:
             return f"logger.{name} ({lg.get('_target_')})"
@@ -92,6 +94,20 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
         return f"trainer.devices={devices} (stacked fits use one device)"
     return None
+
+
+@functools.lru_cache(maxsize=32)
+def _per_point_scores(target: str) -> bool:
+    """Whether a task class gives per-point scores (`Task.scores`), which the stacked
+    module averages per model: the project's tasks do; a task of your own may not."""
+    from xor_lightning.targets import target_class
+    from xor_lightning.tasks import Task
+
+    try:
+        cls = target_class({"_target_": target}, "task")[0]
+    except Exception:
+        return False  # the job's own checks say why, in its run alone
+    return isinstance(cls, type) and issubclass(cls, Task) and cls.scores is not Task.scores
 
 
 def _optimizer_problem(opt: dict[str, Any]) -> str | None:

@@ -3,9 +3,11 @@
 The same loop as `XORModule`'s (automatic optimization, one mini-batch a `training_step`;
 with `steps_per_call` > 1 the chunks of `chunked.py`, under manual optimization), with a
 `StackedMLP` and a `StackedAdam` (or `StackedSGD`), so the Trainer counts the same epochs,
-steps and validations as a run alone and its loop state is every job's loop state. Each model's
-loss is a mean over its own batch; the sum over models is what is differentiated, so each
-gets its own gradient. Metrics are per model: (K,) tensors kept on the device, read at the end.
+steps and validations as a run alone and its loop state is every job's loop state. Each
+model's loss is its task's loss on its own batch (the task's own loss, `torch.vmap`ped over
+the models); the sum over models is what is differentiated, so each gets its own gradient.
+Metrics are the task's per-point scores, summed per model: (K,) tensors kept on the device,
+read at the end.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from xor_lightning.callbacks import every_n_or_last
 from xor_lightning.data import Batch
 from xor_lightning.stacked.net import StackedMLP, stacked_optimizer
+from xor_lightning.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,13 @@ class StackedModule(L.LightningModule):
         mode: str = "max",
         optimizer: str = "adam",
         steps_per_call: int = 1,
+        task: Task | None = None,
     ) -> None:
+        from xor_lightning.tasks import make_task
+
         super().__init__()
+        self.task = task or make_task(None)  # the jobs' task (binary by default)
+        self.loss_fn = self.task.loss()
         self.automatic_optimization = steps_per_call == 1  # as each job's own run
         self.net, self.hyper, self.decoupled = net, hyper, decoupled
         self.optimizer_kind = optimizer  # "adam" (Adam/AdamW) or "sgd": `stacked_optimizer`
@@ -74,26 +81,28 @@ class StackedModule(L.LightningModule):
         return self.net(x)
 
     def _losses(self, logits: Tensor, y: Tensor) -> Tensor:
-        """Each model's mean BCE-with-logits over its batch: (K,)."""
-        return F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(dim=(1, 2))
+        """Each model's loss on its batch, as its run computes it: (K,)."""
+        task = self.task
+        return torch.vmap(lambda out, yk: self.loss_fn(out, task.target(yk)))(logits, y)
 
     def _accumulate(self, stage: str, logits: Tensor, y: Tensor, losses: Tensor) -> None:
+        """Sum each model's batch loss (times its points) and per-point scores."""
         n = y.shape[1]
-        correct = ((logits > 0).float() == y).float().sum(dim=(1, 2))
-        for name, value in (("loss", losses.detach() * n), ("correct", correct)):
+        task = self.task
+        scores = torch.vmap(lambda out, yk: task.scores(out, task.target(yk)))(logits, y)
+        sums = {"loss": losses.detach() * n, **{m: s.sum(1) for m, s in scores.items()}}
+        for name, value in sums.items():
             key = f"{stage}/{name}"
             self._sums[key] = self._sums.get(key, 0) + value
         self._sums[f"{stage}/n"] = self._sums.get(f"{stage}/n", 0) + n
 
     def _epoch_metrics(self, stage: str) -> dict[str, Tensor]:
         n = self._sums.pop(f"{stage}/n", 0)
-        loss, correct = (
-            self._sums.pop(f"{stage}/loss", None),
-            self._sums.pop(f"{stage}/correct", None),
-        )
-        if loss is None:
+        names = ("loss", *self.task.metric_names)
+        sums = {name: self._sums.pop(f"{stage}/{name}", None) for name in names}
+        if sums["loss"] is None:
             return {}
-        return {f"{stage}/loss": loss / n, f"{stage}/acc": correct / n}
+        return {f"{stage}/{name}": total / n for name, total in sums.items()}
 
     def training_step(self, batch: Sequence[Batch] | Batch, batch_idx: int) -> Tensor | None:
         if self.automatic_optimization:
@@ -172,7 +181,11 @@ class StackedModule(L.LightningModule):
     def _print(self) -> None:
         """A run's progress line, for K models: median [min, max] of each metric."""
         alive, parts = self.alive, []
-        for key in ("train/loss", "train/acc", "val/acc"):
+        keys = (
+            "train/loss",
+            *(f"{s}/{m}" for s in ("train", "val") for m in self.task.metric_names),
+        )
+        for key in keys:
             if self.history.get(key):
                 v = self.history[key][-1][2][alive].float()
                 if len(v):

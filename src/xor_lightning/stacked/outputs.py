@@ -22,10 +22,11 @@ import yaml
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
 
+from xor_lightning.callbacks import printed
 from xor_lightning.files import write_json
 from xor_lightning.stacked import tensorboard
 from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename
-from xor_lightning.stacked.fit import CURVES, GroupResult, snapshot
+from xor_lightning.stacked.fit import GroupResult, snapshot
 from xor_lightning.stacked.forks import fork_map
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def at_epoch(
 def write_group(jobs: list[Any], result: GroupResult, info: dict[str, Any], workers: int) -> None:
     """Every job's dir, written by up to `workers` forked processes (they share `result`)
     from 128 jobs on: a process costs ~0.3 s to start, about what writing 64 jobs costs."""
-    for key in CURVES:
+    for key in result.curves:
         result.series(key)  # once, before the workers fork
     writers: dict[int, CheckpointWriter] = {}  # one per process, built on its first job
 
@@ -123,7 +124,7 @@ def outcome(job: Any, k: int, result: GroupResult, info: dict[str, Any]) -> Outc
     stopped = int(result.stopped_at[k])  # an Optuna pruner stopped it after this epoch
     final = stopped if stopped >= 0 else max(result.epoch - 1, 0)
     loops = result.stopped_loops[stopped] if stopped >= 0 else result.loops
-    latest = {key: at_epoch(result, key, k, final) for key in CURVES}
+    latest = {key: at_epoch(result, key, k, final) for key in result.curves}
     latest = {key: v for key, v in latest.items() if v is not None}
     best = None
     if result.best and int(result.best["epoch"][k]) >= 0:
@@ -134,7 +135,7 @@ def outcome(job: Any, k: int, result: GroupResult, info: dict[str, Any]) -> Outc
         before = not result.extra.get("best_at_epoch_end")
         seen = {
             key: at_epoch(result, key, k, epoch, before=before and key.startswith("train/"))
-            for key in CURVES
+            for key in result.curves
         }
         seen = result.best["metrics"].get(k) or {key: v for key, v in seen.items() if v is not None}
         best = (path, float(result.best["score"][k]), seen)
@@ -154,12 +155,11 @@ def outcome(job: Any, k: int, result: GroupResult, info: dict[str, Any]) -> Outc
             "others went on (try a smaller model.optimizer.lr)"
         )
     else:
+        names = ("loss", *result.metric_names)
         metrics = {
             "train/loss": latest.get("train/loss", math.nan),
-            "val/loss": best[2].get("val/loss", math.nan) if best else math.nan,
-            "val/acc": best[2].get("val/acc", math.nan) if best else math.nan,
-            "test/loss": float(result.tested["test/loss"][k]),
-            "test/acc": float(result.tested["test/acc"][k]),
+            **{f"val/{m}": best[2].get(f"val/{m}", math.nan) if best else math.nan for m in names},
+            **{f"test/{m}": float(result.tested[f"test/{m}"][k]) for m in names},
         }
         if stopped >= 0:
             fields["status"] = "pruned"
@@ -231,16 +231,18 @@ def _train_log(
     last = stopped if stopped >= 0 else result.epoch - 1
     for e in result.series("train/loss")[0].tolist():
         if e <= last and every > 0 and (e % every == 0 or e == last):
-            values = {key: at_epoch(result, key, k, e) for key in CURVES if key != "train/lr"}
+            keys = printed(key for key in result.curves if key != "train/lr")
+            values = {key: at_epoch(result, key, k, e) for key in keys}
             lines.append(
                 f"epoch {e:4d}  "
                 + "  ".join(f"{key} {x:.4f}" for key, x in values.items() if x is not None)
             )
     if record.get("status", "ok") == "ok" and best:
+        monitor = (job.resolved.get("task") or {}).get("monitor", "val/acc")
+        tested = [*result.metric_names, "loss"]  # as a run's last line: the loss last
         lines.append(
-            f"best val/acc {best[2].get('val/acc', math.nan):.4f} ({best[0].name})  "
-            f"test/acc {float(result.tested['test/acc'][k]):.4f}  "
-            f"test/loss {float(result.tested['test/loss'][k]):.4f}"
+            f"best {monitor} {best[2].get(monitor, math.nan):.4f} ({best[0].name})  "
+            + "  ".join(f"test/{m} {float(result.tested[f'test/{m}'][k]):.4f}" for m in tested)
         )
     elif record.get("error"):
         lines.append(f"error: {record['error']}")

@@ -1,7 +1,8 @@
 """A stacked fit's TensorBoard files, written without a Trainer.
 
 Each job's: the layout a run's `StageLogger` writes (sub-runs `train`, `val`, `test` and
-`best` with the tags `loss` and `acc`, and `lr` in `train`), the HPARAMS records, and for
+`best` with the tags `loss` and the task's metrics, `acc` say, and `lr` in `train`), the
+HPARAMS records, and for
 small groups the pictures and weight histograms, in the job's dir. The fit's summary
 (`write_summary`): the mean and the 10th and 90th percentiles of every job's curves, a
 few runs at the sweep's root that TensorBoard can show when it has too many job runs to
@@ -57,11 +58,11 @@ def logs_to_tensorboard(cfg: dict[str, Any]) -> bool:
 
 def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
     """The fit's jobs summarised per epoch, as runs `<sweep_dir>/tb/<name>/{mean,p10,p90}`
-    with the tags `loss/train`, `loss/val`, `acc/train`, `acc/val` (TensorBoard's landing
-    page opens the `acc` and `loss` groups), and `models/train`, `models/val` in `mean`:
-    how many models each epoch's statistics are over. A model is in an epoch's statistics
-    while it trains (until the epoch its loss became non-finite, up to the epoch an Optuna
-    pruner stopped it after) and while both its loss and acc there are finite. Steps are
+    with the tags `loss/train`, `loss/val`, `acc/train`, `acc/val` (the task's metrics:
+    TensorBoard's landing page opens the `acc` and `loss` groups), and `models/train`,
+    `models/val` in `mean`: how many models each epoch's statistics are over. A model is in
+    an epoch's statistics while it trains (until the epoch its loss became non-finite, up to
+    the epoch an Optuna pruner stopped it after) and while its metrics there are finite. Steps are
     the jobs' own (Lightning's logging step), so the summary lines up with their curves.
     Written anew each time: the runs hold this fit's epochs. Returns `<sweep_dir>/tb/<name>`."""
     from xor_lightning.stacked.fit import logging_step
@@ -70,21 +71,22 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
     stopped = result.stopped_at.numpy()  # the last epoch a pruned model trained
     stages = {}
     for stage in ("train", "val"):
-        epochs, loss = result.series(f"{stage}/loss")
-        acc_epochs, acc = result.series(f"{stage}/acc")
-        if not len(epochs) or not np.array_equal(epochs, acc_epochs):
+        series = {m: result.series(f"{stage}/{m}") for m in ("loss", *result.metric_names)}
+        epochs = series["loss"][0]
+        if not len(epochs) or any(not np.array_equal(epochs, e) for e, _ in series.values()):
             continue
         e = epochs[:, None]
         training = ((failed < 0) | (e < failed)) & ((stopped < 0) | (e <= stopped))
-        stages[stage] = (logging_step(result, epochs), loss, acc, training)
+        values = {m: v for m, (_, v) in series.items()}
+        stages[stage] = (logging_step(result, epochs), values, training)
     return write_runs(Path(sweep_dir) / SUMMARY_DIR / name, stages)
 
 
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
-    from xor_lightning.stacked.fit import CURVES, logging_step
-    from xor_lightning.tb_logger import session_hparams, session_summaries
+    from xor_lightning.stacked.fit import logging_step
+    from xor_lightning.tb_logger import session_hparams, session_summaries, summary_metrics
 
     cfg = job.resolved
     if not logs_to_tensorboard(cfg):
@@ -93,7 +95,7 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
     step = lambda epoch: int(logging_step(result, epoch))  # noqa: E731
     points: dict[str, list[tuple[int, float]]] = {}
     failed = int(result.failed_at[k][0])  # its run alone stops in that epoch, unlogged
-    for key in CURVES:
+    for key in result.curves:
         epochs, values = result.series(key)
         if not len(epochs):
             continue
@@ -105,15 +107,18 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
         kept = zip(epochs[keep].tolist(), values[keep, k].tolist(), strict=True)
         points[key] = [(step(e), v) for e, v in kept]
     session = []
+    names = ("loss", *result.metric_names)
     if best is not None:
         epoch = int(result.best["epoch"][k])
-        for name in ("loss", "acc"):
+        for name in names:
             points[f"best/{name}"] = [(step(epoch), best[2].get(f"val/{name}", float("nan")))]
     if tested:
-        for name in ("loss", "acc"):
+        for name in names:
             points[f"test/{name}"] = [(step(final) + 1, float(result.tested[f"test/{name}"][k]))]
         params, swept = session_hparams(cfg, job.overrides)
-        session = session_summaries(params, swept=swept)
+        columns = {f"{stage}/{name}": 0.0 for stage in ("val", "test") for name in names}
+        monitor = (cfg.get("task") or {}).get("monitor", "val/acc")
+        session = session_summaries(params, summary_metrics(columns, monitor), swept=swept)
     extras = pictures(job, k, result) if "data" in result.extra else []
     write_run(job.dir, points, session, extras)
 
@@ -125,6 +130,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from hydra.utils import instantiate
     from torch.utils.tensorboard import summary
 
+    from xor_lightning.callbacks import test_score
     from xor_lightning.pictures.plot import plane_extent, png_summary
     from xor_lightning.targets import make_net
 
@@ -165,7 +171,8 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
                         events.append((summary.histogram(tag, kept, TF_BINS), step))
     if result.tested and result.best:
         load(result.best["params"])  # the tested model, on the test points
-        score = f", accuracy {float(result.tested['test/acc'][k]):.3f}"
+        tested = {f"test/{m}": float(result.tested[f"test/{m}"][k]) for m in result.metric_names}
+        score = test_score(tested)
         for name in ("boundary_plot", "hidden_units_plot"):
             cb = callbacks.get(name)
             if cb is not None:

@@ -1,5 +1,5 @@
 """A sweep's TensorBoard summary runs: per epoch, the mean and the 10th and 90th percentiles
-of its jobs' loss and acc, as runs `<sweep dir>/tb/<name>/{mean,p10,p90}`.
+of its jobs' loss and metrics (acc, say), as runs `<sweep dir>/tb/<name>/{mean,p10,p90}`.
 
 TensorBoard selects no run at all when it finds more than 500 (each job has 5), so a
 sweep's story gets a dir of its own, with a few runs. The vectorised launcher writes one a
@@ -68,18 +68,20 @@ def statistics(values: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def write_runs(
-    root: Path, stages: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+    root: Path,
+    stages: Mapping[str, tuple[np.ndarray, Mapping[str, np.ndarray], np.ndarray]],
 ) -> Path:
-    """The runs `root/{mean,p10,p90}` from `stages`: stage -> (steps (E,), loss (E, K),
-    acc (E, K), kept (E, K): the models in each epoch's statistics). Tags `loss/<stage>`,
-    `acc/<stage>`, and `models/<stage>` (how many were kept) in `mean`. Written anew: a
-    rerun into the same sweep dir replaces them. Returns `root`."""
+    """The runs `root/{mean,p10,p90}` from `stages`: stage -> (steps (E,), each metric's
+    values {name: (E, K)}: the loss and the task's, kept (E, K): the models in each epoch's
+    statistics). Tags `<metric>/<stage>`, and `models/<stage>` (how many were kept) in
+    `mean`. Written anew: a rerun into the same sweep dir replaces them. Returns `root`."""
     events: dict[str, list[tuple[Any, int]]] = {stat: [] for stat in STATISTICS}
-    for stage, (steps, loss, acc, kept) in stages.items():
-        kept = kept & np.isfinite(loss) & np.isfinite(acc)
+    for stage, (steps, metrics, kept) in stages.items():
+        for values in metrics.values():
+            kept = kept & np.isfinite(values)
         counts, at = kept.sum(axis=1), steps.tolist()
         rows = np.flatnonzero(counts)  # epochs with a model in the statistics
-        for metric, values in (("loss", loss), ("acc", acc)):
+        for metric, values in metrics.items():
             stats = statistics(np.where(kept, values, np.nan)[rows], counts[rows])
             for stat, x in stats.items():
                 pairs = zip(rows.tolist(), x.tolist(), strict=True)
@@ -117,13 +119,14 @@ def from_curves(sweep_dir: Path, records: list[Mapping[str, Any]]) -> Path | Non
         epochs = np.unique(column["epoch"][here])
         if not len(epochs):
             continue
-        grid = {m: np.full((len(epochs), len(jobs)), np.nan) for m in ("loss", "acc")}
+        names = np.unique(column["metric"][here]).tolist()
+        names = ["loss", *(m for m in names if m not in ("loss", "lr"))]  # acc, or mse, mae
+        grid = {m: np.full((len(epochs), len(jobs)), np.nan) for m in names}
         steps = np.full(len(epochs), np.iinfo(np.int64).max)
         for metric, values in grid.items():
             rows = here & (column["metric"] == metric)
             e = np.searchsorted(epochs, column["epoch"][rows])
             values[e, [index[int(j)] for j in column["job"][rows]]] = column["value"][rows]
             np.minimum.at(steps, e, column["step"][rows].astype(np.int64))
-        kept = np.isfinite(grid["loss"]) & np.isfinite(grid["acc"])
-        stages[stage] = (steps, grid["loss"], grid["acc"], kept)
+        stages[stage] = (steps, grid, np.ones(grid["loss"].shape, dtype=bool))
     return write_runs(Path(sweep_dir) / SUMMARY_DIR / "sweep", stages) if stages else None
