@@ -45,13 +45,13 @@ def copy_and_rename(dest: Path) -> None:
 
 
 def add_own(dest: Path) -> None:
-    """Steps 3 and 4: the network and the datamodule in the package, a YAML for each."""
-    for name in ("two_layer.py", "waves.py", "probe.py"):  # probe.py: this test's own
-        shutil.copy(EXAMPLE / name, dest / "src" / PACKAGE / name)
-    shutil.copy(EXAMPLE / "conf/model/two_layer.yaml", dest / "conf/model/two_layer.yaml")
-    shutil.copy(EXAMPLE / "conf/data/waves.yaml", dest / "conf/data/waves.yaml")
-    search = "conf/hparams_search/two_layer_optuna.yaml"  # step 5: a search of its keys
-    shutil.copy(EXAMPLE / search, dest / search)
+    """Steps 3 to 6: the networks, datamodules and LightningModule in the package, a YAML
+    for each (tests/template_example: probe.py is the tests' own callbacks)."""
+    for path in EXAMPLE.glob("*.py"):
+        if path.name != "__init__.py":
+            shutil.copy(path, dest / "src" / PACKAGE / path.name)
+    for path in (EXAMPLE / "conf").rglob("*.yaml"):  # with a search of the network's keys
+        shutil.copy(path, dest / "conf" / path.relative_to(EXAMPLE / "conf"))
 
 
 def new_project(factory: pytest.TempPathFactory) -> Path:

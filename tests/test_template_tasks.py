@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,11 +20,10 @@ from tests.template_example.spirals import spirals
 from tests.template_example.surface import surface
 from tests.template_example.two_layer import TwoLayerNet
 from tests.test_template import (
-    EXAMPLE,
     PACKAGE,
     assert_same_end,
-    copy_and_rename,
     killed_then_resumed,
+    new_project,
     ok,
     run,
 )
@@ -41,14 +39,7 @@ POINTS = [[0.3, 0.1], [-0.2, 0.5], [0.7, -0.6]]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy, renamed, with the test's network, datamodules, module and their YAML files."""
-    dest = tmp_path_factory.mktemp("copy")
-    copy_and_rename(dest)
-    for name in ("two_layer.py", "spirals.py", "surface.py", "own_module.py", "probe.py"):
-        shutil.copy(EXAMPLE / name, dest / "src" / PACKAGE / name)
-    for name in ("model/two_layer.yaml", "model/sine_regressor.yaml", "data/spirals.yaml",
-                 "data/surface.yaml"):  # fmt: skip
-        shutil.copy(EXAMPLE / "conf" / name, dest / "conf" / name)
-    return dest
+    return new_project(tmp_path_factory)
 
 
 def two_layer(ckpt: dict) -> TwoLayerNet:

@@ -87,28 +87,36 @@ class StackedNet(Slices, nn.Module):
         return self._shapes
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (K, B, n_in) -> logits (K, B, 1): model k's own forward on x[k]."""
-        base = self._base[0]
+        """x: (K, B, n_in) -> outputs (K, B, n_out): model k's own forward on x[k]. In
+        training mode each model draws its own randomness (Dropout's masks, say)."""
+        base = self._base[0].train(self.training)  # Dropout: on in training, off otherwise
 
         def one(params: tuple[Tensor, ...], xk: Tensor) -> Tensor:
             return torch.func.functional_call(
                 base, dict(zip(self.names, params, strict=True)), (xk,)
             )
 
-        return torch.vmap(one)(tuple(self.stacked), x)
+        randomness = "different" if self.training else "error"
+        return torch.vmap(one, randomness=randomness)(tuple(self.stacked), x)
 
 
-def stack_problem_of(net: nn.Module, n_in: int) -> str | None:
-    """Why a built network cannot be stacked (None: it can)."""
+def stack_problem_of(net: nn.Module, n_in: int, outputs: int = 1) -> str | None:
+    """Why a built network cannot be stacked (None: it can): buffers, or outputs that do not
+    fit the task, or a forward pass that fails stacked, in training or in eval mode."""
+    name = type(net).__name__
     if any(True for _ in net.buffers()):
-        return f"{type(net).__name__} has buffers (running statistics?): stacked nets have none"
+        return f"{name} has buffers (running statistics?): stacked nets have none"
     if not any(True for _ in net.parameters()):
-        return f"{type(net).__name__} has no parameters"
-    try:
-        with torch.no_grad():
-            out = copy.deepcopy(net).eval()(torch.zeros(3, n_in))
-    except Exception as e:
-        return f"{type(net).__name__} fails on (3, {n_in}) inputs: {type(e).__name__}: {e}"
-    if tuple(out.shape) != (3, 1):
-        return f"{type(net).__name__} maps (N, {n_in}) to {tuple(out.shape)}, not (N, 1) logits"
+        return f"{name} has no parameters"
+    x = torch.zeros(2, 3, n_in)
+    for training in (True, False):
+        stacked = StackedNet([copy.deepcopy(net), copy.deepcopy(net)]).train(training)
+        try:
+            with torch.no_grad():
+                out = stacked(x)
+        except Exception as e:
+            mode = "training" if training else "eval"
+            return f"{name} fails stacked in {mode} mode: {type(e).__name__}: {e}"
+        if tuple(out.shape) != (2, 3, outputs):
+            return f"{name} maps (N, {n_in}) to {tuple(out.shape[1:])}, not (N, {outputs})"
     return None

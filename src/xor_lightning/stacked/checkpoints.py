@@ -1,7 +1,7 @@
 """A job's checkpoints, written by the machinery that writes a run's.
 
 Not assembled by hand: a Trainer and its callbacks built by `train.build` from the group's
-config hold, for each job in turn, the job's own `XORModule(**module_kwargs(cfg))` (jobs
+config hold, for each job in turn, the job's own module (`checkpoint.make_module`; jobs
 with the same arguments share one), its weights, optimizer state, loop state, metrics and
 datamodule arguments, and save with `trainer.save_checkpoint` (and `LastCheckpoint.save`),
 so `on_save_checkpoint` hooks and Lightning's format apply exactly as to a run's.
@@ -55,14 +55,12 @@ class CheckpointWriter:
     ) -> None:
         """Make the job's own module (hyperparameters, run config, weights), optimizer and
         datamodule hyperparameters the trainer's, built by the classes' own constructors."""
-        from xor_lightning.checkpoint import module_kwargs
-        from xor_lightning.datamodule import XORDataModule
-        from xor_lightning.module import XORModule
+        from xor_lightning.checkpoint import make_module
+        from xor_lightning.stacked.anydata import make_datamodule
 
-        kwargs = module_kwargs(cfg)
-        key = repr(kwargs)  # jobs with the same arguments (e.g. a seed sweep) share a module
-        if key not in self.modules:
-            module = XORModule(**kwargs)
+        key = repr((cfg["model"], cfg.get("task"), cfg.get("scheduler")))  # a seed sweep's:
+        if key not in self.modules:  # one module for all its jobs
+            module = make_module(cfg)
             self.modules[key] = module, module.configure_optimizers()
         module, optimizer = self.modules[key]
         self.run_info.config = cfg  # the job's config in its checkpoints
@@ -80,7 +78,7 @@ class CheckpointWriter:
         # The attached datamodule (set up: a CSV run's points) takes the job's own arguments,
         # and their name as its `save_hyperparameters()` recorded it (a private attribute;
         # tests/test_vectorized.py compares whole checkpoints with a run's).
-        data = XORDataModule(**{k: v for k, v in cfg["data"].items() if not k.startswith("_")})
+        data = make_datamodule(cfg["data"])
         trainer.datamodule.save_hyperparameters(dict(data.hparams), logger=False)
         trainer.datamodule._hparams_name = data._hparams_name
 

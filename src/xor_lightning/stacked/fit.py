@@ -29,17 +29,19 @@ def curve_keys(metric_names: Any = ("acc",)) -> tuple[str, ...]:
     return ("train/loss", *train, "train/lr", "val/loss", *val)
 
 
+XOR_DATA = "xor_lightning.datamodule.XORDataModule"  # has a faster stacked form (data.py)
+
+
 def init_net(cfg: dict[str, Any]) -> Any:
     """The job's freshly initialised net and its datamodule, drawn as `train.build` draws them
     (seeded, then built in the same order; tests/test_stacked.py checks it bit for bit)."""
     import lightning as L
 
-    from xor_lightning.datamodule import XORDataModule
+    from xor_lightning.stacked.anydata import make_datamodule
     from xor_lightning.targets import make_net
 
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
-    data = {k: v for k, v in cfg["data"].items() if not k.startswith("_")}
-    datamodule = XORDataModule(**data)  # `stack_problem` checked the target
+    datamodule = make_datamodule(cfg["data"])
     return make_net(cfg["model"]["net"]), datamodule
 
 
@@ -197,7 +199,12 @@ def fit_group(
     stop = GracefulStop()
     trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
     steps = first["model"].get("steps_per_call", 1)
-    datamodule = StackedDataModule(list(datamodules), steps if steps > 1 else None)
+    if all(c["data"].get("_target_") == XOR_DATA for c in cfgs):
+        datamodule: Any = StackedDataModule(list(datamodules), steps if steps > 1 else None)
+    else:  # any datamodule: each job's own loaders, stepped together
+        from xor_lightning.stacked.anydata import JobsDataModule
+
+        datamodule = JobsDataModule(list(datamodules))
     with quiet_lightning():
         trainer = instantiate(
             trainer_cfg,

@@ -60,8 +60,9 @@ def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
 
 def stack_problem(cfg: dict[str, Any]) -> str | None:
     """Why this job (its resolved config) must run as a fit of its own; None if it can stack."""
-    if cfg["model"].get("_target_"):
-        return f"model._target_={cfg['model']['_target_']} (a LightningModule of your own)"
+    module = cfg["model"].get("_target_")
+    if module and (problem := _module_problem(module)):
+        return problem
     task = (cfg.get("task") or {}).get("_target_", BINARY)
     if not _per_point_scores(task):
         return f"task._target_={task} (its metrics are not means of per-point scores: Task.scores)"
@@ -69,8 +70,6 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     problem = _optimizer_problem(opt)
     if problem:
         return problem
-    if cfg["data"].get("_target_") != "xor_lightning.datamodule.XORDataModule":
-        return f"data._target_={cfg['data'].get('_target_')}"
     if cfg.get("ckpt_path") or cfg.get("resume"):
         return "ckpt_path/resume (a job that continues a checkpoint)"
     for name, cb in (cfg.get("callbacks") or {}).items():
@@ -94,6 +93,31 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if devices not in (1, "1", "auto") or cfg["trainer"].get("num_nodes", 1) != 1:
         return f"trainer.devices={devices} (stacked fits use one device)"
     return None
+
+
+@functools.lru_cache(maxsize=32)
+def _module_problem(target: str) -> str | None:
+    """Why a LightningModule of your own cannot be stacked (None: it can). The engine
+    trains what `XORModule` trains (the net, the optimizer, the task its config names):
+    a subclass that changes none of its methods (it may take more arguments) is stacked;
+    any other runs alone."""
+    import inspect
+
+    from xor_lightning.module import XORModule
+    from xor_lightning.targets import target_class
+
+    try:
+        cls = target_class({"_target_": target}, "model")[0]
+    except Exception:
+        return f"model._target_={target} (not importable: its run alone says why)"
+    if cls is XORModule:
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, XORModule)):
+        return f"model._target_={target} (a LightningModule of your own, not an XORModule)"
+    own = sorted(name for cls_ in cls.__mro__[: cls.__mro__.index(XORModule)]
+                 for name, v in vars(cls_).items()
+                 if inspect.isfunction(v) and name != "__init__")  # fmt: skip
+    return f"model._target_={target} (its own {', '.join(own)})" if own else None
 
 
 @functools.lru_cache(maxsize=32)

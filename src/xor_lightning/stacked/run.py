@@ -189,16 +189,24 @@ def _packed(jobs: list[Job], settings: dict[str, Any]) -> dict[int, Job]:
 
 
 def _unstackable(job: Job) -> str | None:
-    """Why a network other than the chapter's MLP cannot be stacked, found by building it
-    once (buffers, or not mapping (N, n_in) to (N, 1) logits); None: it can."""
+    """Why the jobs of a group cannot share a fit, found on one of them (None: they can): a
+    network other than the chapter's MLPs built once (buffers, outputs that do not fit the
+    task), a datamodule other than XOR's set up once (`anydata.data_problem`)."""
+    from xor_lightning.stacked.anydata import data_problem
     from xor_lightning.stacked.anynet import stack_problem_of
+    from xor_lightning.stacked.fit import XOR_DATA
     from xor_lightning.stacked.groups import MLP_TARGETS
     from xor_lightning.targets import make_net
+    from xor_lightning.tasks import make_task
 
-    net_cfg = job.resolved["model"]["net"]
+    cfg = job.resolved
+    if cfg["data"].get("_target_") != XOR_DATA and (problem := data_problem(cfg["data"])):
+        return problem
+    net_cfg = cfg["model"]["net"]
     if net_cfg["_target_"] in MLP_TARGETS:
         return None
-    return stack_problem_of(make_net(net_cfg), int(net_cfg.get("n_in", 2)))
+    outputs = make_task(cfg.get("task")).outputs
+    return stack_problem_of(make_net(net_cfg), int(net_cfg.get("n_in", 2)), outputs)
 
 
 def write_hydra_files(job: Job) -> None:
