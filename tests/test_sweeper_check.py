@@ -1,9 +1,9 @@
 """The checks around composition at sweep scale: the sweeper's check fails as Hydra's on
-an illegal batch, plain values take the fast path and an order of overrides that counts
-Hydra's own composition, xor-train sweeps with the sweeper unless told otherwise, and the
-checks a run makes give the same answers on a composed config and on its plain resolved
-values (which is what the launcher checks each job on). The launcher's jobs themselves:
-tests/test_composition.py."""
+an illegal batch (and alone stops it under the basic launcher), plain values take the fast
+path and an order of overrides that counts Hydra's own composition, xor-train sweeps with
+the sweeper unless told otherwise, and the checks a run makes give the same answers on a
+composed config and on its plain resolved values (which is what the launcher checks each
+job on). The launcher's jobs themselves: tests/test_composition.py."""
 
 from __future__ import annotations
 
@@ -41,13 +41,16 @@ def test_an_illegal_job_fails_the_check_with_hydras_error(case):
     assert error(XorBasicSweeper) == error(BasicSweeper)
 
 
-# (the sweep, Hydra's error)
+# (the sweep, Hydra's error). Under the basic launcher only the sweeper's check stops it:
+# without it the first job (data=xor, one epoch) would run and leave its dir.
 # fmt: off
 STOPS = {
     "vectorized": (["hydra/launcher=vectorized", "data=xor,csv", "data.n_val=100"],
                    "Could not override 'data.n_val'"),  # the second job's data=csv has no n_val
     "vectorized, an order Hydra refuses": (["hydra/launcher=vectorized", "foo=1,2", "+foo=7"],
                                            "Could not override 'foo'"),
+    "basic": (["hydra/launcher=basic", "data=xor,csv", "data.n_val=100", "trainer.max_epochs=1"],
+              "Could not override 'data.n_val'"),
 }
 # fmt: on
 
