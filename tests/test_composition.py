@@ -25,7 +25,7 @@ from hydra_plugins.xor_vectorized_launcher.prepare import Preparation, workers_f
 from xor_lightning.config import CONF_DIR
 
 # A config of the test's own: interpolations that read swept values, the job's own Hydra
-# fields, a whole group, a resolver OmegaConf must run, an escape, a relative reference.
+# fields, a whole group, a resolver OmegaConf must run, an escape, a relative reference, a list.
 EXTRA_PATHS = r"""
 foo: ${seed}
 bar: run-${seed}-${data.noise}-${hydra.job.num}
@@ -36,6 +36,7 @@ node: ${data}
 esc: \${seed}
 job: ${hydra:job.override_dirname}
 sub: ${hydra.sweep.subdir}
+pair: [1, 2]
 """
 
 
@@ -157,9 +158,26 @@ def test_each_job_is_prepared_as_from_its_own_composition(case, own_conf):
     assert any(templated(preparation, j.overrides) for j in fast) == uses_template
 
 
-def test_the_full_preparation_is_hydras_composition(own_conf):
-    """The reference above is Hydra's: its own loader's config of a job, resolved."""
-    sweeper = sweeper_for(["seed=1,2", "data.noise=0.2,0.3"], own_conf)
+# Hydra applies the config overrides in the command line's order: `++seed=7` after `seed=1`
+# is 7. A list or a dict is merged into its node as Hydra merges it, not set as a value.
+# fmt: off
+HYDRAS = {
+    "values": ["seed=1,2", "data.noise=0.2,0.3"],
+    "a value, then ++ on its key": ["seed=1,2", "++seed=7"],
+    "++ on a key, then its value": ["++seed=7", "seed=1,2"],
+    "a value, then a dict on its parent": ["data.noise=0.1,0.2", "++data={noise:0.3}"],
+    "a value, then ~ on its key": ["paths.foo=1,2", "~paths.foo"],
+    "a value, then ++ on its child": ["paths.foo=null,3", "++paths.foo.x=1"],
+    "lists and dicts": ["paths.pair=[3,4],[5]", "model.optimizer={lr:0.1},{lr:0.2}"],
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("case", HYDRAS)
+def test_the_full_preparation_is_hydras_composition(case, own_conf):
+    """The reference above is Hydra's: its own loader's config of a job, resolved; and so
+    is every job the launcher prepares, whatever the order of its overrides."""
+    sweeper = sweeper_for(HYDRAS[case], own_conf)
     launcher, batch = sweeper.launcher, batch_of(sweeper)
     fast = launcher._prepare_all(0, batch)
     inner = launcher.hydra_context.config_loader.inner

@@ -1,8 +1,9 @@
 """The checks around composition at sweep scale: the sweeper's check fails as Hydra's on
-an illegal batch, xor-train sweeps with it unless told otherwise, and the checks a run
-makes give the same answers on a composed config and on its plain resolved values (which
-is what the launcher checks each job on). The launcher's jobs themselves:
-tests/test_composition.py."""
+an illegal batch (and alone stops it under the basic launcher), plain values take the fast
+path and an order of overrides that counts Hydra's own composition, xor-train sweeps with
+the sweeper unless told otherwise, and the checks a run makes give the same answers on a
+composed config and on its plain resolved values (which is what the launcher checks each
+job on). The launcher's jobs themselves: tests/test_composition.py."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ BAD = {
     "a bad group": ["data=xor,nope", "seed=1,2"],
     "a bad typed value": ["paths=test_typed", "paths.n=1,oops"],
     "a key of one group only": ["data=xor,csv", "data.n_val=100,200"],
+    "a value, then + on its key": ["foo=1,2", "+foo=7"],  # Hydra sets foo=1 first
+    "a value, then ~ on its key": ["seed=1,2", "~seed=0"],  # Hydra: seed is 1, not 0
 }
 
 
@@ -38,15 +41,60 @@ def test_an_illegal_job_fails_the_check_with_hydras_error(case):
     assert error(XorBasicSweeper) == error(BasicSweeper)
 
 
-def test_a_sweep_with_an_illegal_job_stops_before_any_job_runs(tmp_path):
+# (the sweep, Hydra's error). Under the basic launcher only the sweeper's check stops it:
+# without it the first job (data=xor, one epoch) would run and leave its dir.
+# fmt: off
+STOPS = {
+    "vectorized": (["hydra/launcher=vectorized", "data=xor,csv", "data.n_val=100"],
+                   "Could not override 'data.n_val'"),  # the second job's data=csv has no n_val
+    "vectorized, an order Hydra refuses": (["hydra/launcher=vectorized", "foo=1,2", "+foo=7"],
+                                           "Could not override 'foo'"),
+    "basic": (["hydra/launcher=basic", "data=xor,csv", "data.n_val=100", "trainer.max_epochs=1"],
+              "Could not override 'data.n_val'"),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("case", STOPS)
+def test_a_sweep_with_an_illegal_job_stops_before_any_job_runs(case, tmp_path):
     from tests.conftest import cli
 
-    d = tmp_path / "s"  # the second job's data=csv has no n_val
-    sweep = ["hydra/launcher=vectorized", "data=xor,csv", "data.n_val=100"]
+    d = tmp_path / "s"
+    sweep, error = STOPS[case]
     proc = cli("train", "-m", *sweep, f"hydra.sweep.dir={d}", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "Could not override 'data.n_val'" in proc.stderr, proc.stderr[-2000:]
+    assert error in proc.stderr, proc.stderr[-2000:]
     assert not [p for p in d.iterdir() if p.is_dir()]  # no job's dir: multirun.yaml, .lock
+
+
+def test_values_take_the_fast_path_and_an_order_that_counts_hydras(monkeypatch):
+    """A sweep of plain values costs the launcher's loader one composition by Hydra per
+    set of group choices (a group's own values too), and the sweeper's check one job of
+    each; where an override touches a value's key, Hydra composes each job whole
+    (`seed=1 ++seed=7` is 7, as the command line's order says)."""
+    sweeper = sweeper_for(["data=xor,moons", "data.noise=0.1,0.2", "seed=range(3)"])
+    loader = sweeper.launcher.hydra_context.config_loader
+    assert sweeper.hydra_context.config_loader is loader  # the check's too
+    composed, checked = [], []
+    hydras, fasts = loader.inner.load_sweep_config, loader.load_sweep_config
+    monkeypatch.setattr(loader.inner, "load_sweep_config",
+                        lambda m, o: composed.append(list(o)) or hydras(m, o))  # fmt: skip
+    monkeypatch.setattr(loader, "load_sweep_config",
+                        lambda m, o: checked.append(list(o)) or fasts(m, o))  # fmt: skip
+    batch = batch_of(sweeper)
+    sweeper.validate_batch_is_legal(batch)
+    assert checked == [batch[0], batch[6]]
+    assert [fasts(sweeper.config, o).seed for o in batch] == [0, 1, 2] * 4
+    assert composed == [["data=xor"], ["data=moons"]]  # each without its values, once
+
+    sweeper = sweeper_for(["seed=1,2", "++seed=7"])
+    loader = sweeper.launcher.hydra_context.config_loader
+    hydras, composed = loader.inner.load_sweep_config, []
+    monkeypatch.setattr(loader.inner, "load_sweep_config",
+                        lambda m, o: composed.append(list(o)) or hydras(m, o))  # fmt: skip
+    batch = batch_of(sweeper)
+    assert [loader.load_sweep_config(sweeper.config, o).seed for o in batch] == [7, 7]
+    assert composed == batch
 
 
 def test_xor_train_sweeps_with_its_sweeper_unless_told_otherwise():

@@ -8,7 +8,8 @@ composition a job: ~80 ms with Hydra's loader, ~3 ms with the vectorised launche
 over a minute before a 65,536-job sweep starts. This sweeper overrides that public hook
 and nothing else: the first job of each shape (`shapes.py`) is composed as Hydra composes
 it, and when its value keys are untyped nodes, every other job of that shape composes too
-(a value cannot fail there where another value succeeded); typed nodes, `a=1 a.b=2` and
+(a value cannot fail there where another value succeeded); typed nodes, `a=1 a.b=2`, a
+value whose key another override touches (`seed=1 ++seed=7`, where the order counts) and
 lines that do not parse are composed job by job, as Hydra does. An illegal job therefore
 fails with Hydra's own error, the first such job of the batch, before any job runs.
 """

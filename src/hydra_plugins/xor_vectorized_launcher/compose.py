@@ -5,26 +5,28 @@ the YAML files, the merge), and Hydra's basic sweeper composes each job once mor
 it (xor-train's own sweeper checks one job per shape: `hydra_plugins.xor_sweeper`).
 Most jobs of a sweep differ from each other only in values (`seed=3`,
 `model.optimizer.lr=0.01`), which Hydra applies after composition anyway. So this loader
-composes each distinct set of the other overrides (group choices, `hydra.*`, `+`/`~`)
-once with Hydra, keeps it pickled (a copy then costs ~1 ms) and applies the job's value
-overrides the way Hydra's `ConfigLoaderImpl` does. Anything it does not recognise as a
-plain value override goes to Hydra's own composition. tests/test_stacked.py
-checks that the result equals Hydra's composition of the same job.
+composes each distinct set of the other overrides (group choices, `hydra.*`, `+`/`~`,
+lists and dicts) once with Hydra, keeps it pickled (a copy then costs ~1 ms) and sets the
+job's values with Hydra's own `OmegaConf.update`. A job whose order of overrides matters
+(another override touching a value's key: `shapes.split`) and a job that fails anywhere on
+the way are composed by Hydra's own loader, whole: the config, or the error, is then
+Hydra's by construction. tests/test_stacked.py and tests/test_composition.py check that
+the result equals Hydra's composition of the same job.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
-import sys
 from typing import Any
 
 from hydra.core.override_parser.types import Override
-from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from hydra_plugins.xor_sweeper.shapes import is_value, parse
+from hydra_plugins.xor_sweeper.shapes import parse, split
+
+log = logging.getLogger(__name__)
 
 
 class FastSweepConfigLoader:
@@ -42,10 +44,21 @@ class FastSweepConfigLoader:
     def load_sweep_config(
         self, master_config: DictConfig, sweep_overrides: list[str]
     ) -> DictConfig:
-        parsed = [parse(line) for line in sweep_overrides]  # Hydra's parse, cached
-        choices = master_config.hydra.runtime.choices
-        values = [o for o in parsed if is_value(o, choices)]
-        structural = tuple(o.input_line for o in parsed if not is_value(o, choices))
+        """The job's config: the fast path's where it is Hydra's, else Hydra's own (whose
+        error an illegal job gets, the first in the command line's order, as Hydra says it)."""
+        try:
+            parsed = [parse(line) for line in sweep_overrides]  # Hydra's parse, cached
+            found = split(parsed, master_config.hydra.runtime.choices)
+            if found is not None:
+                return self._fast(master_config, parsed, *found)
+        except Exception as e:  # Hydra composes it again, and raises its own error
+            log.debug("composing %s as Hydra does: %s", sweep_overrides, e)
+        return self.inner.load_sweep_config(master_config, list(sweep_overrides))
+
+    def _fast(self, master_config: DictConfig, parsed: list[Override],
+              others: list[Override], values: list[Override]) -> DictConfig:  # fmt: skip
+        """The composition of the job's other overrides, copied, with its values set."""
+        structural = tuple(o.input_line for o in others)
         if structural not in self._bases:
             base = self.inner.load_sweep_config(master_config, list(structural))
             with open_dict(base.hydra):
@@ -53,30 +66,14 @@ class FastSweepConfigLoader:
             self._bases[structural] = pickle.dumps(base)
         cfg: DictConfig = pickle.loads(self._bases[structural])
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
-        for o in values:
-            _set_value(cfg, o)
+        for o in values:  # as Hydra's `_apply_overrides_to_config` sets a plain value
+            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         task = [o for o in parsed if not o.is_hydra_override()]
         job = cfg.hydra.job
         with open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in task]
             job.override_dirname = overrides_dirname(task, job.config.override_dirname)
         return cfg
-
-
-def _set_value(cfg: DictConfig, o: Override) -> None:
-    """What Hydra's `ConfigLoaderImpl._apply_overrides_to_config` does for a CHANGE, its
-    errors included."""
-    try:
-        try:
-            OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
-        except (ConfigAttributeError, ConfigKeyError) as ex:
-            raise ConfigCompositionException(
-                f"Could not override '{o.key_or_group}'."
-                f"\nTo append to your config use +{o.input_line}"
-            ) from ex
-    except OmegaConfBaseException as ex:
-        merging = ConfigCompositionException(f"Error merging override {o.input_line}")
-        raise merging.with_traceback(sys.exc_info()[2]) from ex
 
 
 def overrides_dirname(overrides: list[Override], conf: Any) -> str:
