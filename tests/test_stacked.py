@@ -17,13 +17,16 @@ from hydra_plugins.xor_vectorized_launcher.compose import (
     HydraNodes,
     task_containers,
 )
+from xor_lightning.binary import Binary
 from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
+from xor_lightning.module import XORModule
 from xor_lightning.stacked.fit import init_net
 from xor_lightning.stacked.groups import stack_key, stack_problem
 from xor_lightning.stacked.net import StackedAdam, StackedMLP
 from xor_lightning.sweeps.seeds import success_rates, wilson
+from xor_lightning.tasks import Task
 from xor_lightning.train import build
 
 # (hidden, activation, lr, betas, eps, weight_decay, data seed)
@@ -122,6 +125,50 @@ def test_jobs_that_may_share_a_fit_and_those_that_may_not(make_cfg):
         plain("model.optimizer._target_=torch.optim.SGD", "+model.optimizer.momentum=0.9")
     )
     assert "amsgrad" in stack_problem(plain("+model.optimizer.amsgrad=true"))
+
+
+class WiderModule(XORModule):
+    """A copier's XORModule that only takes one more argument: stacked."""
+
+    def __init__(self, *args, note: str = "", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+
+
+class OwnStep(WiderModule):
+    """One that trains its own way: run alone."""
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch, batch_idx)
+
+
+POINT_MEANS = "per-point scores: Task.scores"
+
+
+def test_own_modules_and_tasks_that_may_share_a_fit_and_those_that_may_not(make_cfg, monkeypatch):
+    """(The classes here count as named by a config file, as a copier's would be.)"""
+    import xor_lightning.targets as targets
+
+    named = targets.trusted
+    own = "tests.template_example.own_module.SineRegressor"  # a LightningModule
+    mine = {own} | {f"{__name__}.{c}" for c in ("WiderModule", "OwnStep", "NoScores")}
+    monkeypatch.setattr(targets, "trusted", lambda where: named(where) | mine)
+    plain = lambda *o: OmegaConf.to_container(make_cfg(*o), resolve=True)  # noqa: E731
+    here = __name__
+    assert stack_problem(plain(f"+model._target_={here}.WiderModule")) is None
+    why = stack_problem(plain(f"+model._target_={here}.OwnStep"))
+    assert why == f"model._target_={here}.OwnStep (its own training_step)"
+    why = stack_problem(plain(f"+model._target_={own}"))
+    assert why == f"model._target_={own} (a LightningModule of your own, not an XORModule)"
+    for task in ("multiclass", "regression"):
+        assert stack_problem(plain(f"task={task}")) is None
+    why = stack_problem(plain(f"task._target_={here}.NoScores"))
+    assert why == f"task._target_={here}.NoScores (its metrics are not means of {POINT_MEANS})"
+
+
+class NoScores(Binary):
+    """A task of one's own whose metrics are not per-point means."""
+
+    scores = Task.scores
 
 
 @pytest.fixture

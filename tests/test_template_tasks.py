@@ -233,17 +233,25 @@ def test_debug_quick_sets_trainer_limits_for_any_datamodule(project):
 
 
 @pytest.mark.slow
-def test_the_vectorised_launcher_runs_another_task_alone_saying_why(project):
+def test_the_vectorised_launcher_stacks_a_regression_and_runs_ones_own_module_alone(project):
     d = project / "runs" / "vec"
-    proc = ok(run(project, "train", "-m", "hydra/launcher=vectorized", *SURFACE, "seed=1,2",
+    ok(run(project, "train", "-m", "hydra/launcher=vectorized", *SURFACE, "seed=1,2",
+           "trainer.max_epochs=3", f"hydra.sweep.dir={d}"))  # fmt: skip
+    for job in ("0", "1"):
+        record = json.loads((d / job / "job.json").read_text())
+        assert record["status"] == "ok" and "alone" not in record, record
+        metrics = json.loads((d / job / "metrics.json").read_text())
+        assert {"test/mse", "test/mae"} <= set(metrics) and "test/acc" not in metrics
+    d = project / "runs" / "vec-own"
+    proc = ok(run(project, "train", "-m", "hydra/launcher=vectorized", *OWN_MODULE, "seed=1,2",
                   "trainer.max_epochs=3", f"hydra.sweep.dir={d}"))  # fmt: skip
+    own = f"{PACKAGE}.own_module.SineRegressor"
     for job in ("0", "1"):
         record = json.loads((d / job / "job.json").read_text())
         assert record["status"] == "ok"
         assert (
             record["alone"]
-            == f"task._target_={PACKAGE}.regression.Regression (stacked fits train the binary task)"
+            == f"model._target_={own} (a LightningModule of your own, not an XORModule)"
         )
-        metrics = json.loads((d / job / "metrics.json").read_text())
-        assert {"test/mse", "test/mae"} <= set(metrics) and "test/acc" not in metrics
+        assert "test/loss" in json.loads((d / job / "metrics.json").read_text())
     assert "runs as a fit of its own" in proc.stdout + proc.stderr
