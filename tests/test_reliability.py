@@ -155,8 +155,10 @@ class CorruptWeights(L.Callback):
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(make_cfg, tmp_path):
     trainer, module, datamodule = build(make_cfg("debug=quick"))
     trainer.callbacks.append(CorruptWeights())
-    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch 12, optimizer step 13"):
+    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch 12, optimizer step 13") as e:
         trainer.fit(module, datamodule=datamodule)
+    best_name = next((tmp_path / "checkpoints").glob("best-*.ckpt")).name
+    assert f"{best_name}, last.ckpt hold the last state saved before it" in str(e.value)
     last = load(tmp_path / "checkpoints" / "last.ckpt")
     assert last["global_step"] == 10  # saved after epoch 9, never overwritten after
     best = load(next((tmp_path / "checkpoints").glob("best-*.ckpt")))
@@ -175,6 +177,16 @@ def test_divergence_from_the_cli_is_one_clean_line(tmp_path):
     )
     assert proc.returncode == 2
     assert "error: the loss became" in proc.stderr and "Traceback" not in proc.stderr
+    # It diverged in the first epoch, before any checkpoint: the message says so, and the
+    # run dir stays with its log, also without a logger's files beside it.
+    assert "no checkpoint was saved before it" in proc.stderr
+    proc = cli_train(
+        "debug=quick", "logger=none", "model.optimizer._target_=torch.optim.SGD",
+        "~model.optimizer.fused", "model.optimizer.lr=1e38", f"hydra.run.dir={tmp_path}/bare",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "error: the loss became" in proc.stderr
+    assert "the loss became" in (tmp_path / "bare" / "train.log").read_text()
 
 
 # ---------------------------------------------------------------- interruptions

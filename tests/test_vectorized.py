@@ -190,6 +190,7 @@ def test_failures_stay_with_their_job(tmp_path):
     ok, nan = by[("0.05", "Adam")], by[("1e+38", "Adam")]
     assert ok["status"] == "ok" and nan["status"] == "failed"
     assert "the loss became nan at epoch 1, optimizer step 2" in nan["error"]
+    assert "weights before that step; no best yet" in nan["error"]  # no validation before
     assert load(d / nan["job"] / "checkpoints" / "last.ckpt")["global_step"] == 20
     for opt in ("Adam", "Adagrad"):
         refused = by[("-1", opt)]

@@ -68,9 +68,22 @@ def run_app(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     except UserError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        _remove_empty_run_dir()
+        if getattr(e, "keep_run_dir", False):  # it stopped after it started: its log says so
+            _to_log_file(f"error: {e}")
+        else:  # refused before it started
+            _remove_empty_run_dir()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _to_log_file(message: str) -> None:
+    """Write `message` to the run's log file (train.log) only: the console prints it once."""
+    import logging
+
+    record = logging.LogRecord("xor_lightning", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _remove_empty_run_dir() -> None:

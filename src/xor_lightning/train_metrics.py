@@ -25,7 +25,10 @@ FLUSH_EVERY = 64
 
 
 class NonFiniteLossError(UserError):
-    """Training diverged: raised before any checkpoint could store the broken weights."""
+    """Training diverged: raised before any checkpoint could store the broken weights.
+    The run dir stays (its log says what happened), whatever else it holds."""
+
+    keep_run_dir = True
 
 
 class TrainingOutputs(L.Callback):
@@ -96,6 +99,23 @@ def stop(module: L.LightningModule, losses: Tensor, bad: Tensor) -> None:
     else:
         where = f"non-finite on another DDP rank at epoch {epoch}"
     raise NonFiniteLossError(
-        f"the loss became {where}: training stopped; last.ckpt and the best checkpoint "
-        "still hold the last good state (try a smaller model.optimizer.lr)"
+        f"the loss became {where}: training stopped; {_kept(module)} (try a smaller "
+        "model.optimizer.lr)"
+    )
+
+
+def _kept(module: L.LightningModule) -> str:
+    """What the run's checkpoints hold now: only the files that exist are named."""
+    import os
+
+    paths = [  # LastCheckpoint's path; ModelCheckpoint's last and best
+        str(getattr(cb, key, "") or "")
+        for cb in module.trainer.checkpoint_callbacks
+        for key in ("path", "last_model_path", "best_model_path")
+    ]
+    names = sorted({os.path.basename(p) for p in paths if p and os.path.isfile(p)})
+    if not names:
+        return "no checkpoint was saved before it"
+    return (
+        f"{', '.join(names)} {'hold' if len(names) > 1 else 'holds'} the last state saved before it"
     )

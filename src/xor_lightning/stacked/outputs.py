@@ -126,9 +126,10 @@ def outcome(job: Any, k: int, result: GroupResult, info: dict[str, Any]) -> Outc
     loops = result.stopped_loops[stopped] if stopped >= 0 else result.loops
     latest = {key: at_epoch(result, key, k, final) for key in result.curves}
     latest = {key: v for key, v in latest.items() if v is not None}
-    best = None
+    best, best_epoch = None, -1
     if result.best and int(result.best["epoch"][k]) >= 0:
         epoch, step = int(result.best["epoch"][k]), int(result.best["step"][k])
+        best_epoch = epoch
         path = Path(cfg["paths"]["ckpt_dir"]) / best_filename(cfg, epoch, step)
         # What the best checkpoint's ModelCheckpoint saw: this validation, and the epoch
         # before's training (this epoch's when it saves at the epoch's end).
@@ -148,11 +149,12 @@ def outcome(job: Any, k: int, result: GroupResult, info: dict[str, Any]) -> Outc
         fields["status"] = "interrupted"
     elif failed_epoch >= 0:
         fields["status"] = "failed"
+        kept = f"its best checkpoint is from epoch {best_epoch}" if best else "no best yet"
         fields["error"] = (
             f"NonFiniteLossError: the loss became {float(result.failed_loss[k]):g} at epoch "
-            f"{failed_epoch}, optimizer step {failed_step}: this model stopped there (last.ckpt "
-            "holds the weights it stopped with, the best checkpoint its best before), the "
-            "others went on (try a smaller model.optimizer.lr)"
+            f"{failed_epoch}, optimizer step {failed_step}: this model stopped there (its last "
+            f"checkpoint holds its weights before that step; {kept}), the others went on "
+            "(try a smaller model.optimizer.lr)"
         )
     else:
         names = ("loss", *result.metric_names)
