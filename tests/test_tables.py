@@ -97,16 +97,19 @@ def test_curves_from_rows_or_columns_are_the_same_table(tmp_path):
 
 def test_curves_of_a_run_with_several_batches_an_epoch(tmp_path):
     """Written with the project's own logger as Lightning calls it: 3 batches an epoch,
-    then a resumed run logging epoch 2 again; a last record cut short by a kill."""
+    then a resumed run logging epoch 2 again and its own best; a last record cut short by a
+    kill."""
     n, run = 3, tmp_path / "run"
     logger = StageLogger(str(run))
     for epoch in range(4):
         logger.log_metrics({"train/loss": 1 / (epoch + 1), "epoch": epoch}, (epoch + 1) * n - 1)
         if epoch % 2 == 1:
             logger.log_metrics({"val/acc": epoch / 10}, (epoch + 1) * n - 1)
+    logger.log_metrics({"best/acc": 0.1}, 2 * n - 1)  # the best when it stopped
     logger.finalize("success")
     again = StageLogger(str(run))  # the resumed run: epoch 2 anew, then the test
     again.log_metrics({"train/loss": 0.25}, 3 * n - 1)
+    again.log_metrics({"best/acc": 0.3}, 4 * n - 1)  # replaces the one before
     again.log_metrics({"test/acc": 0.9}, 4 * n)
     again.finalize("success")
     [cut] = sorted((run / "val").glob("events.*"))[-1:]
@@ -114,6 +117,7 @@ def test_curves_of_a_run_with_several_batches_an_epoch(tmp_path):
     stage, epoch, step, metric, value = tables.read_curves(run)
     got = list(zip(stage, epoch, step, metric, value, strict=True))
     assert got == [
+        ("best", 3, 11, "acc", pytest.approx(0.3)),  # one best: the resumed run's
         ("test", 3, 12, "acc", pytest.approx(0.9)),  # tested after the last epoch, 3
         ("train", 0, 2, "loss", 1.0),
         ("train", 1, 5, "loss", 0.5),

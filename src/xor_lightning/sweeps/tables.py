@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS, CURVES = "results.parquet", "curves.parquet"
+ONE_POINT = ("best", "test")  # stages with one point a run: a resumed run's replaces it
 METRICS = ("train/loss", "val/loss", "val/acc", "test/loss", "test/acc")  # the binary task's
 LEADING = ("job", "status", "overrides")
 TRAILING = (*METRICS, "best_epoch", "wall_s", "error")
@@ -174,14 +175,21 @@ def write_sweep(
 def read_curves(run_dir: Path) -> tuple[list[str], list[int], list[int], list[str], list[float]]:
     """Every scalar of `run_dir`'s sub-runs (its subdirectories holding event files) as
     columns stage, epoch, step, metric, value; a step logged twice (a resumed run) keeps its
-    last value. Steps count training batches (Lightning's logging
-    step); an epoch's point is at step (epoch + 1) * n - 1, the test's at (last epoch + 1) * n,
-    where n, the batches an epoch, is the first `train` point's step + 1 (1 without one)."""
+    last value, and the one-point stages (`best`, `test`) keep their last point only (a
+    resumed run's best replaces the one written when it stopped). Steps count training
+    batches (Lightning's logging step); an epoch's point is at step (epoch + 1) * n - 1, the
+    test's at (last epoch + 1) * n, where n, the batches an epoch, is the first `train`
+    point's step + 1 (1 without one)."""
     points: dict[tuple[str, str, int], float] = {}
+    one: dict[tuple[str, str], tuple[int, float]] = {}  # ONE_POINT stages: the last written
     for stage_dir in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()):
         for file in sorted(stage_dir.glob("events.out.tfevents.*"), key=_written):
             for step, tag, value in _scalars(file):
-                points[stage_dir.name, sys.intern(tag), step] = value
+                if stage_dir.name in ONE_POINT:
+                    one[stage_dir.name, tag] = (step, value)
+                else:
+                    points[stage_dir.name, sys.intern(tag), step] = value
+    points.update({(stage, tag, step): value for (stage, tag), (step, value) in one.items()})
     train = [step for stage, _, step in points if stage == "train"]
     n = min(train) + 1 if train else 1
     out: tuple[list[Any], ...] = ([], [], [], [], [])
