@@ -223,6 +223,13 @@ def _take_over(app: Path, url: str, args: list[str], a: subprocess.Popen, tmp_pa
     assert (tmp_path / "a" / "0" / ".hydra").is_dir() and not (tmp_path / "c" / "0").exists()
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and was not reaped into reuse since)."""
+    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout)
+
+
 def test_a_process_on_another_host_is_gone_when_its_heartbeat_is_older_than_grace(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
     store = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/x.db")
@@ -234,10 +241,31 @@ def test_a_process_on_another_host_is_gone_when_its_heartbeat_is_older_than_grac
     assert not me.alive({**elsewhere, "beat": now, "ended": True}, now)
     here = {**me.entry, "index": 0, "beat": now - 1000}  # this host: the pid decides
     assert me.alive(here, now)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    assert not me.alive({**here, "pid": int(dead.stdout), "started": None}, now)
+    assert not me.alive({**here, "pid": dead_pid(), "started": None}, now)
     assert not me.alive({**here, "started": "0"}, now)  # the pid reused by another process
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        {"pidns": "pid:[1]"},  # a container sharing the host's name (--uts=host, hostNetwork)
+        {"boot": "00000000-0000-0000-0000-000000000000"},  # this host before a reboot
+        {"boot": None, "pidns": None},  # an entry written before either was recorded
+    ],
+)
+def test_a_process_with_this_host_name_in_another_pid_namespace_is_judged_by_heartbeat(
+    tmp_path, elsewhere
+):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
+    store = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/x.db")
+    me = Process(study, store, interval=10, grace=30)
+    now = time.time()
+    entry = {**me.entry, "pid": dead_pid(), "started": None, "index": 1, **elsewhere}
+    entry = {k: v for k, v in entry.items() if v is not None}
+    assert entry["host"] == socket.gethostname()
+    assert me.alive({**entry, "beat": now - 29}, now)  # its pid means nothing here
+    assert not me.alive({**entry, "beat": now - 31}, now)
+    assert not me.alive({**me.entry, "pid": entry["pid"], "beat": now}, now)  # here: by pid
 
 
 @pytest.mark.parametrize(
