@@ -2,6 +2,7 @@
 waiting for the tasks (with stand-ins for squeue and scontrol), what a task unpickles, and
 the documented defaults. The sweeps on the one-node cluster: test_slurm_vectorized.py."""
 
+import json
 import os
 import stat
 import subprocess
@@ -20,6 +21,47 @@ def fake_command(bin_dir: Path, name: str, script: str) -> None:
     path = bin_dir / name
     path.write_text(f"#!/bin/bash\n{script}\n")
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+SQUEUE = r"""
+import json, sys
+from pathlib import Path
+
+here, args = Path(sys.argv[0]).parent, sys.argv[1:]
+calls = here / "squeue.calls"
+n = len(calls.read_text().splitlines()) if calls.exists() else 0
+with calls.open("a") as f:
+    f.write(" ".join(args) + "\n")
+polls = json.loads((here / "squeue.json").read_text())
+arrays = set(args[args.index("-j") + 1].split(",")) if "-j" in args else None
+listed = [t for t in polls[min(n, len(polls) - 1)] if arrays is None or t.split("_")[0] in arrays]
+if "-r" in args:  # one array task a line
+    print("\n".join(listed))
+else:  # an array's pending tasks on one line, their indices as ranges: 7_[0-2,5]
+    indices = {}
+    for t in listed:
+        indices.setdefault(t.split("_")[0], []).append(int(t.split("_")[1]))
+    for job, got in indices.items():
+        got, runs = sorted(got), []
+        for i in got:
+            if runs and runs[-1][1] == i - 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        print(f"{job}_[" + ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) + "]")
+"""
+
+
+def fake_squeue(bin_dir: Path, polls: list[list[str]]) -> Path:
+    """A stand-in for `squeue -h [-r] -o %i -j <arrays>`: at call k it lists the array
+    tasks `polls[k]` (the last list once they run out) of the arrays asked for, one a line
+    with `-r`, else, as squeue shows an array's pending tasks, collapsed (`7_[0-3]`). Its
+    calls' arguments, one call a line, go to the file it returns."""
+    (bin_dir / "squeue.json").write_text(json.dumps(polls))
+    path = bin_dir / "squeue"
+    path.write_text(f"#!{sys.executable}\n{SQUEUE}")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return bin_dir / "squeue.calls"
 
 
 def test_jobs_are_cut_in_order_into_chunks_numbered_from_the_first_job():
@@ -110,7 +152,7 @@ def test_waiting_gives_each_task_its_result_or_one_line_saying_why_not(tmp_path,
     trace = "Traceback (most recent call last):\n  File ...\nValueError: boom"
     raised = FailedJobError(f"Job (task=0) failed during processing with trace:\n{'-' * 22}\n"
                             f"{trace}\n{'-' * 22}\nYou can check full logs ...")  # fmt: skip
-    fake_command(tmp_path, "squeue", "echo 7_9")  # 7_2 has left the queue, 7_9 still runs
+    fake_squeue(tmp_path, [["7_8", "7_9"]])  # 7_2 has left the queue, 7_8 and 7_9 still run
     ended = "echo 'JobId=9 JobState=CANCELLED Reason=None ExitCode=0:15'"
     fake_command(tmp_path, "scontrol", ended)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
@@ -124,16 +166,25 @@ def test_waiting_gives_each_task_its_result_or_one_line_saying_why_not(tmp_path,
                            "exit code 0:15); log: /logs/7_2_0_log.err")  # fmt: skip
 
 
-def test_a_task_still_queued_is_waited_for(tmp_path, monkeypatch):
-    # squeue lists the task for the first 3 polls, then it is gone: 2 more polls to be sure
-    counter = tmp_path / "calls"
-    listed = f"echo x >> {counter}; [ $(wc -l < {counter}) -le 3 ] && echo 7_0 || true"
-    fake_command(tmp_path, "squeue", listed)
+def test_the_stand_in_for_squeue_collapses_an_arrays_tasks_unless_given_r(tmp_path):
+    fake_squeue(tmp_path, [["7_0", "7_1", "7_2", "7_5", "8_4"]])
+    squeue = [str(tmp_path / "squeue"), "-h", "-o", "%i", "-j", "7,8"]
+    out = subprocess.run(squeue, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["7_[0-2,5]", "8_[4]"]
+    out = subprocess.run([*squeue, "-r"], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["7_0", "7_1", "7_2", "7_5", "8_4"]
+
+
+def test_tasks_still_queued_are_waited_for(tmp_path, monkeypatch):
+    # squeue lists both tasks for the first 3 polls, then they are gone: 2 more polls to be
+    # sure. Its tasks one a line only with -r: without, the array's line is "7_[0-1]".
+    calls = fake_squeue(tmp_path, [["7_0", "7_1"]] * 3 + [[]])
     fake_command(tmp_path, "scontrol", "exit 1")  # purged: no state to report
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    [(kind, why)] = array.wait([FakeJob("7_0", done=False)], poll_s=0.01)
-    assert kind == "failed" and "state no longer known to SLURM" in why
-    assert len(counter.read_text().split()) == 5
+    outcomes = array.wait([FakeJob("7_0", done=False), FakeJob("7_1", done=False)], poll_s=0.01)
+    assert [kind for kind, _ in outcomes] == ["failed", "failed"]
+    assert all("state no longer known to SLURM" in why for _, why in outcomes)
+    assert len(calls.read_text().splitlines()) == 5
 
 
 def test_a_queue_that_no_longer_knows_the_array_holds_none_of_its_tasks(tmp_path, monkeypatch):
