@@ -7,6 +7,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -117,7 +119,8 @@ def test_settings_it_cannot_run_are_refused_in_one_line():
 
 
 class FakeJob:
-    """What `array.wait` reads of a submitit job: ended with `result`, or never `done`."""
+    """What `array.wait` reads of a submitit job: ended with `result`, or never `done`
+    (then it has no result file, however long one waits for it)."""
 
     def __init__(self, job_id: str, result=None, raises=None, done=True):
         self.job_id, self._result, self._raises, self._done = job_id, result, raises, done
@@ -130,6 +133,13 @@ class FakeJob:
         if self._raises:
             raise self._raises
         return self._result
+
+    def _get_outcome_and_result(self):
+        from submitit.core.utils import UncompletedJobError
+
+        if not self._done:
+            raise UncompletedJobError(f"Job {self.job_id} has not produced any output")
+        return ("error", None) if self._raises else ("success", self._result)
 
     def cancel(self, check=True):
         self.cancelled = True
@@ -185,6 +195,41 @@ def test_tasks_still_queued_are_waited_for(tmp_path, monkeypatch):
     assert [kind for kind, _ in outcomes] == ["failed", "failed"]
     assert all("state no longer known to SLURM" in why for _, why in outcomes)
     assert len(calls.read_text().splitlines()) == 5
+
+
+def test_a_task_whose_result_shows_after_it_left_the_queue_is_done(tmp_path, monkeypatch):
+    """On a shared file system the result file a task wrote may show here after squeue has
+    dropped the task: it is read once it shows, as submitit's `job.result()` does. Tasks
+    that left the queue together are waited for together."""
+    from submitit.core import core, utils
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_squeue(bin_dir, [["7_0", "7_1"], []])  # running at the first poll, then gone
+    fake_command(bin_dir, "sacct", "echo 'sacct: error: accounting storage is disabled' >&2\n"
+                 "exit 1")  # fmt: skip
+    fake_command(bin_dir, "scontrol", "echo 'JobId=8 JobState=COMPLETED Reason=None "
+                 "ExitCode=0:0'")  # fmt: skip
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))  # this test's own
+    jobs = [SlurmJob(tmp_path / "logs", f"7_{i}") for i in range(2)]
+    jobs[0].paths.folder.mkdir()
+    both_waiting = threading.Barrier(2, timeout=20)  # broken if they are waited for in turn
+    shown = []
+
+    def sleep(seconds: float) -> None:  # submitit waits for the files: now they show
+        if not shown:
+            both_waiting.wait()
+        for i, job in enumerate(jobs):  # whole, as submitit writes it: under another name first
+            written = f"{job.paths.result_pickle}.{threading.get_ident()}"
+            utils.cloudpickle_dump(("success", {"returns": [(True, i)]}), written)
+            os.replace(written, job.paths.result_pickle)
+        shown.append(seconds)
+
+    monkeypatch.setattr(core, "_time", SimpleNamespace(time=time.time, sleep=sleep))
+    assert array.wait(jobs, poll_s=0.01) == [("ok", {"returns": [(True, i)]}) for i in range(2)]
+    assert shown  # they were not there when the tasks left the queue
 
 
 def test_a_queue_that_no_longer_knows_the_array_holds_none_of_its_tasks(tmp_path, monkeypatch):
