@@ -8,6 +8,7 @@ own sweep dir, all on one storage. The resume tests interrupt real training sear
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -153,6 +154,25 @@ def test_a_running_trial_no_sweeper_asked_for_is_failed_and_asked_again(tmp_path
     trials = optuna.load_study(study_name="shared", storage=url).trials
     assert [t.state for t in trials[:1]] == [TrialState.FAIL] and len(trials) == 3
     assert trials[1].params == params and trials[1].state == expected_state(trials[1])
+
+
+def test_n_trials_counts_failed_and_pruned_trials_as_optunas_callback_with_states_none(
+    tmp_path,
+):
+    app, url = write_app(tmp_path), f"sqlite:///{tmp_path}/x.db"
+    for x, n in (("4", 2), ("-4", 3)):  # x > 3: every trial pruned; x < -3: every one failed
+        p = start(app, tmp_path / "s", f"hydra.sweeper.storage={url}", f"x={x}",
+                  f"hydra.sweeper.n_trials={n}", "sleep=0")  # fmt: skip
+        try:
+            _, err = p.communicate(timeout=120)
+        finally:
+            p.kill()
+        assert p.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2 + [TrialState.FAIL]
+    # what the page says of Optuna's MaxTrialsCallback: by default, complete trials only
+    states = inspect.signature(optuna.study.MaxTrialsCallback).parameters["states"].default
+    assert tuple(states) == (TrialState.COMPLETE,)
 
 
 def test_a_trial_continues_from_last_ckpt_only_where_its_dir_holds_the_same_job(tmp_path):
