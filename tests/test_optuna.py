@@ -371,15 +371,16 @@ def test_a_storage_given_as_a_target_config_reaches_the_jobs(tmp_path):
         ),
         (["hydra.sweeper.direction=sideways"], "hydra.sweeper.direction=sideways: use minimize"),
         (["hydra.sweeper.max_failure_rate=2"], "max_failure_rate=2.0: use a number from 0.0"),
+        (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0: use an integer >= 1"),
         (["hydra/sweeper/sampler=grid", "x=interval(0, 1)"], "the grid sampler needs a discrete"),
     ],
 )
 def test_what_the_search_cannot_run_is_refused_in_one_line(tmp_path, capsys, overrides, message):
     with pytest.raises(SystemExit) as e:
         run(tmp_path / "sweep", *overrides)
-    assert e.value.code == 1
-    first = capsys.readouterr().err.splitlines()[0]
-    assert message in first and "Traceback" not in first
+    assert e.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and message in line
     assert not (tmp_path / "sweep").exists()  # nothing written
 
 

@@ -8,6 +8,8 @@ own sweep dir, all on one storage. The resume tests interrupt real training sear
 
 from __future__ import annotations
 
+import errno
+import inspect
 import json
 import os
 import signal
@@ -155,6 +157,25 @@ def test_a_running_trial_no_sweeper_asked_for_is_failed_and_asked_again(tmp_path
     assert trials[1].params == params and trials[1].state == expected_state(trials[1])
 
 
+def test_n_trials_counts_failed_and_pruned_trials_as_optunas_callback_with_states_none(
+    tmp_path,
+):
+    app, url = write_app(tmp_path), f"sqlite:///{tmp_path}/x.db"
+    for x, n in (("4", 2), ("-4", 3)):  # x > 3: every trial pruned; x < -3: every one failed
+        p = start(app, tmp_path / "s", f"hydra.sweeper.storage={url}", f"x={x}",
+                  f"hydra.sweeper.n_trials={n}", "sleep=0")  # fmt: skip
+        try:
+            _, err = p.communicate(timeout=120)
+        finally:
+            p.kill()
+        assert p.returncode == 0, err[-3000:]
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2 + [TrialState.FAIL]
+    # what the page says of Optuna's MaxTrialsCallback: by default, complete trials only
+    states = inspect.signature(optuna.study.MaxTrialsCallback).parameters["states"].default
+    assert tuple(states) == (TrialState.COMPLETE,)
+
+
 def test_a_trial_continues_from_last_ckpt_only_where_its_dir_holds_the_same_job(tmp_path):
     from hydra import compose, initialize_config_dir
 
@@ -223,6 +244,13 @@ def _take_over(app: Path, url: str, args: list[str], a: subprocess.Popen, tmp_pa
     assert (tmp_path / "a" / "0" / ".hydra").is_dir() and not (tmp_path / "c" / "0").exists()
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (and was not reaped into reuse since)."""
+    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout)
+
+
 def test_a_process_on_another_host_is_gone_when_its_heartbeat_is_older_than_grace(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
     store = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/x.db")
@@ -234,26 +262,105 @@ def test_a_process_on_another_host_is_gone_when_its_heartbeat_is_older_than_grac
     assert not me.alive({**elsewhere, "beat": now, "ended": True}, now)
     here = {**me.entry, "index": 0, "beat": now - 1000}  # this host: the pid decides
     assert me.alive(here, now)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    assert not me.alive({**here, "pid": int(dead.stdout), "started": None}, now)
+    assert not me.alive({**here, "pid": dead_pid(), "started": None}, now)
     assert not me.alive({**here, "started": "0"}, now)  # the pid reused by another process
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        {"pidns": "pid:[1]"},  # a container sharing the host's name (--uts=host, hostNetwork)
+        {"boot": "00000000-0000-0000-0000-000000000000"},  # this host before a reboot
+        {"boot": None, "pidns": None},  # an entry written before either was recorded
+    ],
+)
+def test_a_process_with_this_host_name_in_another_pid_namespace_is_judged_by_heartbeat(
+    tmp_path, elsewhere
+):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/x.db")
+    store = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/x.db")
+    me = Process(study, store, interval=10, grace=30)
+    now = time.time()
+    entry = {**me.entry, "pid": dead_pid(), "started": None, "index": 1, **elsewhere}
+    entry = {k: v for k, v in entry.items() if v is not None}
+    assert entry["host"] == socket.gethostname()
+    assert me.alive({**entry, "beat": now - 29}, now)  # its pid means nothing here
+    assert not me.alive({**entry, "beat": now - 31}, now)
+    assert not me.alive({**me.entry, "pid": entry["pid"], "beat": now}, now)  # here: by pid
+
+
+# As xor-train runs it: the sweep dir made and locked (`.lock`) before the sweeper starts.
+LOCKED = "+hydra.callbacks.lock._target_=xor_lightning.lock.RunDirLock"
+
+
+def refused(tmp_path: Path, *args: str) -> str:
+    """The one line a search started with `args` is refused with, exit status 2; its sweep
+    dir, made before the sweeper started, is not left behind."""
+    p = start(write_app(tmp_path), tmp_path / "s", LOCKED, *args)
+    _, err = p.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert not (tmp_path / "s").exists()  # nothing written, not even .lock
+    return lines[0]
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("hydra.sweeper.storage=nosuchdb://x", "hydra.sweeper.storage=nosuchdb://x: "),
+        ("hydra.sweeper.storage=nosuchdb://x", "storage=nosuchdb://x: NoSuchModuleError: "),
         ("hydra.sweeper.process_index=-1", "process_index=-1: use an integer >= 0"),
         ("hydra.sweeper.grace_period=1", "use 0 < heartbeat_interval < grace_period"),
     ],
 )
 def test_bad_settings_are_refused_in_one_line(tmp_path, override, message):
-    p = start(write_app(tmp_path), tmp_path / "s", override)
-    _, err = p.communicate(timeout=120)
-    first = err.splitlines()[0]  # then Hydra's line on HYDRA_FULL_ERROR=1
-    assert p.returncode == 1 and message in first and "Traceback" not in err, err
-    assert not (tmp_path / "s").exists()  # nothing written
+    assert message in refused(tmp_path, override)
+
+
+def test_a_storage_file_that_is_no_database_is_refused_and_nothing_made_is_left(tmp_path):
+    db = tmp_path / "notes.db"
+    db.write_text("not a database\n" * 100)
+    line = refused(tmp_path, f"hydra.sweeper.storage=sqlite:///{db}")
+    assert (
+        f"sqlite:///{db}: DatabaseError: (sqlite3.DatabaseError) file is not a database (use "
+        in line
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.py", "cfg.yaml", "notes.db"]
+    assert db.read_text() == "not a database\n" * 100
+
+
+def denied_dir() -> tuple[Path, str]:
+    """A dir in which this user, root included, may not make a file (/sys), and how the
+    system says so when it is not plainly "permission denied" (a read-only mount)."""
+    probe = Path("/sys") / f"xor-{os.getpid()}.probe"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_WRONLY))
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return probe.parent, "" if e.errno == errno.EACCES else f" ({e.strerror})"
+        raise
+    probe.unlink()
+    pytest.skip("/sys takes new files on this machine")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_storage_this_user_may_not_write_is_refused_as_a_permission_problem(tmp_path, kind):
+    where, why = denied_dir()
+    file = where / "xor.db"
+    url = f"sqlite:///{file}" if kind == "sqlite" else f"journal:{file}"
+    line = refused(tmp_path, f"hydra.sweeper.storage={url}")
+    lock = f"{file}.sweeper-lock, the study's lock file beside the storage file{why}"
+    assert line == (
+        f"error: hydra.sweeper.storage={url}: permission denied: cannot write {lock}; use a "
+        "storage this user can write (a file in a directory it may write to, or a database server)"
+    )
+
+
+def test_a_read_only_sqlite_database_is_refused_as_a_permission_problem(tmp_path):
+    db = tmp_path / "ro.db"
+    optuna.create_study(study_name="shared", storage=f"sqlite:///{db}")  # the study's own
+    url = f"sqlite:///file:{db}?mode=ro&uri=true"  # a file this user may read, not write
+    line = refused(tmp_path, f"hydra.sweeper.storage='{url}'")
+    assert f"permission denied: cannot write file:{db} (attempt to write a readonly" in line
 
 
 def train_search(d: Path, log: Path, *args: str) -> subprocess.Popen:
@@ -324,9 +431,12 @@ def test_an_ended_process_s_trial_is_resumed_and_a_changed_space_refused(tmp_pat
               *space)  # fmt: skip
     _, err = p.communicate(timeout=120)
     if space:  # Optuna keeps one kind of distribution per parameter in a study
-        first = err.splitlines()[0]
-        assert p.returncode == 1 and "Traceback" not in err and "(x, y) does not fit" in first
-        assert "use another hydra.sweeper.study_name" in first, err
+        [line] = err.strip().splitlines()
+        assert p.returncode == 2 and line.startswith("error: the search space (x, y) does not fit")
+        assert "use another hydra.sweeper.study_name" in line, err
+        assert not (tmp_path / "s").exists()  # its sweep dir, made for nothing, is not left
+        [left] = optuna.load_study(study_name="shared", storage=url).trials  # no trial asked
+        assert left.state == TrialState.RUNNING and list(processes(store, "shared")) == ["t0"]
         return
     assert p.returncode == 0, err[-3000:]
     trials = optuna.load_study(study_name="shared", storage=url).trials

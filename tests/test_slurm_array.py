@@ -2,10 +2,13 @@
 waiting for the tasks (with stand-ins for squeue and scontrol), what a task unpickles, and
 the documented defaults. The sweeps on the one-node cluster: test_slurm_vectorized.py."""
 
+import json
 import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +23,47 @@ def fake_command(bin_dir: Path, name: str, script: str) -> None:
     path = bin_dir / name
     path.write_text(f"#!/bin/bash\n{script}\n")
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+SQUEUE = r"""
+import json, sys
+from pathlib import Path
+
+here, args = Path(sys.argv[0]).parent, sys.argv[1:]
+calls = here / "squeue.calls"
+n = len(calls.read_text().splitlines()) if calls.exists() else 0
+with calls.open("a") as f:
+    f.write(" ".join(args) + "\n")
+polls = json.loads((here / "squeue.json").read_text())
+arrays = set(args[args.index("-j") + 1].split(",")) if "-j" in args else None
+listed = [t for t in polls[min(n, len(polls) - 1)] if arrays is None or t.split("_")[0] in arrays]
+if "-r" in args:  # one array task a line
+    print("\n".join(listed))
+else:  # an array's pending tasks on one line, their indices as ranges: 7_[0-2,5]
+    indices = {}
+    for t in listed:
+        indices.setdefault(t.split("_")[0], []).append(int(t.split("_")[1]))
+    for job, got in indices.items():
+        got, runs = sorted(got), []
+        for i in got:
+            if runs and runs[-1][1] == i - 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        print(f"{job}_[" + ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs) + "]")
+"""
+
+
+def fake_squeue(bin_dir: Path, polls: list[list[str]]) -> Path:
+    """A stand-in for `squeue -h [-r] -o %i -j <arrays>`: at call k it lists the array
+    tasks `polls[k]` (the last list once they run out) of the arrays asked for, one a line
+    with `-r`, else, as squeue shows an array's pending tasks, collapsed (`7_[0-3]`). Its
+    calls' arguments, one call a line, go to the file it returns."""
+    (bin_dir / "squeue.json").write_text(json.dumps(polls))
+    path = bin_dir / "squeue"
+    path.write_text(f"#!{sys.executable}\n{SQUEUE}")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return bin_dir / "squeue.calls"
 
 
 def test_jobs_are_cut_in_order_into_chunks_numbered_from_the_first_job():
@@ -75,7 +119,8 @@ def test_settings_it_cannot_run_are_refused_in_one_line():
 
 
 class FakeJob:
-    """What `array.wait` reads of a submitit job: ended with `result`, or never `done`."""
+    """What `array.wait` reads of a submitit job: ended with `result`, or never `done`
+    (then it has no result file, however long one waits for it)."""
 
     def __init__(self, job_id: str, result=None, raises=None, done=True):
         self.job_id, self._result, self._raises, self._done = job_id, result, raises, done
@@ -88,6 +133,13 @@ class FakeJob:
         if self._raises:
             raise self._raises
         return self._result
+
+    def _get_outcome_and_result(self):
+        from submitit.core.utils import UncompletedJobError
+
+        if not self._done:
+            raise UncompletedJobError(f"Job {self.job_id} has not produced any output")
+        return ("error", None) if self._raises else ("success", self._result)
 
     def cancel(self, check=True):
         self.cancelled = True
@@ -110,7 +162,7 @@ def test_waiting_gives_each_task_its_result_or_one_line_saying_why_not(tmp_path,
     trace = "Traceback (most recent call last):\n  File ...\nValueError: boom"
     raised = FailedJobError(f"Job (task=0) failed during processing with trace:\n{'-' * 22}\n"
                             f"{trace}\n{'-' * 22}\nYou can check full logs ...")  # fmt: skip
-    fake_command(tmp_path, "squeue", "echo 7_9")  # 7_2 has left the queue, 7_9 still runs
+    fake_squeue(tmp_path, [["7_8", "7_9"]])  # 7_2 has left the queue, 7_8 and 7_9 still run
     ended = "echo 'JobId=9 JobState=CANCELLED Reason=None ExitCode=0:15'"
     fake_command(tmp_path, "scontrol", ended)
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
@@ -124,16 +176,60 @@ def test_waiting_gives_each_task_its_result_or_one_line_saying_why_not(tmp_path,
                            "exit code 0:15); log: /logs/7_2_0_log.err")  # fmt: skip
 
 
-def test_a_task_still_queued_is_waited_for(tmp_path, monkeypatch):
-    # squeue lists the task for the first 3 polls, then it is gone: 2 more polls to be sure
-    counter = tmp_path / "calls"
-    listed = f"echo x >> {counter}; [ $(wc -l < {counter}) -le 3 ] && echo 7_0 || true"
-    fake_command(tmp_path, "squeue", listed)
+def test_the_stand_in_for_squeue_collapses_an_arrays_tasks_unless_given_r(tmp_path):
+    fake_squeue(tmp_path, [["7_0", "7_1", "7_2", "7_5", "8_4"]])
+    squeue = [str(tmp_path / "squeue"), "-h", "-o", "%i", "-j", "7,8"]
+    out = subprocess.run(squeue, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["7_[0-2,5]", "8_[4]"]
+    out = subprocess.run([*squeue, "-r"], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["7_0", "7_1", "7_2", "7_5", "8_4"]
+
+
+def test_tasks_still_queued_are_waited_for(tmp_path, monkeypatch):
+    # squeue lists both tasks for the first 3 polls, then they are gone: 2 more polls to be
+    # sure. Its tasks one a line only with -r: without, the array's line is "7_[0-1]".
+    calls = fake_squeue(tmp_path, [["7_0", "7_1"]] * 3 + [[]])
     fake_command(tmp_path, "scontrol", "exit 1")  # purged: no state to report
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    [(kind, why)] = array.wait([FakeJob("7_0", done=False)], poll_s=0.01)
-    assert kind == "failed" and "state no longer known to SLURM" in why
-    assert len(counter.read_text().split()) == 5
+    outcomes = array.wait([FakeJob("7_0", done=False), FakeJob("7_1", done=False)], poll_s=0.01)
+    assert [kind for kind, _ in outcomes] == ["failed", "failed"]
+    assert all("state no longer known to SLURM" in why for _, why in outcomes)
+    assert len(calls.read_text().splitlines()) == 5
+
+
+def test_a_task_whose_result_shows_after_it_left_the_queue_is_done(tmp_path, monkeypatch):
+    """On a shared file system the result file a task wrote may show here after squeue has
+    dropped the task: it is read once it shows, as submitit's `job.result()` does. Tasks
+    that left the queue together are waited for together."""
+    from submitit.core import core, utils
+    from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_squeue(bin_dir, [["7_0", "7_1"], []])  # running at the first poll, then gone
+    fake_command(bin_dir, "sacct", "echo 'sacct: error: accounting storage is disabled' >&2\n"
+                 "exit 1")  # fmt: skip
+    fake_command(bin_dir, "scontrol", "echo 'JobId=8 JobState=COMPLETED Reason=None "
+                 "ExitCode=0:0'")  # fmt: skip
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(SlurmJob, "watcher", SlurmInfoWatcher(delay_s=600))  # this test's own
+    jobs = [SlurmJob(tmp_path / "logs", f"7_{i}") for i in range(2)]
+    jobs[0].paths.folder.mkdir()
+    both_waiting = threading.Barrier(2, timeout=20)  # broken if they are waited for in turn
+    shown = []
+
+    def sleep(seconds: float) -> None:  # submitit waits for the files: now they show
+        if not shown:
+            both_waiting.wait()
+        for i, job in enumerate(jobs):  # whole, as submitit writes it: under another name first
+            written = f"{job.paths.result_pickle}.{threading.get_ident()}"
+            utils.cloudpickle_dump(("success", {"returns": [(True, i)]}), written)
+            os.replace(written, job.paths.result_pickle)
+        shown.append(seconds)
+
+    monkeypatch.setattr(core, "_time", SimpleNamespace(time=time.time, sleep=sleep))
+    assert array.wait(jobs, poll_s=0.01) == [("ok", {"returns": [(True, i)]}) for i in range(2)]
+    assert shown  # they were not there when the tasks left the queue
 
 
 def test_a_queue_that_no_longer_knows_the_array_holds_none_of_its_tasks(tmp_path, monkeypatch):

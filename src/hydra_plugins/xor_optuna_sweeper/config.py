@@ -124,8 +124,8 @@ class XorOptunaSweeperConf:
     # index that no live process of the study holds (0 for a search run alone).
     process_index: int | None = None
     # A process's trials are taken over by another once it has ended, its pid is dead (same
-    # host), or (another host) its heartbeat, written every heartbeat_interval seconds, is
-    # older than grace_period seconds.
+    # host name, boot id and pid namespace), or (elsewhere) its heartbeat, written every
+    # heartbeat_interval seconds, is older than grace_period seconds.
     heartbeat_interval: float = 60.0
     grace_period: float = 180.0
 

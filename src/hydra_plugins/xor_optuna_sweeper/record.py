@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from hydra_plugins.xor_optuna_sweeper.refusal import SweeperError
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +43,21 @@ def tell(study: Any, trial: Any, ret: Any, n_values: int) -> str | None:
     log.warning(f"{error}: recorded as failed")
     finish(study, trial, state=state.FAIL)
     return error
+
+
+def tell_batch(
+    study: Any, trials: list[Any], returns: list[Any], n: int, max_failure_rate: float
+) -> None:
+    """Record a batch; stop if more of it failed than max_failure_rate allows."""
+    failed = [(r, e) for t, r in zip(trials, returns, strict=True) if (e := tell(study, t, r, n))]
+    if len(failed) / len(returns) > max_failure_rate:
+        for ret, _ in failed:
+            _ = ret.return_value  # re-raises a job's own exception, as the release does
+        raise SweeperError(
+            f"{len(failed)} of {len(returns)} trials of a batch failed "
+            f"({failed[0][1]}): more than hydra.sweeper.max_failure_rate="
+            f"{max_failure_rate}"
+        )
 
 
 def fail(study: Any, trial: Any) -> None:

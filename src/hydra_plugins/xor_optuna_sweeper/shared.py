@@ -1,12 +1,18 @@
 """One study, many sweeper processes: who owns a running trial, and when another may take it.
 
 Several processes (or SLURM tasks) may run the same search on one storage. Each registers
-itself in the study (a study system attribute `xor:process:<token>`: host, pid, the pid's
-start time, its index, a heartbeat) and marks every trial it asks for as its own (trial
-system attribute `xor:owner`). A RUNNING trial whose owner is gone (it ended, by Ctrl-C
-say; its pid is dead on this host; or, on another host, its heartbeat is older than the
-grace period) is taken over: set back to WAITING, which keeps its number and parameters,
-so the next `study.ask` pops it and the sweeper launches it again as the same job.
+itself in the study (a study system attribute `xor:process:<token>`: host, boot id, pid
+namespace, pid, the pid's start time, its index, a heartbeat) and marks every trial it asks
+for as its own (trial system attribute `xor:owner`). A RUNNING trial whose owner is gone
+(it ended, by Ctrl-C say; its pid is dead, where that pid is one of this process's pid
+namespace; or, elsewhere, its heartbeat is older than the grace period) is taken over: set
+back to WAITING, which keeps its number and parameters, so the next `study.ask` pops it
+and the sweeper launches it again as the same job.
+
+A host name alone does not say where a pid is valid: containers run with `--uts=host`
+and pods with `hostNetwork` share the host's name, each in a pid namespace of its own,
+where a live process's pid may not exist or be another's. So only an entry whose host
+name, boot id and pid namespace all match this process's is judged by its pid.
 
 `StudyLock` serialises what must not interleave between processes (creating the storage,
 registering, taking over and asking for trials against the budget): an `fcntl` lock beside
@@ -43,6 +49,23 @@ def _started(pid: int) -> str | None:
         return None
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _where() -> dict[str, str | None]:
+    """Where this process's pid means something: its host name, the machine's boot id (a
+    pid from before a reboot is no one's) and its pid namespace (Linux; None elsewhere)."""
+    try:
+        boot: str | None = BOOT_ID.read_text().strip()
+    except OSError:
+        boot = None
+    try:
+        pidns: str | None = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = None
+    return {"host": socket.gethostname(), "boot": boot, "pidns": pidns}
+
+
 def _pid_alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
@@ -61,8 +84,7 @@ class Process:
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.token = uuid.uuid4().hex
         self.index = 0
-        self.entry = {"host": socket.gethostname(), "pid": os.getpid()}
-        self.entry["started"] = _started(os.getpid())
+        self.entry = {**_where(), "pid": os.getpid(), "started": _started(os.getpid())}
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -76,12 +98,22 @@ class Process:
         return {k.removeprefix(PROCESS): v for k, v in attrs.items() if k.startswith(PROCESS)}
 
     def alive(self, entry: dict[str, Any] | None, now: float) -> bool:
-        """Whether the process an entry describes still runs (its trials are its own)."""
+        """Whether the process an entry describes still runs (its trials are its own): by
+        its pid where its pid is valid here (`here`), otherwise by its heartbeat."""
         if not entry or entry.get("ended"):
             return False
-        if entry["host"] == self.entry["host"]:
+        if self.here(entry):
             return _pid_alive(int(entry["pid"]), entry.get("started"))
         return now - float(entry["beat"]) <= self.grace
+
+    def here(self, entry: dict[str, Any]) -> bool:
+        """Whether an entry's pid is one in this process's pid namespace, on this boot of
+        this machine. A field that is missing (an entry written by an earlier version) or
+        unknown here (no /proc) does not count as a match: the heartbeat decides."""
+        return all(
+            self.entry[k] is not None and entry.get(k) == self.entry[k]
+            for k in ("host", "boot", "pidns")
+        )
 
     def register(self, index: int | None) -> tuple[int, int]:
         """Join the study (under the study lock) with `index`, or the lowest index no live

@@ -22,13 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.plugins import Plugins
-from hydra.errors import CompactHydraException, HydraDeprecationError
+from hydra.errors import HydraDeprecationError
 from hydra.plugins.sweeper import Sweeper
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from hydra_plugins.xor_optuna_sweeper import record
 from hydra_plugins.xor_optuna_sweeper import space as sp
+from hydra_plugins.xor_optuna_sweeper.refusal import (
+    Made,
+    Refused,
+    SweeperError,
+    check,
+    denied,
+    misfit,
+    misfit_refused,
+    refuse,
+    sqlite_file,
+    storage_refused,
+)
 from hydra_plugins.xor_optuna_sweeper.shared import Process, resume_overrides
 from xor_lightning.trials import (
     JOURNAL,
@@ -44,10 +56,6 @@ log = logging.getLogger(__name__)
 URL = "https://hydra.cc/docs/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
 GRID = "optuna.samplers.GridSampler"
 PROCESS_STRIDE = 1_000_003  # seed + this x the process index + the trials its index asked for
-
-
-class SweeperError(CompactHydraException):
-    """A configuration the sweeper cannot run: Hydra prints the message alone."""
 
 
 class XorOptunaSweeper(Sweeper):
@@ -80,42 +88,6 @@ class XorOptunaSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-
-    def _check(self) -> list[str]:
-        """The directions; a one-line error for settings the search cannot run with."""
-        given = (
-            self.direction if isinstance(self.direction, (list, ListConfig)) else [self.direction]
-        )
-        directions = [getattr(d, "name", str(d)) for d in given]
-        if not directions or set(directions) - {"minimize", "maximize"}:
-            raise SweeperError(
-                f"hydra.sweeper.direction={self.direction}: use minimize or "
-                "maximize, or a list of them (one per value the task returns)"
-            )
-        if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise SweeperError(
-                f"hydra.sweeper.max_failure_rate={self.max_failure_rate}: use a "
-                "number from 0.0 to 1.0"
-            )
-        if self.n_jobs < 1:
-            raise SweeperError(f"hydra.sweeper.n_jobs={self.n_jobs}: use an integer >= 1")
-        if self.process_index is not None and self.process_index < 0:
-            raise SweeperError(
-                f"hydra.sweeper.process_index={self.process_index}: use an integer >= 0, "
-                "or null (the lowest index no live process of the study holds)"
-            )
-        if not 0 < self.heartbeat_interval < self.grace_period:
-            raise SweeperError(
-                f"hydra.sweeper.heartbeat_interval={self.heartbeat_interval}, grace_period="
-                f"{self.grace_period}: use 0 < heartbeat_interval < grace_period (seconds)"
-            )
-        if len(directions) > 1 and prunes(self.pruner):
-            raise SweeperError(
-                f"hydra.sweeper.pruner={self.pruner._target_} with {len(directions)} "
-                "objectives: Optuna cannot prune a multi-objective search; use "
-                "hydra/sweeper/pruner=none"
-            )
-        return directions
 
     def _space(self, arguments: list[str]) -> tuple[dict[str, Any], list[Any]]:
         """Distributions (search_space, then params, then the command line) and fixed overrides."""
@@ -164,59 +136,76 @@ class XorOptunaSweeper(Sweeper):
         return instantiate(cfg, search_space=grid)
 
     def sweep(self, arguments: list[str]) -> None:
+        """Refusals (`Refused`) come before the first trial: `error: <why>`, exit status 2,
+        and what the sweep made so far removed (`refusal.py`)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        directions = self._check()
-        try:  # every refusal comes before anything is written
-            space, fixed = self._space(arguments)
-            custom = get_method(self.custom_search_space) if self.custom_search_space else None
-            if (self.sampler or {}).get("_target_") == GRID:
-                sp.grid(space)
-        except (ValueError, ImportError) as e:
-            raise SweeperError(str(e)) from e
-        if isinstance(self.storage, str) and not self.storage.startswith(JOURNAL):
-            self._storage_error(check_url, self.storage)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        lock = lock_file(url_of(self.storage, self.config.hydra))
-        store = self._storage_error(storage, self.storage, self.config.hydra)
-        with study_lock(lock):  # processes starting together create one study, distinct indices
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=store,
-                pruner=instantiate(self.pruner) if prunes(self.pruner) else None,
-                directions=directions,
-                load_if_exists=True,
-            )
-            me = Process(study, store, self.heartbeat_interval, self.grace_period)
-            index, done = me.register(self.process_index)
+        made = Made(sweep_dir)
         try:
-            study.sampler = self._sampler(space, done, index) or study.sampler
-            self._search(study, me, lock, space, fixed, custom, len(directions))
-        finally:
-            me.end()
+            directions = check(self)
+            try:
+                space, fixed = self._space(arguments)
+                custom = get_method(self.custom_search_space) if self.custom_search_space else None
+                if (self.sampler or {}).get("_target_") == GRID:
+                    sp.grid(space)
+            except (ValueError, ImportError) as e:
+                raise Refused(str(e)) from e
+            study, me, lock, done = self._open(directions, space, made)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                study.sampler = self._sampler(space, done, me.index) or study.sampler
+                self._search(study, me, lock, space, fixed, custom, len(directions))
+            finally:
+                me.end()
+        except Refused as e:
+            refuse(e, made)
         record.write_results(study, sweep_dir, len(directions))
+
+    def _open(
+        self, directions: list[str], space: dict[str, Any], made: Made
+    ) -> tuple[Any, Process, Any, int]:
+        """The study, this process registered in it (`Process.register`: how many trials
+        its index asked for before), and the study lock. A storage that cannot be opened
+        is refused in one line, one this user may not write as a permission problem; and
+        a space the study's trials do not fit, before this process registers."""
+        import optuna
+
+        url = url_of(self.storage, self.config.hydra)
+        lock, database = lock_file(url), sqlite_file(url)
+        made.storage(lock)
+        try:
+            if isinstance(self.storage, str) and not self.storage.startswith(JOURNAL):
+                check_url(self.storage)
+            store = storage(self.storage, self.config.hydra)
+        except Exception as e:
+            raise storage_refused(self.storage, e, database) from e
+        try:  # processes starting together create one study, and take distinct indices
+            with study_lock(lock):
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=store,
+                    pruner=instantiate(self.pruner) if prunes(self.pruner) else None,
+                    directions=directions,
+                    load_if_exists=True,
+                )
+                made.opened()  # its files hold a study now, which other processes may share
+                if refused := misfit(study, space):
+                    raise refused
+                me = Process(study, store, self.heartbeat_interval, self.grace_period)
+                _, done = me.register(self.process_index)
+        except Exception as e:  # a read-only SQLite file opens, and fails at the first write
+            if isinstance(e, Refused) or denied(e, database) is None:
+                raise
+            raise storage_refused(self.storage, e, database) from e
+        return study, me, lock, done
 
     def _ask(self, study: Any, space: dict[str, Any]) -> Any:
         try:
             return study.ask(space)
-        except ValueError as e:  # Optuna: one distribution kind per parameter in a study
-            raise SweeperError(
-                f"the search space ({', '.join(space)}) does not fit the trials study "
-                f"'{study.study_name}' already holds ({e}): use another "
-                "hydra.sweeper.study_name or hydra.sweep.dir"
-            ) from e
-
-    def _storage_error(self, make: Any, *args: Any) -> Any:
-        """make(*args), a storage or its check; what goes wrong, in one line."""
-        try:
-            return make(*args)
-        except Exception as e:
-            raise SweeperError(
-                f"hydra.sweeper.storage={self.storage}: {type(e).__name__}: {e} (use an "
-                "SQLAlchemy URL such as sqlite:///study.db, journal:<file>, or a _target_ config)"
-            ) from e
+        except ValueError as e:  # another process told a trial on another space meanwhile
+            raise misfit_refused(study.study_name, space, e) from e
 
     def _search(self, study: Any, me: Process, lock: Any, space: Any, *job: Any) -> None:
         """Batches of trials until the study holds n_trials (counting every process's)."""
@@ -260,7 +249,7 @@ class XorOptunaSweeper(Sweeper):
                 for t in trials:
                     record.fail(study, t)
                 raise
-            self._tell_batch(study, trials, returns, n_values)
+            record.tell_batch(study, trials, returns, n_values, self.max_failure_rate)
 
     def _overrides(self, trial: Any, fixed: list[Any], custom: Any) -> list[str]:
         """The job's overrides; fixed ones are recorded as the trial's user attributes."""
@@ -288,19 +277,3 @@ class XorOptunaSweeper(Sweeper):
                 returns += self.launcher.launch(jobs[start:i], initial_job_idx=trials[start].number)
                 start = i
         return returns
-
-    def _tell_batch(self, study: Any, trials: list[Any], returns: list[Any], n: int) -> None:
-        """Record a batch; stop if more of it failed than max_failure_rate allows."""
-        failed = [
-            (r, e)
-            for t, r in zip(trials, returns, strict=True)
-            if (e := record.tell(study, t, r, n))
-        ]
-        if len(failed) / len(returns) > self.max_failure_rate:
-            for ret, _ in failed:
-                _ = ret.return_value  # re-raises a job's own exception, as the release does
-            raise SweeperError(
-                f"{len(failed)} of {len(returns)} trials of a batch failed "
-                f"({failed[0][1]}): more than hydra.sweeper.max_failure_rate="
-                f"{self.max_failure_rate}"
-            )

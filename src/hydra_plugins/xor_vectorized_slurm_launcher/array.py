@@ -6,6 +6,9 @@ Waiting is done here rather than with submitit's `Job.result()`: submitit learns
 task ended from SLURM's accounting (`sacct`), and on a cluster without it (as the one-node
 test cluster) a task that died without a result would be waited for forever; `squeue`
 and `scontrol`, which every cluster has, say when a task has left the queue and how.
+Once a task has left the queue, its result is read as `Job.result()` reads it, with
+submitit's own wait for the result file: on a shared file system the file a task wrote
+on its node may show on this one seconds after SLURM has dropped the task.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -132,10 +136,27 @@ def collect(job: Any) -> tuple[str, Any]:
         return "failed", ended(job)
 
 
+def collect_left(job: Any) -> tuple[str, Any]:
+    """The outcome (`collect`) of a task squeue no longer lists. Its result file may not
+    show yet: submitit's wait for it (the second half of `Job.result()`, up to
+    `Job._results_timeout_s`, 15 s) decides. The first half, waiting for the accounting
+    to call the task done, is what squeue has just said, and would never end for a task
+    that died without a result on a cluster without `sacct`."""
+    from submitit.core.utils import UncompletedJobError
+
+    try:
+        job._get_outcome_and_result()  # returns once the result file shows
+    except UncompletedJobError:  # none within submitit's time: the task died without one
+        return "failed", ended(job)
+    return collect(job)  # the file is there: `job.result()` reads it at once
+
+
 def wait(jobs: Sequence[Any], poll_s: float = 1.0, misses: int = 2) -> list[tuple[str, Any]]:
     """Each task's outcome (`collect`), in order, once all have ended. A task is over when
     its result is there (or submitit's accounting says so), or when squeue has not listed
-    it `misses` polls in a row; the poll slows from `poll_s` to 10 s as the wait grows.
+    it `misses` polls in a row (then `collect_left`, for the tasks that left at one poll
+    together: a cancelled array's tasks wait for their result files at the same time);
+    the poll slows from `poll_s` to 10 s as the wait grows.
     Ctrl-C cancels the tasks still running: the sweep stops with the process that
     launched it, and the same command with the same
     `hydra.sweep.dir` keeps the jobs that finished."""
@@ -154,6 +175,7 @@ def _wait(jobs: Sequence[Any], poll_s: float, misses: int) -> list[tuple[str, An
     start = time.monotonic()
     while len(outcomes) < len(jobs):
         queued = in_queue([j for i, j in enumerate(jobs) if i not in outcomes])
+        left = []
         for i, job in enumerate(jobs):
             if i in outcomes:
                 continue
@@ -162,9 +184,13 @@ def _wait(jobs: Sequence[Any], poll_s: float, misses: int) -> list[tuple[str, An
             elif queued is not None and job.job_id not in queued:
                 missed[i] += 1
                 if missed[i] >= misses:
-                    outcomes[i] = ("failed", ended(job))
+                    left.append(i)
             else:
                 missed[i] = 0
+        if left:
+            with ThreadPoolExecutor(min(len(left), 32)) as pool:
+                results = pool.map(collect_left, [jobs[i] for i in left])
+                outcomes.update(zip(left, results, strict=True))
         if len(outcomes) < len(jobs):
             time.sleep(min(10.0, poll_s + (time.monotonic() - start) / 60))
     return [outcomes[i] for i in range(len(jobs))]
