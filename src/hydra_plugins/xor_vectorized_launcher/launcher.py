@@ -102,22 +102,25 @@ class VectorizedLauncher(Launcher):
         """xor-train's jobs, stacked; their returns in job order (also what each array task
         of `hydra/launcher=vectorized_slurm` runs on its share of the jobs)."""
         log.info("Launching %d jobs, vectorised", len(job_overrides))
-        # torch and Lightning imported once, here, before any worker process forks
-        import xor_lightning.stacked.run
-        import xor_lightning.validate  # noqa: F401
-        from hydra_plugins.xor_vectorized_launcher.jobs import JobHooks
+        from xor_lightning.stacked.interrupts import HELD
 
-        self.working_dir, self.task_name = os.getcwd(), JobRuntime.instance().get("name")
-        jobs = self._prepare_all(initial_job_idx, [list(o) for o in job_overrides])
-        for job in jobs:
-            log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
-        fatal = next((job.fatal for job in jobs if job.fatal), None)
-        if fatal:
-            self.refuse(fatal)
-        from xor_lightning.stacked.run import run_jobs
+        with HELD.holding():  # a Ctrl-C from here on: `interrupts.py`
+            # torch and Lightning imported once, here, before any worker process forks
+            import xor_lightning.stacked.run
+            import xor_lightning.validate  # noqa: F401
+            from hydra_plugins.xor_vectorized_launcher.jobs import JobHooks
 
-        returns = run_jobs(jobs, self.settings, sweep_dir, JobHooks(self))
-        return [returns[job.num] for job in jobs]
+            self.working_dir, self.task_name = os.getcwd(), JobRuntime.instance().get("name")
+            jobs = self._prepare_all(initial_job_idx, [list(o) for o in job_overrides])
+            for job in jobs:
+                log.info("\t#%d : %s", job.num, " ".join(filter_overrides(job.overrides)))
+            fatal = next((job.fatal for job in jobs if job.fatal), None)
+            if fatal:
+                self.refuse(fatal)
+            from xor_lightning.stacked.run import run_jobs
+
+            returns = run_jobs(jobs, self.settings, sweep_dir, JobHooks(self))
+            return [returns[job.num] for job in jobs]
 
     def refuse(self, why: str) -> NoReturn:
         """Refuse the whole sweep before anything is written: `error: <why>`, exit 2."""

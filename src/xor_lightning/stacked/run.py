@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import torch
 import yaml
@@ -27,6 +27,7 @@ from xor_lightning.stacked import compact, tensorboard
 from xor_lightning.stacked.fit import fit_group
 from xor_lightning.stacked.forks import fork_map
 from xor_lightning.stacked.groups import VARYING, split_keys
+from xor_lightning.stacked.interrupts import HELD
 from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
 from xor_lightning.stacked.pruning import trial_pruning
 from xor_lightning.stacked.reruns import claim, earlier, read_value
@@ -72,12 +73,17 @@ def run_jobs(
     returns: dict[int, JobReturn] = {}
     groups: dict[str, list[Job]] = {}
     packed = _packed(jobs, settings)  # in fits of more than `job_dirs_up_to`: no job dirs
+    stop = lambda: _stop(sweep_dir, HELD.signal, metric, settings["hydra"], False)  # noqa: E731
+    if HELD.signal is not None:  # while the jobs were composed: nothing written yet
+        stop()
     held = claim([j for j in jobs if not j.fatal and j.num not in packed])
     try:
         for job in held:
             earlier(job)
         fresh = [j for j in held if not j.done and j.problem is None and j.hydra_files]
         fork_map(write_hydra_files, fresh, min(settings["workers"], len(fresh) // 128))
+        if HELD.signal is not None:
+            stop()
         for job in jobs:
             if job.num in packed:
                 continue
@@ -119,11 +125,19 @@ def run_jobs(
                         first_group=len(groups))  # fmt: skip
         for job in jobs:
             if job.num not in returns:
+                if HELD.signal is not None:
+                    stop()
                 log.info("job %d runs as a fit of its own: %s", job.num, job.problem)
-                returns[job.num] = hooks.run_alone(job)
+                try:
+                    returns[job.num] = hooks.run_alone(job)
+                except SystemExit as e:  # Ctrl-C stopped it as it stops a run
+                    if not HELD.take(e.code):
+                        raise
                 record = read_json(job.dir / "job.json")
                 if record is not None:
                     write_json(job.dir / "job.json", {**record, "alone": job.problem})
+        if HELD.signal is not None:  # while the last job's dir was written
+            stop()
     finally:
         for job in held:
             let_go(job.dir)
@@ -136,6 +150,8 @@ def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, me
     """One fit of a group's `chunk` of jobs; each job's dir written (or, `packed`, the fit's
     own dir: `compact.py`) and its return made, and the fit's TensorBoard summary
     (`<sweep dir>/tb/<name>`, `name` by default `group<g>`)."""
+    if HELD.signal is not None:  # while the fit before was written
+        _stop(sweep_dir, HELD.signal, metric, settings["hydra"], False)
     hooks.started(chunk)
     tic = time.perf_counter()
     every = settings["last_every_n_epochs"]
@@ -172,7 +188,7 @@ def _fit(g: int, chunk: list[Job], settings: dict[str, Any], sweep_dir: Path, me
             returns[job.num] = hooks.job_return(job, value)
         hooks.ended(job, returns[job.num])
     if result.signal is not None:
-        _stop(sweep_dir, result.signal, metric, settings["hydra"])
+        _stop(sweep_dir, result.signal, metric, settings["hydra"], True)
 
 
 def _packed(jobs: list[Job], settings: dict[str, Any]) -> dict[int, Job]:
@@ -230,16 +246,16 @@ def _describe(groups: list[list[Job]], size: int) -> None:
         log.info("group %d (%d jobs) is apart from group 0 by: %s", i, len(g), why)
 
 
-def _stop(sweep_dir: Path, signum: int, metric: str, hydra: Any) -> None:
-    """After Ctrl-C or SIGTERM: the summary, how to resume, exit 128 + the signal number."""
-    from xor_lightning.sweeps.summary import metric_mode, write_all
+def _stop(sweep_dir: Path, signum: int, metric: str, hydra: Any, in_fit: bool) -> NoReturn:
+    """After Ctrl-C or SIGTERM: the summary, how to go on, exit 128 + the signal number."""
+    from xor_lightning.sweeps.summary import metric_mode, report
 
-    write_all(sweep_dir, metric, metric_mode(hydra, metric))  # the summary and the tables
-    log.warning(
-        "%s: every job of the fit stopped at the same epoch, its last.ckpt written. Resume "
-        "the sweep with the same command and hydra.sweep.dir=%s (finished jobs are kept), "
-        "or one job alone with: xor-train resume=<job dir>",
-        signal.Signals(signum).name,
-        sweep_dir,
-    )
+    report(sweep_dir, metric, metric_mode(hydra, metric))  # the summary and the tables
+    what = "stopped between jobs, nothing half-written"
+    alone = ""
+    if in_fit:
+        what = "every job of the fit stopped at the same epoch, its last.ckpt written"
+        alone = ", or one job alone with: xor-train resume=<job dir>"
+    log.warning("%s: %s. Go on with the same command and hydra.sweep.dir=%s (finished jobs are "
+                "kept)%s", signal.Signals(signum).name, what, sweep_dir, alone)  # fmt: skip
     sys.exit(128 + signum)

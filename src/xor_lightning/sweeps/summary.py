@@ -161,10 +161,15 @@ class SweepSummary(Callback):
         if not sweep_dir.is_dir():
             return
         metric = config.get("optimized_metric", "val/acc")
-        written = write_all(sweep_dir, metric, metric_mode(config.hydra, metric))
-        if written:
-            lines = (sweep_dir / "summary.md").read_text().splitlines()
-            more = f"\n... {len(lines) - 22} more rows in summary.md" if len(lines) > 22 else ""
-            log.info("sweep summary, best %s first:\n%s%s", metric, "\n".join(lines[:22]),
-                     more)  # fmt: skip
-            log.info("written: %s", ", ".join(map(str, written)))
+        report(sweep_dir, metric, metric_mode(config.hydra, metric))
+
+
+def report(sweep_dir: Path, metric: str, mode: str) -> None:
+    """`write_all`, then log the summary's first rows and the files written."""
+    written = write_all(sweep_dir, metric, mode)
+    if written:
+        lines = (sweep_dir / "summary.md").read_text().splitlines()
+        more = f"\n... {len(lines) - 22} more rows in summary.md" if len(lines) > 22 else ""
+        log.info("sweep summary, best %s first:\n%s%s", metric, "\n".join(lines[:22]),
+                 more)  # fmt: skip
+        log.info("written: %s", ", ".join(map(str, written)))
