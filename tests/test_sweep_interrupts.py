@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli
+
 # Patches the point named by the first argument to send SIGINT to this process, then runs
 # xor-train with the remaining arguments.
 RUN = """
@@ -64,8 +66,7 @@ def rows(d: Path) -> dict[str, str]:
 
 def finish(d: Path, *overrides: str) -> dict[str, str]:
     """The same command again, uninterrupted: every job's status."""
-    proc = subprocess.run(["xor-train", "-m", *VEC, *overrides, f"hydra.sweep.dir={d}"],
-                          cwd=d.parent, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = cli("train", "-m", *VEC, *overrides, f"hydra.sweep.dir={d}", cwd=d.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return rows(d)
 
