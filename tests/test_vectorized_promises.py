@@ -1,5 +1,5 @@
-"""Issue 18: the vectorised launcher keeps its word in every corner (reruns, locks, cut-short
-records, Hydra's job callbacks, the summary's order, Optuna's generated study names)."""
+"""The vectorised launcher keeps its word in every corner (reruns, locks, cut-short records,
+Hydra's job callbacks, the summary's order, Optuna's generated study names, its settings)."""
 
 import json
 import subprocess
@@ -155,3 +155,45 @@ def test_optuna_with_a_pruner_and_a_generated_study_name(tmp_path):
     assert "Traceback" not in proc.stderr
     results = yaml.safe_load((d / "optimization_results.yaml").read_text())
     assert results["n_trials"] == 2 and results["n_failed"] == 0
+
+
+BAD_SETTINGS = {
+    "max_models_per_fit": (0, "an integer >= 1"),
+    "job_dirs_up_to": (-1, "an integer >= 0"),
+    "curve_every_n_epochs": (0, "an integer >= 1"),
+    "workers": (-1, "an integer >= 1 or null (one per core)"),
+    "last_every_n_epochs": (-5, "an integer >= 0"),
+    "pictures_up_to": (-1, "an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_SETTINGS)
+def test_a_setting_out_of_its_range_is_refused_when_the_launcher_is_made(name, capsys):
+    """Each of the launcher's settings is checked when Hydra builds the launcher (before the
+    sweeper writes anything): one line naming it and what it may be, exit 2."""
+    from hydra_plugins.xor_vectorized_launcher.config import VectorizedLauncherConf
+    from hydra_plugins.xor_vectorized_launcher.launcher import VectorizedLauncher
+
+    settings = {k: v for k, v in vars(VectorizedLauncherConf()).items() if k != "_target_"}
+    VectorizedLauncher(**settings)  # the defaults are taken
+    value, allowed = BAD_SETTINGS[name]
+    with pytest.raises(SystemExit) as exit_:
+        VectorizedLauncher(**{**settings, name: value})
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: hydra.launcher.{name}={value} is not allowed: use {allowed}\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_bad_setting_stops_the_sweep_before_any_job_dir(tmp_path):
+    for setting in ("max_models_per_fit=0", "job_dirs_up_to=-1"):
+        d = tmp_path / setting.split("=")[0]
+        proc = cli("train", "-m", VEC, "logger=none", "seed=1,2", *TINY,
+                   f"hydra.launcher.{setting}", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: hydra.launcher.{setting} is not allowed: use an integer >= "
+            f"{1 if 'max' in setting else 0}"
+        ]
+        assert [p.name for p in d.iterdir()] == [".lock"]  # the sweep dir's lock: nothing else
