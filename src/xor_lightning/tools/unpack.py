@@ -7,6 +7,10 @@ writer a sweep with job dirs uses: `.hydra/`, `checkpoints/` (best and last, key
 the sweep's), `metrics.json`, `job.json` (the fit's record), `hparams.yaml`, `train.log`
 and the TensorBoard curves. `xor-eval`, `xor-predict`, `xor-export` and `resume=<job dir>`
 then work on them as on any run.
+
+Everything it reads from the sweep dir is data (`stacked/fitfile.py`), checked before
+any job's dir is written: what cannot be read so is refused in one line, and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from xor_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
+RERUN = "rerun the sweep (its command, the same hydra.sweep.dir) to train them again"
 
 
 def jobs_wanted(words: list[str]) -> list[int]:
@@ -34,12 +40,8 @@ def jobs_wanted(words: list[str]) -> list[int]:
 
 def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
     """Write the jobs' dirs; the dirs written."""
-    from xor_lightning.files import write_json
-    from xor_lightning.lock import hold, in_use, let_go
-    from xor_lightning.stacked import compact
-    from xor_lightning.stacked.checkpoints import CheckpointWriter
-    from xor_lightning.stacked.outputs import write_job
-    from xor_lightning.stacked.run import Job, write_hydra_files
+    from xor_lightning.stacked import fitfile
+    from xor_lightning.stacked.run import Job
     from xor_lightning.sweeps.summary import packed_records
 
     if not sweep_dir.is_dir():
@@ -54,40 +56,62 @@ def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
     by_fit: dict[Path, list[int]] = {}
     for n in nums:
         by_fit.setdefault(packed[n][1], []).append(n)
-    written = []
-    for fit_dir, wanted in by_fit.items():
+    todo: list[tuple[Any, int, dict[str, Any]]] = []  # (job, its model, its fit's data)
+    for fit_dir, wanted in by_fit.items():  # every fit read and checked before any writing
         if not (fit_dir / "fit.pt").is_file():
             raise UserError(f"{fit_dir} has no fit.pt: its fit has not ended (still running?)")
-        saved = compact.load(fit_dir)
-        result, info = saved["result"], saved["info"]
-        index = {job["num"]: k for k, job in enumerate(saved["jobs"])}
-        writer = CheckpointWriter(saved["jobs"][0]["resolved"])
-        for n in wanted:
-            k = index[n]
-            entry = saved["jobs"][k]
-            job = Job(n, entry["overrides"], Path(entry["dir"]), entry["resolved"],
-                      entry["unresolved"], entry["digest"])  # fmt: skip
-            if not job.dir.resolve().is_relative_to(sweep_dir.resolve()):
-                raise UserError(f"job {n}'s dir is {job.dir}, outside {sweep_dir}: was the "
-                                "sweep moved? Unpack it where it ran")  # fmt: skip
-            if saved["hydra_dir"] is not None:
-                job.hydra_files = (job.dir / saved["hydra_dir"], {
-                    "config.yaml": entry["unresolved"], "hydra.yaml": entry["hydra"],
-                    "overrides.yaml": entry["overrides_yaml"]})  # fmt: skip
-            busy = hold(job.dir)
-            if busy is not None:
-                raise UserError(in_use(job.dir, busy))
-            try:
-                if job.hydra_files:
-                    write_hydra_files(job)
-                write_job(job, k, result, writer, info)
-                # the fit's own record, without the metrics (those are metrics.json's)
-                row = packed[n][0]
-                write_json(job.dir / "job.json", {k: v for k, v in row.items() if "/" not in k})
-            finally:
-                let_go(job.dir)
-            written.append(job.dir)
-    return written
+        try:
+            saved = fitfile.load(fit_dir)
+            fitfile.check_targets(saved["base"]["resolved"], str(fit_dir / "fit.pt"))
+            index = {job["num"]: k for k, job in enumerate(saved["jobs"])}
+            for n in wanted:
+                if n not in index:
+                    raise fitfile.Unreadable(f"{fit_dir / 'fit.pt'} does not hold job {n}, "
+                                             "which its jobs.json lists")  # fmt: skip
+                k, entry = index[n], saved["jobs"][index[n]]
+                cfg = fitfile.configs(saved, k)
+                fitfile.check_targets(cfg["resolved"], str(fit_dir / "fit.pt"))
+                job = Job(n, entry["overrides"], Path(entry["dir"]), cfg["resolved"],
+                          cfg["unresolved"], entry["digest"])  # fmt: skip
+                if saved["hydra_dir"] is not None:
+                    job.hydra_files = (job.dir / saved["hydra_dir"], {
+                        "config.yaml": cfg["unresolved"], "hydra.yaml": cfg["hydra"],
+                        "overrides.yaml": cfg["overrides_yaml"]})  # fmt: skip
+                todo.append((job, k, saved))
+        except fitfile.Unreadable as e:
+            raise UserError(f"{e}; its jobs' dirs cannot be unpacked: {RERUN}") from None
+    for job, _, _ in todo:
+        if not job.dir.resolve().is_relative_to(sweep_dir.resolve()):
+            raise UserError(f"job {job.num}'s dir is {job.dir}, outside {sweep_dir}: was the "
+                            "sweep moved? Unpack it where it ran")  # fmt: skip
+    return _write_all(todo, packed)
+
+
+def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, Any]) -> list[Path]:
+    """Write each job's dir, held (`lock.py`) while it is written."""
+    from xor_lightning.files import write_json
+    from xor_lightning.lock import hold, in_use, let_go
+    from xor_lightning.stacked.checkpoints import CheckpointWriter
+    from xor_lightning.stacked.outputs import write_job
+    from xor_lightning.stacked.run import write_hydra_files
+
+    writers: dict[int, Any] = {}
+    for job, k, saved in todo:
+        if id(saved) not in writers:  # one per fit, from its first job's config
+            writers = {id(saved): CheckpointWriter(saved["base"]["resolved"])}
+        busy = hold(job.dir)
+        if busy is not None:
+            raise UserError(in_use(job.dir, busy))
+        try:
+            if job.hydra_files:
+                write_hydra_files(job)
+            write_job(job, k, saved["result"], writers[id(saved)], saved["info"])
+            # the fit's own record, without the metrics (those are metrics.json's)
+            row = packed[job.num][0]
+            write_json(job.dir / "job.json", {key: v for key, v in row.items() if "/" not in key})
+        finally:
+            let_go(job.dir)
+    return [job.dir for job, _, _ in todo]
 
 
 def _ranges(nums: list[int]) -> str:
