@@ -363,6 +363,30 @@ def unpack_run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+def test_xor_unpack_empties_a_dir_holding_another_jobs_outputs(linked):
+    """Job 1 failed in the fit; its dir held another job's outputs (a sweep of other
+    overrides into the same dir): they are removed under its lock, so that its row in the
+    summary is its own (failed, no metrics), not the other job's."""
+    from xor_lightning.sweeps.summary import summarize
+
+    link, real = linked
+    other = real / "1"
+    other.mkdir()
+    (other / "job.json").write_text(json.dumps({"job": 1, "overrides": ["seed=7"],
+                                                "config": "0123", "status": "ok"}))  # fmt: skip
+    (other / "metrics.json").write_text(json.dumps({"val/acc": 0.99, "test/acc": 0.98}))
+    (other / "notes.txt").write_text("theirs\n")
+    proc = unpack_run(str(link), "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "/1 held another job's outputs (seed=7): removed" in proc.stderr
+    assert not (other / "metrics.json").exists() and not (other / "notes.txt").exists()
+    record = json.loads((other / "job.json").read_text())
+    assert record["status"] == "failed" and "model.optimizer.lr=1e+38" in record["overrides"]
+    [mine] = [r for r in summarize(link) if r["job"] == 1]
+    assert mine["status"] == "failed" and "val/acc" not in mine and "test/acc" not in mine
+
+
+@pytest.mark.slow
 def test_xor_unpack_refuses_a_config_naming_any_other_function(linked, tmp_path):
     """A fit.pt of data only, its configs altered to name a function a Trainer would call
     (a callback's `_target_`): refused in one line before anything is built."""

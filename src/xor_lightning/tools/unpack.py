@@ -10,13 +10,14 @@ then work on them as on any run.
 
 Everything it reads from the sweep dir is data (`stacked/fitfile.py`), checked before
 any job's dir is written: what cannot be read so is refused in one line, and nothing is
-written.
+written. A job's dir that holds another job's outputs is emptied first (under its lock).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, An
         if busy is not None:
             raise UserError(in_use(job.dir, busy))
         try:
+            _clear_another(job)
             if job.hydra_files:
                 write_hydra_files(job)
             write_job(job, k, saved["result"], writers[id(saved)], saved["info"])
@@ -112,6 +114,24 @@ def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, An
         finally:
             let_go(job.dir)
     return [job.dir for job, _, _ in todo]
+
+
+def _clear_another(job: Any) -> None:
+    """Empty the job's dir (held) when what it holds is not this job's: another job's
+    outputs, as its `job.json` says (or a dir without one), would stay beside this job's
+    otherwise, and a failed job would show another's `metrics.json`."""
+    from xor_lightning.files import read_json
+    from xor_lightning.lock import LOCK_FILE
+    from xor_lightning.stacked.reruns import empty, same_job
+
+    record = read_json(job.dir / "job.json")
+    if record is not None and same_job(record, job):
+        return
+    if any(entry.name != LOCK_FILE for entry in os.scandir(job.dir)):
+        whose = " ".join(record.get("overrides") or []) if record else "no job.json"
+        log.warning("job %d: %s held another job's outputs (%s): removed", job.num, job.dir,
+                    whose)  # fmt: skip
+        empty(job.dir)
 
 
 def _ranges(nums: list[int]) -> str:
