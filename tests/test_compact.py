@@ -378,12 +378,27 @@ def test_xor_unpack_empties_a_dir_holding_another_jobs_outputs(linked):
     (other / "notes.txt").write_text("theirs\n")
     proc = unpack_run(str(link), "1")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "/1 held another job's outputs (seed=7): removed" in proc.stderr
+    assert f"job 1: {link / '1'} held another job's outputs (seed=7): removed" in proc.stderr
     assert not (other / "metrics.json").exists() and not (other / "notes.txt").exists()
     record = json.loads((other / "job.json").read_text())
     assert record["status"] == "failed" and "model.optimizer.lr=1e+38" in record["overrides"]
     [mine] = [r for r in summarize(link) if r["job"] == 1]
     assert mine["status"] == "failed" and "val/acc" not in mine and "test/acc" not in mine
+
+
+@pytest.mark.slow
+def test_a_symlinked_sweep_dir_keeps_hydras_paths(linked):
+    """A job's dir is where Hydra puts it, `os.path.abspath(<sweep dir>/<job>)`, the
+    symlink kept as it was given (not resolved to the dir it points to)."""
+    from xor_lightning.stacked import fitfile
+
+    link, _ = linked
+    saved = fitfile.load(link / "fits" / "fit0")
+    assert [j["dir"] for j in saved["jobs"]] == [os.path.join(link, "0"), os.path.join(link, "1")]
+    proc = unpack_run(str(link), "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [os.path.join(link, "0")]
+    assert (link / "0" / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.slow

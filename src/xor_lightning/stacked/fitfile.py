@@ -12,6 +12,7 @@ cut short, or written by an earlier version, which pickled the network) is `Unre
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -81,8 +82,9 @@ def save(path: Path, result: GroupResult, jobs: list[Any], info: dict[str, Any])
 
 
 def _job(job: Any) -> dict[str, Any]:
-    """What `xor-unpack` needs of the job besides its configs."""
-    dirname = str(job.dir.resolve())
+    """Where the job's dir goes: Hydra's path for it (`os.path.abspath`, as Hydra makes a
+    job's `output_dir`: a symlinked sweep dir stays as it was given, not resolved)."""
+    dirname = os.path.abspath(job.dir)
     return {"num": job.num, "overrides": list(job.overrides), "dir": dirname, "digest": job.digest}
 
 
