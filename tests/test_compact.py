@@ -344,6 +344,27 @@ def test_a_fit_dir_is_reused_only_for_the_same_jobs(tmp_path):
     assert fit_dir(d, chunk(0, 1, 2)) == d / "fits" / "fit0.1"
 
 
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        (["3-1"], "'3-1' is not a range of jobs: 3 comes after 1 (use FIRST-LAST, the first the "
+                  "lower, such as 10-20)"),
+        (["0-100000000000"], "job 2 is not in a fit without job dirs under {d} (its jobs: 0-1, 5)"),
+        (["5", "1-3"], "job 2 is not in a fit without job dirs under {d} (its jobs: 0-1, 5)"),
+        (["٣"], "'٣' is not a job number or a range of them (such as 10-20)"),
+    ],
+    ids=["backwards", "huge", "missing", "other digits"],
+)  # fmt: skip
+def test_xor_unpack_refuses_jobs_it_cannot_write_in_one_line(tmp_path, capsys, words, says):
+    """A range backwards, one far larger than the sweep (never spelled out), a job no fit
+    holds, a number in other digits: one line each, exit 2, before any file is read."""
+    d = tmp_path / "s"
+    fit_record(d, row(0), row(1), row(5))
+    code, out, err = unpack_cli(str(d), *words, capsys=capsys)
+    assert (code, out, err) == (2, "", f"error: {says.format(d=d)}\n")
+    assert sorted(p.name for p in d.iterdir()) == ["fits"]
+
+
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory) -> tuple[Path, Path]:
     """A fit of two jobs without job dirs, the second diverging (failed), its sweep dir
@@ -384,6 +405,25 @@ def test_xor_unpack_empties_a_dir_holding_another_jobs_outputs(linked):
     assert record["status"] == "failed" and "model.optimizer.lr=1e+38" in record["overrides"]
     [mine] = [r for r in summarize(link) if r["job"] == 1]
     assert mine["status"] == "failed" and "val/acc" not in mine and "test/acc" not in mine
+
+
+@pytest.mark.slow
+def test_xor_unpack_writes_no_dir_when_one_of_them_cannot_be(linked):
+    """Every job's dir is held before any is written: job 1's dir being a regular file, job
+    0's is not written either (nor left made and empty), and the refusal is one line."""
+    link, real = linked
+    for job in ("0", "1"):
+        shutil.rmtree(real / job, ignore_errors=True)
+    (real / "1").write_text("mine\n")
+    try:
+        proc = unpack_run(str(link), "0-1")
+    finally:
+        (real / "1").unlink()
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"error: {link / '1'} cannot be written: {link / '1'} is a file, not a dir"
+    ]
+    assert not (real / "0").exists()
 
 
 @pytest.mark.slow

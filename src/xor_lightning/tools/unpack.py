@@ -16,9 +16,12 @@ written. A job's dir that holds another job's outputs is emptied first (under it
 from __future__ import annotations
 
 import argparse
+import bisect
 import logging
 import os
+import re
 import sys
+from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +31,39 @@ log = logging.getLogger(__name__)
 RERUN = "rerun the sweep (its command, the same hydra.sweep.dir) to train them again"
 
 
-def jobs_wanted(words: list[str]) -> list[int]:
-    """`["3", "10-12"]` -> [3, 10, 11, 12]; anything else is a `UserError`."""
-    nums: list[int] = []
+def jobs_wanted(words: list[str]) -> list[tuple[int, int]]:
+    """`["3", "10-12"]` -> [(3, 3), (10, 12)]: each word's first and last job; anything
+    else is a `UserError`."""
+    spans = []
     for word in words:
-        low, dash, high = word.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        found = re.fullmatch(r"(\d+)(?:-(\d+))?", word, re.ASCII)
+        if not found:
             raise UserError(f"{word!r} is not a job number or a range of them (such as 10-20)")
-        nums += range(int(low), int(high or low) + 1)
-    return sorted(set(nums))
+        low, high = int(found[1]), int(found[2] or found[1])
+        if low > high:
+            raise UserError(f"{word!r} is not a range of jobs: {low} comes after {high} "
+                            "(use FIRST-LAST, the first the lower, such as 10-20)")  # fmt: skip
+        spans.append((low, high))
+    return spans
 
 
-def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
-    """Write the jobs' dirs; the dirs written."""
+def select(spans: list[tuple[int, int]], held: list[int], where: Path) -> list[int]:
+    """The jobs of `spans`, each once, in order: every one of them must be in `held` (the
+    sorted jobs of the sweep's fits), else a `UserError` names the first that is not. A
+    range is never spelled out, so its size costs nothing."""
+    chosen: set[int] = set()
+    for low, high in spans:
+        inside = held[bisect.bisect_left(held, low) : bisect.bisect_right(held, high)]
+        if len(inside) != high - low + 1:
+            missing = next(n for n, h in zip(count(low), [*inside, None]) if n != h)
+            raise UserError(f"job {missing} is not in a fit without job dirs under {where} "
+                            f"(its jobs: {_ranges(held)})")  # fmt: skip
+        chosen.update(inside)
+    return sorted(chosen)
+
+
+def unpack(sweep_dir: Path, wanted: list[tuple[int, int]]) -> list[Path]:
+    """Write the dirs of the jobs in `wanted` (`jobs_wanted`'s spans); the dirs written."""
     from xor_lightning.stacked import fitfile
     from xor_lightning.stacked.run import Job
     from xor_lightning.sweeps.summary import packed_records
@@ -50,22 +73,18 @@ def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
     packed = packed_records(sweep_dir)
     if not packed:
         raise UserError(f"{sweep_dir} holds no fit without job dirs (fits/*/jobs.json)")
-    missing = [n for n in nums if n not in packed]
-    if missing:
-        raise UserError(f"job {missing[0]} is not in a fit without job dirs under {sweep_dir} "
-                        f"(its jobs: {_ranges(sorted(packed))})")  # fmt: skip
     by_fit: dict[Path, list[int]] = {}
-    for n in nums:
+    for n in select(wanted, sorted(packed), sweep_dir):
         by_fit.setdefault(packed[n][1], []).append(n)
     todo: list[tuple[Any, int, dict[str, Any]]] = []  # (job, its model, its fit's data)
-    for fit_dir, wanted in by_fit.items():  # every fit read and checked before any writing
+    for fit_dir, nums in by_fit.items():  # every fit read and checked before any writing
         if not (fit_dir / "fit.pt").is_file():
             raise UserError(f"{fit_dir} has no fit.pt: its fit has not ended (still running?)")
         try:
             saved = fitfile.load(fit_dir)
             fitfile.check_targets(saved["base"]["resolved"], str(fit_dir / "fit.pt"))
             index = {job["num"]: k for k, job in enumerate(saved["jobs"])}
-            for n in wanted:
+            for n in nums:
                 if n not in index:
                     raise fitfile.Unreadable(f"{fit_dir / 'fit.pt'} does not hold job {n}, "
                                              "which its jobs.json lists")  # fmt: skip
@@ -89,21 +108,29 @@ def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
 
 
 def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, Any]) -> list[Path]:
-    """Write each job's dir, held (`lock.py`) while it is written."""
+    """Hold every job's dir (refusing, before anything is written, one in use or that
+    cannot be written), then write each."""
     from xor_lightning.files import write_json
-    from xor_lightning.lock import hold, in_use, let_go
+    from xor_lightning.lock import hold, in_use, let_go, unwritable
     from xor_lightning.stacked.checkpoints import CheckpointWriter
     from xor_lightning.stacked.outputs import write_job
     from xor_lightning.stacked.run import write_hydra_files
 
-    writers: dict[int, Any] = {}
-    for job, k, saved in todo:
-        if id(saved) not in writers:  # one per fit, from its first job's config
-            writers = {id(saved): CheckpointWriter(saved["base"]["resolved"])}
-        busy = hold(job.dir)
-        if busy is not None:
-            raise UserError(in_use(job.dir, busy))
-        try:
+    held: list[tuple[Path, bool]] = []  # (dir, made here)
+    try:
+        for job, _, _ in todo:
+            made = not job.dir.exists()
+            try:
+                busy = hold(job.dir)
+            except OSError as e:
+                raise UserError(f"{job.dir} cannot be written: {unwritable(job.dir, e)}") from None
+            if busy is not None:
+                raise UserError(in_use(job.dir, busy))
+            held.append((job.dir, made))
+        writers: dict[int, Any] = {}
+        for job, k, saved in todo:
+            if id(saved) not in writers:  # one per fit, from its first job's config
+                writers = {id(saved): CheckpointWriter(saved["base"]["resolved"])}
             _clear_another(job)
             if job.hydra_files:
                 write_hydra_files(job)
@@ -111,8 +138,17 @@ def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, An
             # the fit's own record, without the metrics (those are metrics.json's)
             row = packed[job.num][0]
             write_json(job.dir / "job.json", {key: v for key, v in row.items() if "/" not in key})
-        finally:
-            let_go(job.dir)
+    except BaseException:
+        for path, made in held:  # a dir made here for nothing: gone again
+            let_go(path)
+            if made and [p.name for p in path.iterdir()] == [".lock"]:
+                (path / ".lock").unlink()
+                path.rmdir()
+        held.clear()
+        raise
+    finally:
+        for path, _ in held:
+            let_go(path)
     return [job.dir for job, _, _ in todo]
 
 
