@@ -157,6 +157,27 @@ def test_optuna_with_a_pruner_and_a_generated_study_name(tmp_path):
     assert results["n_trials"] == 2 and results["n_failed"] == 0
 
 
+def test_the_same_job_is_the_same_overrides_and_the_same_config(tmp_path):
+    """What a rerun keeps: a record with the job's overrides and its config's digest; the
+    same overrides with a config edited since (another digest) are another job; a record
+    from before digests is compared with the `.hydra/config.yaml` beside it."""
+    from xor_lightning.files import digest
+    from xor_lightning.stacked.reruns import same_job
+    from xor_lightning.stacked.run import Job
+
+    job = Job(0, ["seed=1"], tmp_path / "0", digest=digest({"seed": 1, "model": {"hidden": 8}}))
+    assert same_job({"overrides": ["seed=1"], "config": job.digest}, job)
+    assert not same_job({"overrides": ["seed=2"], "config": job.digest}, job)
+    edited = digest({"seed": 1, "model": {"hidden": 4}})  # the model's file edited since
+    assert not same_job({"overrides": ["seed=1"], "config": edited}, job)
+    saved = tmp_path / "0" / ".hydra" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("seed: 1\nmodel:\n  hidden: 8\n")
+    assert same_job({"overrides": ["seed=1"]}, job)
+    saved.write_text("seed: 1\nmodel:\n  hidden: 4\n")
+    assert not same_job({"overrides": ["seed=1"]}, job)
+
+
 BAD_SETTINGS = {
     "max_models_per_fit": (0, "an integer >= 1"),
     "job_dirs_up_to": (-1, "an integer >= 0"),
