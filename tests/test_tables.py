@@ -283,3 +283,14 @@ def test_a_table_that_cannot_be_written_leaves_nothing_behind(tmp_path):
     with pytest.raises(OSError):
         tables.write(tmp_path, [{"job": 0, "status": "ok", "overrides": []}], [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]
+
+
+def test_the_docs_name_every_status_a_job_can_have():
+    """`docs/sweeps.md` lists what a job's `job.json` (and so the tables' `status`) can
+    hold: `ok`, `pruned` and `failed` from any launcher (`sweep_job.py`), `interrupted` when
+    Ctrl-C or SIGTERM stopped it, and `running` from the vectorised launcher while the job
+    trains (`stacked/outputs.py`, `stacked/compact.py`)."""
+    text = " ".join((REPO / "docs" / "sweeps.md").read_text().split())
+    [listed] = re.findall(r"`status` \(([^)]*)\)", text)
+    assert set(re.findall(r"`(\w+)`", listed)) == {"ok", "pruned", "failed", "interrupted",
+                                                     "running"}  # fmt: skip
