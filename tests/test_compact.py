@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,3 +160,306 @@ def test_periodic_saves_leave_the_fit_resumable_after_a_kill(tmp_path):
     again = fit_group(cfgs, str(tmp_path), resume=tmp_path / "last.ckpt")
     epochs, values = again.series("train/loss")
     assert epochs.tolist() == list(range(25)) and values.shape == (25, 2)
+
+
+class Runs:
+    """An object that makes `path` (a dir) when it is unpickled: what an altered file in a
+    sweep dir could do with any function in place of `os.mkdir`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.path),))
+
+
+def fit_record(d: Path, *rows: dict, name: str = "fit0") -> Path:
+    """A sweep dir `d` whose fit `name` lists `rows` in its jobs.json (no fit.pt)."""
+    fit = d / "fits" / name
+    fit.mkdir(parents=True)
+    (fit / "jobs.json").write_text(json.dumps({"written": 1.0, "jobs": list(rows)}))
+    return fit
+
+
+def row(num: int, status: str = "ok", config: str = "c", **more) -> dict:
+    return {"job": num, "overrides": [f"seed={num}"], "config": config, "status": status, **more}
+
+
+def unpack_cli(*args: str, capsys) -> tuple[int, str, str]:
+    """`xor-unpack args`, in this process: (exit status, stdout, stderr)."""
+    from xor_lightning.tools.unpack import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def earlier_format(path: Path) -> None:
+    """A fit.pt as an earlier version wrote it: the stacked network pickled as an object,
+    the configs as a pickle's bytes."""
+    import pickle
+
+    import torch
+
+    from xor_lightning.model import MLP
+    from xor_lightning.stacked.net import StackedMLP
+
+    net = StackedMLP([MLP(hidden=3), MLP(hidden=8)], ["tanh", "tanh"])
+    torch.save({"result": {"epoch": 3, "net": net}, "base": pickle.dumps({"resolved": {}})}, path)
+
+
+@pytest.mark.parametrize("kind", ["runs code", "earlier format", "cut short"])
+def test_xor_unpack_reads_a_fit_pt_as_data_only(tmp_path, capsys, kind):
+    """A fit.pt that asks to run code when loaded is refused before any of it runs (the
+    dir it would make is not there); one of the earlier format (a pickled network) and one
+    cut short are refused too, each in one line, exit 2, no job dir written."""
+    import torch
+
+    d, marker = tmp_path / "s", tmp_path / "ran"
+    fit = fit_record(d, row(0))
+    if kind == "runs code":
+        torch.save({"format": 2, "result": Runs(marker)}, fit / "fit.pt")
+        says = f"refusing {fit / 'fit.pt'}: loading it would run code (posix.mkdir)"
+    elif kind == "earlier format":
+        earlier_format(fit / "fit.pt")
+        says = f"{fit / 'fit.pt'} was written by an earlier version, which pickled the stacked"
+    else:
+        torch.save({"format": 2, "jobs": list(range(1000))}, fit / "fit.pt")
+        (fit / "fit.pt").write_bytes((fit / "fit.pt").read_bytes()[:300])
+        says = f"{fit / 'fit.pt'} cannot be read as a fit.pt (cut short or altered"
+    code, out, err = unpack_cli(str(d), "0", capsys=capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {says}") and "Traceback" not in err
+    rerun = "rerun the sweep (its command, the same hydra.sweep.dir) to train them again"
+    assert err.strip().endswith(f"its jobs' dirs cannot be unpacked: {rerun}")
+    assert not marker.exists() and not (d / "0").exists()
+
+
+class Hooks:
+    def started(self, jobs):
+        pass
+
+    def job_return(self, job, value, failed=False):
+        return value
+
+    def ended(self, job, ret):
+        pass
+
+
+def test_a_rerun_keeps_no_job_whose_fit_pt_cannot_be_read_as_data(tmp_path, caplog):
+    """The same finished jobs are kept only when their dirs can still be unpacked: a
+    fit.pt that would run code, or of the earlier format, is not loaded and its jobs train
+    again, said in one line; one of this format keeps its jobs."""
+    import torch
+
+    from xor_lightning.stacked import compact
+    from xor_lightning.stacked.run import Job
+
+    marker = tmp_path / "ran"
+    d = tmp_path / "s"
+    fit_record(d, row(0), row(1), name="fit0")
+    fit_record(d, row(2), name="fit2")
+    torch.save({"result": Runs(marker)}, d / "fits" / "fit0" / "fit.pt")
+    earlier_format(d / "fits" / "fit2" / "fit.pt")
+    jobs = [Job(n, [f"seed={n}"], d / str(n), digest="c", key="k") for n in range(3)]
+    trained, returns = [], {}
+    settings = {"max_models_per_fit": 16, "job_dirs_up_to": 0}
+    compact.run(jobs, settings, d, "val/acc", Hooks(), returns,
+                lambda g, chunk, path: trained.append([j.num for j in chunk]))  # fmt: skip
+    assert trained == [[0, 1, 2]] and not returns and not marker.exists()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 2 and all("\n" not in w for w in warned)
+    assert warned[0].startswith(f"refusing {d / 'fits' / 'fit0' / 'fit.pt'}: loading it would")
+    assert warned[0].endswith(": its 2 job(s) train again")
+    assert "earlier version" in warned[1] and warned[1].endswith("its 1 job(s) train again")
+
+
+def test_a_resumed_fit_is_the_same_jobs_in_the_same_order_and_its_checkpoint_is_data(
+    tmp_path, caplog
+):
+    """`prepare` resumes from the fit's last.ckpt only for the same jobs (overrides and
+    config digest) in the same order, with a checkpoint read as data, of as many models;
+    anything else empties the dir and the fit starts again."""
+    import torch
+
+    from xor_lightning.stacked.compact import prepare
+    from xor_lightning.stacked.run import Job
+
+    fit = tmp_path / "fit0"
+
+    def stopped(ckpt) -> None:
+        """The fit dir as a fit of jobs 0 and 1 (configs a, b) stopped by Ctrl-C left it."""
+        if fit.exists():
+            shutil.rmtree(fit)
+        fit_record(tmp_path, row(0, "interrupted", "a"), row(1, "interrupted", "b"))
+        shutil.move(tmp_path / "fits" / "fit0", fit)
+        torch.save(ckpt, fit / "last.ckpt")
+
+    two = {"global_step": 4, "state_dict": {"net.weights.0": torch.zeros(2, 8, 2)}}
+    job = lambda n, c: Job(n, [f"seed={n}"], tmp_path / str(n), digest=c)  # noqa: E731
+    stopped(two)
+    assert prepare(fit, [job(0, "a"), job(1, "b")]) == fit / "last.ckpt"
+    for chunk, ckpt in (([job(0, "a"), job(1, "edited")], two),  # a config edited since
+                        ([job(1, "b"), job(0, "a")], two),  # model 0 is job 0's
+                        ([job(0, "a")], two),  # another set of jobs
+                        ([job(0, "a"), job(1, "b")], {**two, "x": Runs(tmp_path / "ran")}),
+                        ([job(0, "a"), job(1, "b")], {**two, "state_dict": {
+                            "net.weights.0": torch.zeros(3, 8, 2)}})):  # fmt: skip
+        stopped(ckpt)
+        assert prepare(fit, chunk) is None
+        assert not (fit / "last.ckpt").exists() and not (tmp_path / "ran").exists()
+        record = json.loads((fit / "jobs.json").read_text())["jobs"]
+        assert [(r["job"], r["config"], r["status"]) for r in record] == [
+            (j.num, j.digest, "running") for j in chunk
+        ]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        f"refusing {fit / 'last.ckpt'}: loading it would run code (posix.mkdir); a checkpoint "
+        "holds data only: the fit starts again",
+        f"{fit / 'last.ckpt'} is not a checkpoint of this fit's 2 models: the fit starts again",
+    ]
+
+
+def test_a_fit_dir_is_reused_only_for_the_same_jobs(tmp_path):
+    """`fits/fit<N>` is the chunk's only when it holds exactly the chunk's jobs (a rerun
+    that changed them all) or nothing yet; one holding other jobs keeps them, the chunk
+    going to `fit<N>.1`, `.2`... (a rerun that changed some jobs of an earlier fit)."""
+    from xor_lightning.stacked.compact import fit_dir
+    from xor_lightning.stacked.run import Job
+
+    d = tmp_path / "s"
+    chunk = lambda *nums: [Job(n, [], d / str(n)) for n in nums]  # noqa: E731
+    assert fit_dir(d, chunk(3, 0, 1)) == d / "fits" / "fit0"  # nothing there yet
+    fit_record(d, row(0), row(1), row(2), row(3))
+    assert fit_dir(d, chunk(3, 0, 1, 2)) == d / "fits" / "fit0"  # the same jobs
+    assert fit_dir(d, chunk(0, 1)) == d / "fits" / "fit0.1"  # 2 and 3 stay in fit0
+    fit_record(d, row(0), row(1), row(2), name="fit0.1")
+    assert fit_dir(d, chunk(0, 1)) == d / "fits" / "fit0.2"
+    (d / "fits" / "fit0.2").mkdir()  # made, then killed before its jobs.json was written
+    assert fit_dir(d, chunk(0, 1)) == d / "fits" / "fit0.2"
+    assert fit_dir(d, chunk(0, 1, 2)) == d / "fits" / "fit0.1"
+
+
+@pytest.mark.parametrize(
+    ("words", "says"),
+    [
+        (["3-1"], "'3-1' is not a range of jobs: 3 comes after 1 (use FIRST-LAST, the first the "
+                  "lower, such as 10-20)"),
+        (["0-100000000000"], "job 2 is not in a fit without job dirs under {d} (its jobs: 0-1, 5)"),
+        (["5", "1-3"], "job 2 is not in a fit without job dirs under {d} (its jobs: 0-1, 5)"),
+        (["٣"], "'٣' is not a job number or a range of them (such as 10-20)"),
+    ],
+    ids=["backwards", "huge", "missing", "other digits"],
+)  # fmt: skip
+def test_xor_unpack_refuses_jobs_it_cannot_write_in_one_line(tmp_path, capsys, words, says):
+    """A range backwards, one far larger than the sweep (never spelled out), a job no fit
+    holds, a number in other digits: one line each, exit 2, before any file is read."""
+    d = tmp_path / "s"
+    fit_record(d, row(0), row(1), row(5))
+    code, out, err = unpack_cli(str(d), *words, capsys=capsys)
+    assert (code, out, err) == (2, "", f"error: {says.format(d=d)}\n")
+    assert sorted(p.name for p in d.iterdir()) == ["fits"]
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory) -> tuple[Path, Path]:
+    """A fit of two jobs without job dirs, the second diverging (failed), its sweep dir
+    given as a symlink: (the link, the dir it points to)."""
+    tmp = tmp_path_factory.mktemp("linked")
+    real, link = tmp / "real", tmp / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    sweep("model.optimizer.lr=0.05,1e38", "trainer.max_epochs=6", "hydra.launcher.job_dirs_up_to=1",
+          f"hydra.sweep.dir={link}", cwd=tmp)  # fmt: skip
+    return link, real
+
+
+def unpack_run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xor_lightning.tools.unpack", *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_xor_unpack_empties_a_dir_holding_another_jobs_outputs(linked):
+    """Job 1 failed in the fit; its dir held another job's outputs (a sweep of other
+    overrides into the same dir): they are removed under its lock, so that its row in the
+    summary is its own (failed, no metrics), not the other job's."""
+    from xor_lightning.sweeps.summary import summarize
+
+    link, real = linked
+    other = real / "1"
+    other.mkdir()
+    (other / "job.json").write_text(json.dumps({"job": 1, "overrides": ["seed=7"],
+                                                "config": "0123", "status": "ok"}))  # fmt: skip
+    (other / "metrics.json").write_text(json.dumps({"val/acc": 0.99, "test/acc": 0.98}))
+    (other / "notes.txt").write_text("theirs\n")
+    proc = unpack_run(str(link), "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"job 1: {link / '1'} held another job's outputs (seed=7): removed" in proc.stderr
+    assert not (other / "metrics.json").exists() and not (other / "notes.txt").exists()
+    record = json.loads((other / "job.json").read_text())
+    assert record["status"] == "failed" and "model.optimizer.lr=1e+38" in record["overrides"]
+    [mine] = [r for r in summarize(link) if r["job"] == 1]
+    assert mine["status"] == "failed" and "val/acc" not in mine and "test/acc" not in mine
+
+
+@pytest.mark.slow
+def test_xor_unpack_writes_no_dir_when_one_of_them_cannot_be(linked):
+    """Every job's dir is held before any is written: job 1's dir being a regular file, job
+    0's is not written either (nor left made and empty), and the refusal is one line."""
+    link, real = linked
+    for job in ("0", "1"):
+        shutil.rmtree(real / job, ignore_errors=True)
+    (real / "1").write_text("mine\n")
+    try:
+        proc = unpack_run(str(link), "0-1")
+    finally:
+        (real / "1").unlink()
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"error: {link / '1'} cannot be written: {link / '1'} is a file, not a dir"
+    ]
+    assert not (real / "0").exists()
+
+
+@pytest.mark.slow
+def test_a_symlinked_sweep_dir_keeps_hydras_paths(linked):
+    """A job's dir is where Hydra puts it, `os.path.abspath(<sweep dir>/<job>)`, the
+    symlink kept as it was given (not resolved to the dir it points to)."""
+    from xor_lightning.stacked import fitfile
+
+    link, _ = linked
+    saved = fitfile.load(link / "fits" / "fit0")
+    assert [j["dir"] for j in saved["jobs"]] == [os.path.join(link, "0"), os.path.join(link, "1")]
+    proc = unpack_run(str(link), "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [os.path.join(link, "0")]
+    assert (link / "0" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_xor_unpack_refuses_a_config_naming_any_other_function(linked, tmp_path):
+    """A fit.pt of data only, its configs altered to name a function a Trainer would call
+    (a callback's `_target_`): refused in one line before anything is built."""
+    import torch
+
+    link, _ = linked
+    fit = link / "fits" / "fit0" / "fit.pt"
+    before, marker = fit.read_bytes(), tmp_path / "ran"
+    saved = torch.load(fit, weights_only=True)
+    saved["base"]["resolved"]["callbacks"]["mine"] = {"_target_": "os.mkdir", "path": str(marker)}
+    torch.save(saved, fit)
+    try:
+        proc = unpack_run(str(link), "0")
+    finally:
+        fit.write_bytes(before)
+    assert proc.returncode == 2 and not marker.exists()
+    assert proc.stderr.splitlines() == [
+        f"error: refusing {fit}: a job's config names callbacks.mine._target_='os.mkdir', which "
+        "no config file of the project names there; its jobs' dirs cannot be unpacked: rerun "
+        "the sweep (its command, the same hydra.sweep.dir) to train them again"
+    ]

@@ -65,6 +65,36 @@ def test_a_dir_in_use_is_refused_in_one_line_naming_the_holder(tmp_path, holder,
     assert files(run) == before  # the holder's pid, as it wrote it
 
 
+@pytest.mark.parametrize("mode", ["run", "multirun"])
+def test_a_dir_that_cannot_be_made_is_refused_in_one_line(tmp_path, capsys, mode):
+    """A run or sweep dir under a regular file: `error: hydra.<mode>.dir=... cannot be
+    written`, naming the file in the way, exit 2, no traceback, nothing written."""
+    (tmp_path / "notes").write_text("mine\n")
+    where = tmp_path / "notes" / "run"
+    key = "hydra.run.dir" if mode == "run" else "hydra.sweep.dir"
+    cfg = hydra_config(f"{key}={where}")
+    with pytest.raises(SystemExit) as exit_:
+        getattr(RunDirLock(), f"on_{mode}_start")(config=cfg)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: {key}={where} cannot be written: {tmp_path / 'notes'} is a file, not a dir; "
+        "give a dir this user can make and write\n"
+    )
+    assert files(tmp_path) == {"notes": b"mine\n"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_a_dir_without_permission_is_refused_in_one_line(tmp_path, capsys):
+    tmp_path.joinpath("closed").mkdir(mode=0o500)
+    cfg = hydra_config(f"hydra.run.dir={tmp_path / 'closed' / 'run'}")
+    with pytest.raises(SystemExit) as exit_:
+        RunDirLock().on_run_start(config=cfg)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "cannot be written: Permission denied; give a dir this user can make and write\n"
+    )
+
+
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, holder):
     holder.kill()
     holder.wait()

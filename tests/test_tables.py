@@ -277,3 +277,24 @@ def test_the_sweep_callback_writes_them_and_a_failure_is_one_line(tmp_path, capl
     [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert error.startswith("the sweep's tables were not written: ") and "\n" not in error
     assert (tmp_path / "summary.csv").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no .tmp
+
+
+def test_a_table_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    """Neither half a table nor the temporary file it was written to: the file is what it
+    was before (here: a dir in its place, which a rename cannot replace)."""
+    (tmp_path / "results.parquet" / "x").mkdir(parents=True)
+    with pytest.raises(OSError):
+        tables.write(tmp_path, [{"job": 0, "status": "ok", "overrides": []}], [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.parquet"]
+
+
+def test_the_docs_name_every_status_a_job_can_have():
+    """`docs/sweeps.md` lists what a job's `job.json` (and so the tables' `status`) can
+    hold: `ok`, `pruned` and `failed` from any launcher (`sweep_job.py`), `interrupted` when
+    Ctrl-C or SIGTERM stopped it, and `running` from the vectorised launcher while the job
+    trains (`stacked/outputs.py`, `stacked/compact.py`)."""
+    text = " ".join((REPO / "docs" / "sweeps.md").read_text().split())
+    [listed] = re.findall(r"`status` \(([^)]*)\)", text)
+    assert set(re.findall(r"`(\w+)`", listed)) == {"ok", "pruned", "failed", "interrupted",
+                                                     "running"}  # fmt: skip

@@ -146,11 +146,21 @@ def test_the_map_reads_each_cell_from_the_table(tmp_path):
 
 
 def test_bad_input_is_one_line(tmp_path):
+    """Refused before the sweep starts: nothing written (a sweep would have made its dir
+    and printed its first line)."""
+    (tmp_path / "notes").write_text("mine\n")
     for args, says in ((["--res", "1"], "--res=1 is not allowed"),
                        (["--hidden", "1,0.1"], "use 0 < LOW < HIGH"),
-                       (["--metric", "acc"], "--metric 'acc' is not allowed")):  # fmt: skip
-        proc = cli("sweeps.trainmap", *args, cwd=tmp_path)
-        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
+                       (["--metric", "acc"], "--metric 'acc' is not allowed"),
+                       (["--epochs", "0"], "--epochs=0 is not allowed: use an integer >= 1"),
+                       (["--sweep-dir", str(tmp_path / "notes" / "m")],
+                        f"--sweep-dir={tmp_path / 'notes' / 'm'} cannot be written: "
+                        f"{tmp_path / 'notes'} is a file, not a dir")):  # fmt: skip
+        proc = cli("sweeps.trainmap", "--res", "2", "--sweep-dir", str(tmp_path / "m"), *args,
+                   cwd=tmp_path, timeout=120)  # fmt: skip
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout[-2000:]
+        assert len(proc.stderr.splitlines()) == 1 and says in proc.stderr, proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Issue 18: the vectorised launcher keeps its word in every corner (reruns, locks, cut-short
-records, Hydra's job callbacks, the summary's order, Optuna's generated study names)."""
+"""The vectorised launcher keeps its word in every corner (reruns, locks, cut-short records,
+Hydra's job callbacks, the summary's order, Optuna's generated study names, its settings)."""
 
 import json
 import subprocess
@@ -155,3 +155,66 @@ def test_optuna_with_a_pruner_and_a_generated_study_name(tmp_path):
     assert "Traceback" not in proc.stderr
     results = yaml.safe_load((d / "optimization_results.yaml").read_text())
     assert results["n_trials"] == 2 and results["n_failed"] == 0
+
+
+def test_the_same_job_is_the_same_overrides_and_the_same_config(tmp_path):
+    """What a rerun keeps: a record with the job's overrides and its config's digest; the
+    same overrides with a config edited since (another digest) are another job; a record
+    from before digests is compared with the `.hydra/config.yaml` beside it."""
+    from xor_lightning.files import digest
+    from xor_lightning.stacked.reruns import same_job
+    from xor_lightning.stacked.run import Job
+
+    job = Job(0, ["seed=1"], tmp_path / "0", digest=digest({"seed": 1, "model": {"hidden": 8}}))
+    assert same_job({"overrides": ["seed=1"], "config": job.digest}, job)
+    assert not same_job({"overrides": ["seed=2"], "config": job.digest}, job)
+    edited = digest({"seed": 1, "model": {"hidden": 4}})  # the model's file edited since
+    assert not same_job({"overrides": ["seed=1"], "config": edited}, job)
+    saved = tmp_path / "0" / ".hydra" / "config.yaml"
+    saved.parent.mkdir(parents=True)
+    saved.write_text("seed: 1\nmodel:\n  hidden: 8\n")
+    assert same_job({"overrides": ["seed=1"]}, job)
+    saved.write_text("seed: 1\nmodel:\n  hidden: 4\n")
+    assert not same_job({"overrides": ["seed=1"]}, job)
+
+
+BAD_SETTINGS = {
+    "max_models_per_fit": (0, "an integer >= 1"),
+    "job_dirs_up_to": (-1, "an integer >= 0"),
+    "curve_every_n_epochs": (0, "an integer >= 1"),
+    "workers": (-1, "an integer >= 1 or null (one per core)"),
+    "last_every_n_epochs": (-5, "an integer >= 0"),
+    "pictures_up_to": (-1, "an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_SETTINGS)
+def test_a_setting_out_of_its_range_is_refused_when_the_launcher_is_made(name, capsys):
+    """Each of the launcher's settings is checked when Hydra builds the launcher (before the
+    sweeper writes anything): one line naming it and what it may be, exit 2."""
+    from hydra_plugins.xor_vectorized_launcher.config import VectorizedLauncherConf
+    from hydra_plugins.xor_vectorized_launcher.launcher import VectorizedLauncher
+
+    settings = {k: v for k, v in vars(VectorizedLauncherConf()).items() if k != "_target_"}
+    VectorizedLauncher(**settings)  # the defaults are taken
+    value, allowed = BAD_SETTINGS[name]
+    with pytest.raises(SystemExit) as exit_:
+        VectorizedLauncher(**{**settings, name: value})
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: hydra.launcher.{name}={value} is not allowed: use {allowed}\n"
+    )
+
+
+@pytest.mark.slow
+def test_a_bad_setting_stops_the_sweep_before_any_job_dir(tmp_path):
+    for setting in ("max_models_per_fit=0", "job_dirs_up_to=-1"):
+        d = tmp_path / setting.split("=")[0]
+        proc = cli("train", "-m", VEC, "logger=none", "seed=1,2", *TINY,
+                   f"hydra.launcher.{setting}", f"hydra.sweep.dir={d}", cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: hydra.launcher.{setting} is not allowed: use an integer >= "
+            f"{1 if 'max' in setting else 0}"
+        ]
+        assert [p.name for p in d.iterdir()] == [".lock"]  # the sweep dir's lock: nothing else

@@ -18,10 +18,15 @@ from typing import Any
 
 def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """`write(a temporary file beside path)`, then renamed over `path`: `path` holds all of
-    it, or what it held before (a checkpoint, a table), never a part of it."""
+    it, or what it held before (a checkpoint, a table), never a part of it. A write or a
+    rename that fails leaves nothing behind: the temporary file is removed."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: Path, text: str) -> None:

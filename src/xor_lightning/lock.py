@@ -87,6 +87,17 @@ def in_use(run_dir: Path, holder: str) -> str:
     )
 
 
+def unwritable(run_dir: Path, error: OSError) -> str:
+    """Why `run_dir` cannot be made or written, in words: the file in its way (a path
+    under a regular file), or the system's reason (no permission, say)."""
+    for path in (run_dir, *run_dir.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                return f"{path} is a file, not a dir"
+            break
+    return f"{error.strerror or type(error).__name__}"
+
+
 class RunDirLock(Callback):
     """Hydra callback: hold the lock on the run dir (or sweep dir) while the run lasts."""
 
@@ -112,7 +123,11 @@ class RunDirLock(Callback):
         with read_write(OmegaConf.select(config, parent)):
             OmegaConf.select(config, parent)[name] = str(run_dir)
         try:
-            self._take(run_dir)
+            try:
+                self._take(run_dir)
+            except OSError as e:  # under a regular file, no permission: said in one line
+                raise UserError(f"{key}={run_dir} cannot be written: {unwritable(run_dir, e)}; "
+                                "give a dir this user can make and write") from None  # fmt: skip
         except UserError as e:  # before Hydra's logging exists: stderr, like run_app
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

@@ -5,6 +5,7 @@ this one imports neither torch nor Lightning.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -27,6 +28,27 @@ class VectorizedLauncherConf:
     job_dirs_up_to: int = 1000
     # Processes that write job dirs in parallel; null: one per CPU core.
     workers: int | None = None
+
+
+# Each setting's least value: a fit holds at least one model; the others may be 0 (none,
+# or: when the fit ends); `workers` may also be null (one per core).
+LEAST = {"max_models_per_fit": 1, "pictures_up_to": 0, "curve_every_n_epochs": 1,
+         "last_every_n_epochs": 0, "job_dirs_up_to": 0, "workers": 1}  # fmt: skip
+
+
+def refused(settings: dict[str, Any]) -> str | None:
+    """Why the launcher's settings cannot run, in one line naming the first that is out of
+    its range and what it may be; None when they can. Checked before anything is written:
+    `max_models_per_fit=0` would divide by zero after the job dirs were written,
+    `job_dirs_up_to=-1` drop every job's dir, `curve_every_n_epochs=0` every curve."""
+    for name, least in LEAST.items():
+        value = settings.get(name)
+        if name == "workers" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            allowed = f"an integer >= {least}" + (" or null (one per core)" * (name == "workers"))
+            return f"hydra.launcher.{name}={value} is not allowed: use {allowed}"
+    return None
 
 
 ConfigStore.instance().store(

@@ -35,6 +35,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
+from hydra_plugins.xor_vectorized_launcher.config import refused
 
 log = logging.getLogger(__name__)
 TRAINING = ("xor_lightning.train", "main")  # the task this launcher stacks: xor-train's
@@ -67,9 +68,13 @@ class VectorizedLauncher(Launcher):
             "pictures_up_to": pictures_up_to,
             "curve_every_n_epochs": curve_every_n_epochs,
             "last_every_n_epochs": last_every_n_epochs,
-            "workers": workers or os.cpu_count() or 1,
+            "workers": workers,
             "job_dirs_up_to": job_dirs_up_to,
         }
+        why = refused(self.settings)  # when Hydra builds the launcher: before any file
+        if why:
+            self.refuse(why)
+        self.settings["workers"] = workers or os.cpu_count() or 1
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig

@@ -9,14 +9,15 @@ curves, and the jobs' configs as differences from the first job's) and, while it
 resumed, `last.ckpt` (the stacked module's own Lightning checkpoint: written when the fit
 stops on Ctrl-C/SIGTERM, and every `last_every_n_epochs` epochs when set). The sweep's
 tables gather the rows; `xor-unpack <sweep dir> <job>` (`unpack.py`) writes any job's dir
-from `fit.pt`, as a sweep with job dirs would have written it.
+from `fit.pt`, as a sweep with job dirs would have written it. `fit.pt` and `last.ckpt`
+are data only, read with `torch.load(weights_only=True)` (`fitfile.py`): a sweep dir may
+have been changed by anyone who can write there.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +30,13 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from xor_lightning.files import read_json, write_atomically, write_json
 from xor_lightning.lock import hold, in_use, let_go
+from xor_lightning.stacked import fitfile
 from xor_lightning.stacked.fit import GroupResult
 from xor_lightning.stacked.outputs import job_record, outcome
 from xor_lightning.stacked.reruns import empty, same_job
 from xor_lightning.sweeps.summary import FITS, packed_records
 
 log = logging.getLogger(__name__)
-CONFIGS = ("resolved", "unresolved", "hydra", "overrides_yaml")  # what a job dir is written from
 
 
 def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str, hooks: Any,
@@ -43,17 +44,24 @@ def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str,
         first_group: int = 0) -> None:  # fmt: skip
     """Train `jobs` (of groups too large for job dirs) in fits of at most
     `max_models_per_fit`, each in its fit dir; a job finished in an earlier launch of the
-    sweep (its record there: the same overrides and config) is kept."""
+    sweep (its record there: the same overrides and config) is kept, if its fit's `fit.pt`
+    can still be read as data (else its dir could never be unpacked: it trains again)."""
     earlier = packed_records(sweep_dir)
     groups: dict[str, list[Any]] = {}
+    unreadable: dict[Path, str | None] = {}  # a fit dir's fit.pt: why it cannot be read
     for job in jobs:
-        row = earlier.get(job.num, ({}, None, 0))[0]
-        if same_job(row, job) and row.get("status") in ("ok", "failed", "pruned"):
+        row, where, _ = earlier.get(job.num, ({}, None, 0))
+        if (same_job(row, job) and row.get("status") in ("ok", "failed", "pruned")
+                and _readable(where, unreadable)):  # fmt: skip
             hooks.started([job])
             returns[job.num] = hooks.job_return(job, row.get(metric, math.nan))
             hooks.ended(job, returns[job.num])
         else:
             groups.setdefault(job.key, []).append(job)
+    for where, why in unreadable.items():
+        if why is not None:
+            n = sum(earlier.get(j.num, (None, None))[1] == where for j in jobs)
+            log.warning("%s: its %d job(s) train again", why, n)
     kept = len(jobs) - sum(map(len, groups.values()))
     if kept:
         log.info("%d job(s) finished in an earlier launch of this sweep: kept", kept)
@@ -84,6 +92,18 @@ def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str,
                 let_go(path)
 
 
+def _readable(fit: Path, seen: dict[Path, str | None]) -> bool:
+    """Whether the fit dir's `fit.pt` can be read as data (`fitfile.py`): a finished job is
+    kept only when its dir can still be unpacked from it. The reason not, in `seen`."""
+    if fit not in seen:
+        try:
+            fitfile.load(fit)
+            seen[fit] = None
+        except fitfile.Unreadable as e:
+            seen[fit] = str(e)
+    return seen[fit] is None
+
+
 class PeriodicLast(Checkpoint):
     """The fit's `last.ckpt` every `every_n_epochs` epochs (a fit killed outright resumes
     from it), written whole or not at all. A `Checkpoint`, so that Lightning calls it after
@@ -105,7 +125,8 @@ def fit_dir(sweep_dir: Path, chunk: list[Any]) -> Path:
     for n in range(1000):
         path = base if n == 0 else base.with_name(f"{base.name}.{n}")
         record = read_json(path / "jobs.json")
-        if not path.exists() or (record and sorted(r["job"] for r in record["jobs"]) == nums):
+        held = sorted(r.get("job") for r in (record or {}).get("jobs") or [])
+        if not path.exists() or (held and held == nums):
             return path
         if record is None and not (path / "jobs.json").exists():
             return path  # created but never written (killed before the fit started)
@@ -114,18 +135,38 @@ def fit_dir(sweep_dir: Path, chunk: list[Any]) -> Path:
 
 def prepare(path: Path, chunk: list[Any]) -> Path | None:
     """Make the fit dir (held by the caller) ready for `chunk`: the stacked `last.ckpt` to
-    resume from when an earlier launch of the same jobs stopped, else emptied and marked
-    `running`."""
-    record = read_json(path / "jobs.json")
+    resume from when an earlier launch of the same jobs, in the same order (model k of
+    the checkpoint is the chunk's job k), stopped; else emptied and marked `running`."""
+    rows = (read_json(path / "jobs.json") or {}).get("jobs") or []
     last = path / "last.ckpt"
-    if record and last.is_file():
-        rows = {r["job"]: r for r in record["jobs"]}
-        same = all(same_job(rows.get(j.num, {}), j) for j in chunk)
-        if same and all(r["status"] in ("interrupted", "running") for r in rows.values()):
+    same = [r.get("job") for r in rows] == [j.num for j in chunk] and all(
+        same_job(r, j) and r.get("status") in ("interrupted", "running")
+        for r, j in zip(rows, chunk, strict=True)
+    )
+    if same and last.is_file():
+        why = _not_resumable(last, len(chunk))
+        if why is None:
             return last
+        log.warning("%s: the fit starts again", why)
     empty(path)
     rows = [job_record(j, {"status": "running"}) for j in chunk]
     write_json(path / "jobs.json", {"written": time.time(), "jobs": rows})
+    return None
+
+
+def _not_resumable(last: Path, models: int) -> str | None:
+    """Why the fit's `last.ckpt` cannot be resumed from (read as data only, and a stacked
+    checkpoint of `models` models); None when it can."""
+    try:
+        ckpt = fitfile.read(last, "checkpoint")
+    except fitfile.Unreadable as e:
+        return str(e)
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state or "global_step" not in ckpt:
+        return f"{last} is not a checkpoint of a fit"
+    if any(not isinstance(t, torch.Tensor) or not t.ndim or len(t) != models
+           for t in state.values()):  # fmt: skip
+        return f"{last} is not a checkpoint of this fit's {models} models"
     return None
 
 
@@ -137,29 +178,7 @@ def write_fit(path: Path, jobs: list[Any], result: GroupResult, info: dict[str, 
         done = outcome(job, k, result, info)
         outcomes.append(done)
         rows.append({**job_record(job, done.fields), **(done.metrics or {})})
-    state = {name: getattr(result, name) for name in result.__dataclass_fields__}
-    state["extra"] = {k: v for k, v in result.extra.items() if k != "series"}
-    first = jobs[0].hydra_files
-    hydra_dir = str(first[0].relative_to(jobs[0].dir)) if first else None
-    base = {name: _config(jobs[0], name) for name in CONFIGS}
-    flat = {name: _flat(base[name]) for name in CONFIGS}
-    saved = {
-        "result": state,
-        "info": info,
-        "jobs": [
-            {
-                "num": j.num,
-                "overrides": j.overrides,
-                "dir": str(j.dir.resolve()),
-                "digest": j.digest,
-            }
-            for j in jobs
-        ],
-        "hydra_dir": hydra_dir,
-        "base": pickle.dumps(base),
-        "deltas": [{n: _delta(flat[n], _config(j, n)) for n in CONFIGS} for j in jobs],
-    }
-    write_atomically(path / "fit.pt", lambda tmp: torch.save(saved, tmp))
+    write_atomically(path / "fit.pt", lambda tmp: fitfile.save(tmp, result, jobs, info))
     write_atomically(
         path / "curves.parquet", lambda tmp: _write_curves(tmp, jobs, result, outcomes)
     )
@@ -167,61 +186,6 @@ def write_fit(path: Path, jobs: list[Any], result: GroupResult, info: dict[str, 
     if result.signal is None:  # finished: nothing to resume
         (path / "last.ckpt").unlink(missing_ok=True)
     return rows
-
-
-def load(path: Path) -> dict[str, Any]:
-    """A fit dir's `fit.pt`: its `GroupResult` rebuilt, and each job's configs (`jobs`:
-    num, overrides, dir, digest and the `CONFIGS`)."""
-    saved = torch.load(path / "fit.pt", map_location="cpu", weights_only=False)
-    result = GroupResult(**saved["result"])
-    base = pickle.loads(saved["base"])
-    for job, delta in zip(saved["jobs"], saved["deltas"], strict=True):
-        for name in CONFIGS:
-            job[name] = _apply(base[name], delta[name])
-    return {"result": result, "info": saved["info"], "jobs": saved["jobs"],
-            "hydra_dir": saved["hydra_dir"]}  # fmt: skip
-
-
-def _config(job: Any, name: str) -> Any:
-    if name in ("resolved", "unresolved"):
-        return getattr(job, name)
-    if job.hydra_files is None:
-        return None
-    files = job.hydra_files[1]
-    return files["hydra.yaml"] if name == "hydra" else files["overrides.yaml"]
-
-
-def _flat(node: Any, prefix: tuple = ()) -> dict[tuple, Any]:
-    """A container's leaves by path (an empty dict or a list is a leaf)."""
-    if isinstance(node, dict) and node:
-        out: dict[tuple, Any] = {}
-        for key, value in node.items():
-            out.update(_flat(value, (*prefix, key)))
-        return out
-    return {prefix: node}
-
-
-def _delta(base: dict[tuple, Any], node: Any) -> Any:
-    """How `node` differs from the base's leaves: [(path, value)], or ("whole", node)
-    when its keys differ."""
-    flat = _flat(node)
-    if flat.keys() != base.keys():
-        return ("whole", node)
-    return [(p, v) for p, v in flat.items() if type(v) is not type(base[p]) or v != base[p]]
-
-
-def _apply(base: Any, delta: Any) -> Any:
-    if isinstance(delta, tuple):
-        return delta[1]
-    node = pickle.loads(pickle.dumps(base))
-    for path, value in delta:
-        if not path:
-            return value
-        parent = node
-        for key in path[:-1]:
-            parent = parent[key]
-        parent[path[-1]] = value
-    return node
 
 
 def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: list[Any]) -> None:

@@ -15,13 +15,14 @@ value, read from each job's TensorBoard sub-runs (train, val, test, best).
 
 from __future__ import annotations
 
-import os
 import re
 import struct
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from xor_lightning.files import write_atomically
 
 RESULTS, CURVES = "results.parquet", "curves.parquet"
 ONE_POINT = ("best", "test")  # stages with one point a run: a resumed run's replaces it
@@ -238,9 +239,9 @@ def _float(value: Any) -> float | None:
 
 
 def _write_parquet(path: Path, table: Any) -> Path:
+    """`path` holds the whole table or what it held before; a failed write leaves no
+    temporary file behind (`files.write_atomically`)."""
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return path

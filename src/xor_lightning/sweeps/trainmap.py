@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -53,7 +53,8 @@ def sweep_command(
     return [sys.executable, "-m", "xor_lightning.train", "-m", "hydra/launcher=vectorized",
             f"model.lr_hidden={rates[0]}", f"model.lr_out={rates[1]}",
             f"hydra.sweep.dir={sweep_dir}", *LARGE, *(SGD if sgd else ()),
-            *([f"trainer.max_epochs={epochs}"] if epochs else []), *overrides]  # fmt: skip
+            *([f"trainer.max_epochs={epochs}"] if epochs is not None else []),
+            *overrides]  # fmt: skip
 
 
 def cells(results: Path, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -149,8 +150,15 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """A bad argument in one line, as every other refusal (not argparse's usage block)."""
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--res", type=int, default=256, help="cells per side (default 256)")
     default = f"{RANGE[0]:g},{RANGE[1]:g}"
     parser.add_argument("--hidden", type=_range, default=RANGE, metavar="LOW,HIGH",
@@ -165,8 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep-dir", default=None, help="default: outputs/map/<time>")
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every job")
     args = parser.parse_intermixed_args(argv)
-    for name, value, low in (("--res", args.res, 2), ("--epochs", args.epochs or 1, 1)):
-        if value < low:
+    for name, value, low in (("--res", args.res, 2), ("--epochs", args.epochs, 1)):
+        if value is not None and value < low:  # --epochs left out: the config's
             print(f"error: {name}={value} is not allowed: use an integer >= {low}", file=sys.stderr)
             sys.exit(2)
     if args.metric not in (*METRICS, "best_epoch", "wall_s"):
@@ -174,6 +182,14 @@ def main(argv: list[str] | None = None) -> None:
               f"{', '.join(METRICS)}, best_epoch, wall_s", file=sys.stderr)  # fmt: skip
         sys.exit(2)
     sweep_dir = Path(args.sweep_dir or f"outputs/map/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    try:  # made here, so that a dir that cannot be is said in one line before the sweep
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from xor_lightning.lock import unwritable
+
+        print(f"error: --sweep-dir={sweep_dir} cannot be written: {unwritable(sweep_dir, e)}; "
+              "give a dir this user can make and write", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     command = sweep_command(args.res, args.hidden, args.out, sweep_dir, args.overrides,
                             sgd=args.sgd, epochs=args.epochs)  # fmt: skip
     code, marks = run_sweep(command)

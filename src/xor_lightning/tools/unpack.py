@@ -7,39 +7,65 @@ writer a sweep with job dirs uses: `.hydra/`, `checkpoints/` (best and last, key
 the sweep's), `metrics.json`, `job.json` (the fit's record), `hparams.yaml`, `train.log`
 and the TensorBoard curves. `xor-eval`, `xor-predict`, `xor-export` and `resume=<job dir>`
 then work on them as on any run.
+
+Everything it reads from the sweep dir is data (`stacked/fitfile.py`), checked before
+any job's dir is written: what cannot be read so is refused in one line, and nothing is
+written. A job's dir that holds another job's outputs is emptied first (under its lock).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import logging
+import os
+import re
 import sys
+from itertools import count
 from pathlib import Path
+from typing import Any
 
 from xor_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
+RERUN = "rerun the sweep (its command, the same hydra.sweep.dir) to train them again"
 
 
-def jobs_wanted(words: list[str]) -> list[int]:
-    """`["3", "10-12"]` -> [3, 10, 11, 12]; anything else is a `UserError`."""
-    nums: list[int] = []
+def jobs_wanted(words: list[str]) -> list[tuple[int, int]]:
+    """`["3", "10-12"]` -> [(3, 3), (10, 12)]: each word's first and last job; anything
+    else is a `UserError`."""
+    spans = []
     for word in words:
-        low, dash, high = word.partition("-")
-        if not low.isdigit() or (dash and not high.isdigit()):
+        found = re.fullmatch(r"(\d+)(?:-(\d+))?", word, re.ASCII)
+        if not found:
             raise UserError(f"{word!r} is not a job number or a range of them (such as 10-20)")
-        nums += range(int(low), int(high or low) + 1)
-    return sorted(set(nums))
+        low, high = int(found[1]), int(found[2] or found[1])
+        if low > high:
+            raise UserError(f"{word!r} is not a range of jobs: {low} comes after {high} "
+                            "(use FIRST-LAST, the first the lower, such as 10-20)")  # fmt: skip
+        spans.append((low, high))
+    return spans
 
 
-def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
-    """Write the jobs' dirs; the dirs written."""
-    from xor_lightning.files import write_json
-    from xor_lightning.lock import hold, in_use, let_go
-    from xor_lightning.stacked import compact
-    from xor_lightning.stacked.checkpoints import CheckpointWriter
-    from xor_lightning.stacked.outputs import write_job
-    from xor_lightning.stacked.run import Job, write_hydra_files
+def select(spans: list[tuple[int, int]], held: list[int], where: Path) -> list[int]:
+    """The jobs of `spans`, each once, in order: every one of them must be in `held` (the
+    sorted jobs of the sweep's fits), else a `UserError` names the first that is not. A
+    range is never spelled out, so its size costs nothing."""
+    chosen: set[int] = set()
+    for low, high in spans:
+        inside = held[bisect.bisect_left(held, low) : bisect.bisect_right(held, high)]
+        if len(inside) != high - low + 1:
+            missing = next(n for n, h in zip(count(low), [*inside, None]) if n != h)
+            raise UserError(f"job {missing} is not in a fit without job dirs under {where} "
+                            f"(its jobs: {_ranges(held)})")  # fmt: skip
+        chosen.update(inside)
+    return sorted(chosen)
+
+
+def unpack(sweep_dir: Path, wanted: list[tuple[int, int]]) -> list[Path]:
+    """Write the dirs of the jobs in `wanted` (`jobs_wanted`'s spans); the dirs written."""
+    from xor_lightning.stacked import fitfile
+    from xor_lightning.stacked.run import Job
     from xor_lightning.sweeps.summary import packed_records
 
     if not sweep_dir.is_dir():
@@ -47,47 +73,101 @@ def unpack(sweep_dir: Path, nums: list[int]) -> list[Path]:
     packed = packed_records(sweep_dir)
     if not packed:
         raise UserError(f"{sweep_dir} holds no fit without job dirs (fits/*/jobs.json)")
-    missing = [n for n in nums if n not in packed]
-    if missing:
-        raise UserError(f"job {missing[0]} is not in a fit without job dirs under {sweep_dir} "
-                        f"(its jobs: {_ranges(sorted(packed))})")  # fmt: skip
     by_fit: dict[Path, list[int]] = {}
-    for n in nums:
+    for n in select(wanted, sorted(packed), sweep_dir):
         by_fit.setdefault(packed[n][1], []).append(n)
-    written = []
-    for fit_dir, wanted in by_fit.items():
+    todo: list[tuple[Any, int, dict[str, Any]]] = []  # (job, its model, its fit's data)
+    for fit_dir, nums in by_fit.items():  # every fit read and checked before any writing
         if not (fit_dir / "fit.pt").is_file():
             raise UserError(f"{fit_dir} has no fit.pt: its fit has not ended (still running?)")
-        saved = compact.load(fit_dir)
-        result, info = saved["result"], saved["info"]
-        index = {job["num"]: k for k, job in enumerate(saved["jobs"])}
-        writer = CheckpointWriter(saved["jobs"][0]["resolved"])
-        for n in wanted:
-            k = index[n]
-            entry = saved["jobs"][k]
-            job = Job(n, entry["overrides"], Path(entry["dir"]), entry["resolved"],
-                      entry["unresolved"], entry["digest"])  # fmt: skip
-            if not job.dir.resolve().is_relative_to(sweep_dir.resolve()):
-                raise UserError(f"job {n}'s dir is {job.dir}, outside {sweep_dir}: was the "
-                                "sweep moved? Unpack it where it ran")  # fmt: skip
-            if saved["hydra_dir"] is not None:
-                job.hydra_files = (job.dir / saved["hydra_dir"], {
-                    "config.yaml": entry["unresolved"], "hydra.yaml": entry["hydra"],
-                    "overrides.yaml": entry["overrides_yaml"]})  # fmt: skip
-            busy = hold(job.dir)
+        try:
+            saved = fitfile.load(fit_dir)
+            fitfile.check_targets(saved["base"]["resolved"], str(fit_dir / "fit.pt"))
+            index = {job["num"]: k for k, job in enumerate(saved["jobs"])}
+            for n in nums:
+                if n not in index:
+                    raise fitfile.Unreadable(f"{fit_dir / 'fit.pt'} does not hold job {n}, "
+                                             "which its jobs.json lists")  # fmt: skip
+                k, entry = index[n], saved["jobs"][index[n]]
+                cfg = fitfile.configs(saved, k)
+                fitfile.check_targets(cfg["resolved"], str(fit_dir / "fit.pt"))
+                job = Job(n, entry["overrides"], Path(entry["dir"]), cfg["resolved"],
+                          cfg["unresolved"], entry["digest"])  # fmt: skip
+                if saved["hydra_dir"] is not None:
+                    job.hydra_files = (job.dir / saved["hydra_dir"], {
+                        "config.yaml": cfg["unresolved"], "hydra.yaml": cfg["hydra"],
+                        "overrides.yaml": cfg["overrides_yaml"]})  # fmt: skip
+                todo.append((job, k, saved))
+        except fitfile.Unreadable as e:
+            raise UserError(f"{e}; its jobs' dirs cannot be unpacked: {RERUN}") from None
+    for job, _, _ in todo:
+        if not job.dir.resolve().is_relative_to(sweep_dir.resolve()):
+            raise UserError(f"job {job.num}'s dir is {job.dir}, outside {sweep_dir}: was the "
+                            "sweep moved? Unpack it where it ran")  # fmt: skip
+    return _write_all(todo, packed)
+
+
+def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, Any]) -> list[Path]:
+    """Hold every job's dir (refusing, before anything is written, one in use or that
+    cannot be written), then write each."""
+    from xor_lightning.files import write_json
+    from xor_lightning.lock import hold, in_use, let_go, unwritable
+    from xor_lightning.stacked.checkpoints import CheckpointWriter
+    from xor_lightning.stacked.outputs import write_job
+    from xor_lightning.stacked.run import write_hydra_files
+
+    held: list[tuple[Path, bool]] = []  # (dir, made here)
+    try:
+        for job, _, _ in todo:
+            made = not job.dir.exists()
+            try:
+                busy = hold(job.dir)
+            except OSError as e:
+                raise UserError(f"{job.dir} cannot be written: {unwritable(job.dir, e)}") from None
             if busy is not None:
                 raise UserError(in_use(job.dir, busy))
-            try:
-                if job.hydra_files:
-                    write_hydra_files(job)
-                write_job(job, k, result, writer, info)
-                # the fit's own record, without the metrics (those are metrics.json's)
-                row = packed[n][0]
-                write_json(job.dir / "job.json", {k: v for k, v in row.items() if "/" not in k})
-            finally:
-                let_go(job.dir)
-            written.append(job.dir)
-    return written
+            held.append((job.dir, made))
+        writers: dict[int, Any] = {}
+        for job, k, saved in todo:
+            if id(saved) not in writers:  # one per fit, from its first job's config
+                writers = {id(saved): CheckpointWriter(saved["base"]["resolved"])}
+            _clear_another(job)
+            if job.hydra_files:
+                write_hydra_files(job)
+            write_job(job, k, saved["result"], writers[id(saved)], saved["info"])
+            # the fit's own record, without the metrics (those are metrics.json's)
+            row = packed[job.num][0]
+            write_json(job.dir / "job.json", {key: v for key, v in row.items() if "/" not in key})
+    except BaseException:
+        for path, made in held:  # a dir made here for nothing: gone again
+            let_go(path)
+            if made and [p.name for p in path.iterdir()] == [".lock"]:
+                (path / ".lock").unlink()
+                path.rmdir()
+        held.clear()
+        raise
+    finally:
+        for path, _ in held:
+            let_go(path)
+    return [job.dir for job, _, _ in todo]
+
+
+def _clear_another(job: Any) -> None:
+    """Empty the job's dir (held) when what it holds is not this job's: another job's
+    outputs, as its `job.json` says (or a dir without one), would stay beside this job's
+    otherwise, and a failed job would show another's `metrics.json`."""
+    from xor_lightning.files import read_json
+    from xor_lightning.lock import LOCK_FILE
+    from xor_lightning.stacked.reruns import empty, same_job
+
+    record = read_json(job.dir / "job.json")
+    if record is not None and same_job(record, job):
+        return
+    if any(entry.name != LOCK_FILE for entry in os.scandir(job.dir)):
+        whose = " ".join(record.get("overrides") or []) if record else "no job.json"
+        log.warning("job %d: %s held another job's outputs (%s): removed", job.num, job.dir,
+                    whose)  # fmt: skip
+        empty(job.dir)
 
 
 def _ranges(nums: list[int]) -> str:
