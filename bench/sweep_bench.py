@@ -5,8 +5,11 @@
   N jobs would take too long, so each is timed on a small and a larger sweep, alternated,
   and projected to N as (time of the small sweep) + (N - small) x (cost of one more job).
 `--copier`: the same for a copier's own network (docs/template.md's two-layer ReLU net,
-`model=two_layer`, in a copy of the project made as tests/test_template.py makes it).
-The table goes to outputs/bench/sweep-latest.md (sweep-copier-latest.md with --copier).
+`model=two_layer`, in a copy of the project made as tests/test_template.py makes it);
+`--copier --classes 3`: that net with 3 logits on the copier's own three-spirals datamodule
+(`data=spirals task=multiclass`, 600 training points in mini-batches of 100).
+The table goes to outputs/bench/sweep-latest.md (sweep-copier-latest.md with --copier,
+sweep-copier-3-latest.md with --classes 3).
 """
 
 from __future__ import annotations
@@ -60,10 +63,14 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=6, help="the larger sweep of the projection")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--copier", action="store_true", help="a copier's own network")
+    three = "with --copier: 3 = three classes on the copier's own data"
+    parser.add_argument("--classes", type=int, choices=(2, 3), default=2, help=three)
     args = parser.parse_args()
     extra = [f"trainer.accelerator={args.accelerator}"]
     if args.copier:
         extra.append("model=two_layer")
+    if args.copier and args.classes == 3:
+        extra += ["data=spirals", "task=multiclass", "task.num_classes=3"]
     launchers = {"basic": [], "joblib": ["hydra/launcher=joblib"]}
     times: dict[tuple[str, int], list[float]] = {}
     vec: list[float] = []
@@ -95,6 +102,10 @@ def main() -> None:
     rows.append(("vectorized", f"{vec_s / n:.3f} (the sweep / N)", f"{vec_s:.1f} (measured)", 1.0))
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     what = "a copier's two-layer ReLU net (`model=two_layer`)" if args.copier else "the default"
+    if args.copier and args.classes == 3:
+        what = ("a copier's two-layer ReLU net with 3 logits on their own three-spirals "
+                "datamodule (`model=two_layer data=spirals task=multiclass`)")  # fmt: skip
+    name = "sweep-copier-3-latest.md" if args.classes == 3 else "sweep-copier-latest.md"
     lines = [f"{n}-job seed sweep (`seed=range({n})`, {what} 401-epoch run each, outputs "
              f"included, `trainer.accelerator={args.accelerator}`), {stamp}, medians of "
              f"{args.repeats} alternated runs", "", f"Machine: {machine()}", "",
@@ -104,7 +115,7 @@ def main() -> None:
     for name, per_job, total, ratio in rows:
         faster = f"{ratio:.0f}x faster" if name != "vectorized" else ""
         lines.append(f"| {name} | {per_job} | {total} | {faster} |")
-    save_table(lines, "sweep-copier-latest.md" if args.copier else "sweep-latest.md")
+    save_table(lines, name if args.copier else "sweep-latest.md")
 
 
 if __name__ == "__main__":

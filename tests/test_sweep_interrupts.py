@@ -119,3 +119,16 @@ def test_held_signals_are_those_of_a_stop():
     held = Held()
     assert not held.take(0) and not held.take(1) and not held.take("error")
     assert held.take(128 + signal.SIGTERM) and held.signal == signal.SIGTERM
+
+
+def test_forked_writers_end_when_their_pool_does_while_signals_are_held():
+    """A worker idle at the end of `fork_map` is ended by `Pool.terminate` (SIGTERM) even
+    while the sweep holds SIGTERM: the parent's handler is not the workers'."""
+    code = ("from xor_lightning.stacked.forks import fork_map\n"
+            "from xor_lightning.stacked.interrupts import HELD\n"
+            "with HELD.holding():\n"
+            "    for _ in range(5):\n"
+            "        assert fork_map(abs, [-1, -2], workers=2) == [1, 2]\n")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]

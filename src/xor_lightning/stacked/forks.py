@@ -8,6 +8,7 @@ pickling any of it; only what `fn` returns travels back. Starting a process cost
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,11 +26,18 @@ def fork_map(
     _WORK = (fn, items)
     bounds = [(i, min(i + chunk, len(items))) for i in range(0, len(items), chunk)]
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _worker_signals) as pool:
             parts = pool.map(_run_slice, bounds, chunksize=1)
     finally:
         _WORK = None
     return [r for part in parts for r in part]
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C to the parent (which holds it until its work is whole) and
+    ends on SIGTERM, as `Pool.terminate` needs: the parent's handlers are not the child's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run_slice(bounds: tuple[int, int]) -> list[Any]:

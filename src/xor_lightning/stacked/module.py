@@ -12,13 +12,14 @@ read at the end.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from xor_lightning.callbacks import every_n_or_last
 from xor_lightning.data import Batch
@@ -26,6 +27,21 @@ from xor_lightning.stacked.net import StackedMLP, stacked_optimizer
 from xor_lightning.tasks import Task
 
 log = logging.getLogger(__name__)
+
+# Losses that are the mean of a per-element loss over an input and a target of one shape.
+# The same loss object with reduction="none" gives every model's elements in one call, and
+# each model's mean is its loss: about twice as fast as `torch.vmap` over the models.
+ELEMENTWISE = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss,
+               nn.HuberLoss)  # fmt: skip
+
+
+def per_element(loss: nn.Module) -> nn.Module | None:
+    """`loss` with reduction="none" when its mean is a mean over elements, else None."""
+    if type(loss) not in ELEMENTWISE or getattr(loss, "reduction", None) != "mean":
+        return None
+    each = copy.copy(loss)
+    each.reduction = "none"
+    return each
 
 
 class StackedModule(L.LightningModule):
@@ -53,6 +69,7 @@ class StackedModule(L.LightningModule):
         super().__init__()
         self.task = task or make_task(None)  # the jobs' task (binary by default)
         self.loss_fn = self.task.loss()
+        self.loss_each = per_element(self.loss_fn)
         self.automatic_optimization = steps_per_call == 1  # as each job's own run
         self.net, self.hyper, self.decoupled = net, hyper, decoupled
         self.optimizer_kind = optimizer  # "adam" (Adam/AdamW) or "sgd": `stacked_optimizer`
@@ -83,6 +100,11 @@ class StackedModule(L.LightningModule):
     def _losses(self, logits: Tensor, y: Tensor) -> Tensor:
         """Each model's loss on its batch, as its run computes it: (K,)."""
         task = self.task
+        if self.loss_each is not None:
+            K, B = y.shape[:2]
+            target = task.target(y.reshape(K * B, *y.shape[2:]))
+            each = self.loss_each(logits, target.reshape(K, B, *target.shape[1:]))
+            return each.flatten(1).mean(1)
         return torch.vmap(lambda out, yk: self.loss_fn(out, task.target(yk)))(logits, y)
 
     def _accumulate(self, stage: str, logits: Tensor, y: Tensor, losses: Tensor) -> None:
