@@ -32,7 +32,7 @@ MODULE_HPARAMS = {
 }  # fmt: skip
 DATA_HPARAMS = {"n_samples": 400, "n_val": 400, "n_test": 400, "noise": 0.0, "batch_size": None,
                 "seed": 0, "problem": "xor", "path": None, "val_fraction": 0.2,
-                "test_fraction": 0.2}  # fmt: skip
+                "test_fraction": 0.2, "aspect": 1.0}  # fmt: skip
 
 
 def plain(x) -> bool:

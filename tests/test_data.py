@@ -27,6 +27,18 @@ def test_noise_jitters_points_after_labelling():
     assert wrong_side.any()  # so some labels now look wrong: the ambiguous points
 
 
+def test_aspect_scales_the_jitter_on_x2_only():
+    clean_X = make_xor(2000, noise=0.0, seed=1)[0]
+    X, y = make_xor(2000, noise=0.3, seed=1)
+    assert torch.equal(make_xor(2000, noise=0.3, seed=1, aspect=1.0)[0], X)  # the default
+    X_flat, y_flat = make_xor(2000, noise=0.3, seed=1, aspect=0.5)
+    assert torch.equal(y_flat, y) and torch.equal(X_flat[:, 0], X[:, 0])
+    assert torch.allclose(X_flat[:, 1] - clean_X[:, 1], 0.5 * (X[:, 1] - clean_X[:, 1]), atol=1e-6)
+    dm = XORDataModule(noise=0.3, seed=1, aspect=0.5, n_samples=2000)
+    dm.setup()
+    assert torch.equal(dm.datasets["train"].X, X_flat)
+
+
 def test_seeding_is_deterministic_and_splits_differ():
     a, b = make_xor(100, seed=7), make_xor(100, seed=7)
     assert torch.equal(a[0], b[0])

@@ -32,6 +32,7 @@ INVALID = [
     ("data.batch_size=0", "data.batch_size=0"),
     ("data.noise=-0.1", "data.noise=-0.1"),
     ("data.noise=1.5", "data.noise=1.5"),
+    ("data.aspect=-0.5", "data.aspect=-0.5"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0"),
     ("trainer.max_epochs=-2", "trainer.max_epochs=-2"),
     ("trainer.accelerator=tpu", "trainer.accelerator='tpu'"),
@@ -59,7 +60,8 @@ def test_invalid_value_is_refused_naming_key_and_value(make_cfg, override, named
 
 
 def test_valid_edge_values_pass(make_cfg):
-    for override in ["trainer.max_epochs=-1", "data.noise=1", "data.batch_size=null", "seed=0"]:
+    for override in ["trainer.max_epochs=-1", "data.noise=1", "data.batch_size=null", "seed=0",
+                     "data.aspect=0"]:  # fmt: skip
         validate_train(make_cfg(override))
 
 

@@ -114,6 +114,7 @@ def test_jobs_that_may_share_a_fit_and_those_that_may_not(make_cfg):
         return stack_key(OmegaConf.to_container(make_cfg(*overrides), resolve=False))
 
     assert key("seed=1", "model.hidden=2", "model.optimizer.lr=0.1", "data.noise=0.2") == key()
+    assert key("data.aspect=0.5") == key()
     assert key("model.activation=relu", "+model.optimizer.eps=1e-6") == key()
     assert key("data.batch_size=64") != key()
     assert key("trainer.max_epochs=10") != key()

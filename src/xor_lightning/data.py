@@ -25,15 +25,14 @@ def xor(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return X, (X[:, 0] * X[:, 1] < 0).float()
 
 
-def make_xor(
-    n: int, noise: float = 0.0, seed: int = 0, split: int = 0, problem: str = "xor"
-) -> tuple[torch.Tensor, torch.Tensor]:
+def make_xor(n: int, noise: float = 0.0, seed: int = 0, split: int = 0, problem: str = "xor",
+             aspect: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Draw `n` labelled points of a 2-D toy problem (XOR by default): X (n, 2), y (n, 1).
 
-    Labels come from the clean points; Gaussian jitter of std `noise` is added afterwards,
-    so points near the class boundary become ambiguous. Split `k` (0 train, 1 val, 2 test)
-    of `seed` draws from a generator seeded with 3·seed + k: every (seed, split) pair is
-    distinct.
+    Labels come from the clean points; Gaussian jitter (std `noise` on x1, `aspect`·`noise`
+    on x2) is added afterwards, so points near the class boundary become ambiguous. Split `k`
+    (0 train, 1 val, 2 test) of `seed` draws from a generator seeded with 3·seed + k: every
+    (seed, split) pair is distinct.
     """
     from xor_lightning.zoo import PROBLEMS
 
@@ -42,7 +41,7 @@ def make_xor(
     g = torch.Generator().manual_seed(3 * seed + split)
     X, y = (xor if problem == "xor" else PROBLEMS[problem])(n, g)
     if noise > 0:
-        X = X + noise * torch.randn(n, 2, generator=g)
+        X = X + noise * torch.randn(n, 2, generator=g) * torch.tensor([1.0, aspect])
     return X, y.unsqueeze(1)
 
 
@@ -57,7 +56,8 @@ def load_split(data: Mapping[str, Any], split: str, points: Batch | None = None)
         return csv_split(data, split, points)
     k = SPLITS.index(split)
     n = data.get(("n_samples", "n_val", "n_test")[k], 400)
-    return make_xor(n, data.get("noise", 0.0), data.get("seed", 0), k, data.get("problem", "xor"))
+    noise, aspect = data.get("noise", 0.0), data.get("aspect", 1.0)
+    return make_xor(n, noise, data.get("seed", 0), k, data.get("problem", "xor"), aspect)
 
 
 class XORDataset(Dataset):

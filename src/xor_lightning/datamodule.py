@@ -38,6 +38,7 @@ class XORDataModule(L.LightningDataModule):
         path: str | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
+        aspect: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xor_lightning.data import XORDataset
+from xor_lightning.data import XORDataset, make_xor
 from xor_lightning.model import MLP
 
 
@@ -37,15 +37,18 @@ def autograd() -> None:
     print("x.grad:", x.grad)
 
 
-def train_xor(epochs: int = 401, seed: int = 0, problem: str = "xor", noise: float = 0.0) -> MLP:
+def train_xor(
+    epochs: int = 401, seed: int = 0, problem: str = "xor", noise: float = 0.0, aspect: float = 1.0
+) -> MLP:
     """Pillars 2 and 4: the model and the zero_grad -> forward -> backward -> step loop.
 
-    On 400 points of `problem` with `noise` (`data.py`); `problem="clusters"` with the sigma of
-    conf/data/clusters.yaml is the data fitted to the chapter's printed losses.
+    On 400 points of `problem` with `noise` and `aspect` (`data.py`); `problem="clusters"`
+    with the values of conf/data/clusters.yaml and the seed of conf/experiment/chapter.yaml
+    is the run fitted to the chapter's printed losses.
     """
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = XORDataset(n=400, noise=noise, seed=seed, problem=problem)
+    data = XORDataset(points=make_xor(400, noise, seed, problem=problem, aspect=aspect))
     X, y = data.X.to(device), data.y.to(device)
     print(f"X is a tensor of shape {tuple(X.shape)}, dtype {X.dtype}")
     print(f"device: {device} (CUDA available: {torch.cuda.is_available()})")

@@ -14,7 +14,8 @@ import torch
 
 def clusters(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The four corners (±1, ±1), n/4 points each in random order; label 1 where the corner's
-    coordinates differ in sign. `noise` sigma then spreads each corner into a Gaussian blob."""
+    coordinates differ in sign. The jitter (std `noise` on x1, `aspect`·`noise` on x2) then
+    spreads each corner into a Gaussian blob."""
     corner = torch.randperm(n, generator=g) % 4
     signs = torch.stack([corner // 2, corner % 2], dim=1).float() * 2 - 1
     return signs, (signs[:, 0] != signs[:, 1]).float()

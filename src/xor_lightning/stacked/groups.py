@@ -21,6 +21,7 @@ VARYING = (
     "seed",
     "data.seed",
     "data.noise",
+    "data.aspect",
     "data.problem",
     *MLP_VARYING,
     "model.optimizer.lr",
