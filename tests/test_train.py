@@ -78,6 +78,19 @@ def test_quick_run_writes_a_complete_run_dir(make_cfg, tmp_path):
     assert ckpts == [f"best-epoch{best_epoch:03d}.ckpt", "last.ckpt"]  # no temporary file left
 
 
+def test_epoch_lines_print_losses_to_4_decimals_and_accuracies_to_3(make_cfg, caplog):
+    """A short run's epoch lines as the chapter prints its own (`epoch 100 loss 0.0200
+    train-acc 0.995`): each loss to 4 decimals, each accuracy to 3."""
+    with caplog.at_level(logging.INFO, logger="xor_lightning"):
+        train(make_cfg("debug=quick", "trainer.max_epochs=10", "logger=none"))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    loss, acc = r"\d\.\d{4}", r"\d\.\d{3}"
+    assert len(lines) == 2, lines  # epoch 0 and the last, 9 (every 10 epochs in debug=quick)
+    assert re.fullmatch(rf"epoch +0  train/loss {loss}  train/acc {acc}", lines[0]), lines
+    both = rf"train/loss {loss}  train/acc {acc}  val/loss {loss}  val/acc {acc}"
+    assert re.fullmatch(rf"epoch +9  {both}", lines[1]), lines
+
+
 def test_same_seed_same_metrics_other_seed_differs(make_cfg, tmp_path):
     a = train(make_cfg("debug=quick", "data.batch_size=16", out=tmp_path / "a"))
     b = train(make_cfg("debug=quick", "data.batch_size=16", out=tmp_path / "b"))

@@ -89,6 +89,12 @@ def printed(keys: Any) -> list[str]:
     return sorted(keys, key=lambda k: (not k.startswith("train/"), not k.endswith("/loss"), k))
 
 
+def metric_text(key: str, value: float) -> str:
+    """`key value` as an epoch line prints it: an accuracy to 3 decimals, as the chapter
+    prints its train-acc; a loss, or anything else, to 4."""
+    return f"{key} {value:.3f}" if key.endswith("/acc") else f"{key} {value:.4f}"
+
+
 def test_score(metrics: Any) -> str:
     """The score a picture's title names: the test accuracy, or a regression's MSE."""
     for key, shown in (("test/acc", "accuracy"), ("test/mse", "MSE")):
@@ -112,7 +118,7 @@ class EpochPrinter(L.Callback):
             return
         metrics = trainer.callback_metrics
         keys = printed(k for k in metrics if k.startswith(("train/", "val/")) and k != "train/lr")
-        parts = [f"{k} {float(metrics[k]):.4f}" for k in keys]
+        parts = [metric_text(k, float(metrics[k])) for k in keys]
         log.info("epoch %4d  %s", trainer.current_epoch, "  ".join(parts))
 
 
