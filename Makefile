@@ -16,7 +16,7 @@ accelerator ?=
 ckpt ?=
 format ?= onnx
 SEEDS ?= 1000
-RES ?= 256
+RES ?= 64
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep seeds map eval predict export test lint format bench tensorboard screenshots intro gotchas clean

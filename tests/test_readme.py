@@ -37,7 +37,7 @@ PRINTS = {
     "bench": [r"bench/bench\.py"],
     "screenshots": [r"docs/screenshots\.py"],
     "seeds": [r"-m xor_lightning\.sweeps\.seeds --seeds 1000"],
-    "map": [r"-m xor_lightning\.sweeps\.trainmap --res 256"],
+    "map": [r"-m xor_lightning\.sweeps\.trainmap --res 64"],
     "install": [r"Nothing to be done|pip install .*-c constraints\.txt"],
     "format": [r"ruff format src"],
     "clean": [r"find outputs"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -163,16 +164,47 @@ def test_bad_input_is_one_line(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["hydra.sweep.dir=m/${now:%H}"], "must be one plain path: give it as --sweep-dir DIR"),
+     (["hydra.sweep.dir=a,b"], "must be one plain path: give it as --sweep-dir DIR"),
+     (["~hydra.sweep.dir"], "must be one plain path: give it as --sweep-dir DIR"),
+     (["hydra.sweep.dir=a", "++hydra.sweep.dir=b"], "give the map's dir once (--sweep-dir DIR)"),
+     (["--sweep-dir", "a", "hydra.sweep.dir=b"], "give the map's dir once (--sweep-dir DIR)"),
+     (["hydra.sweep.dir=notes/m"], "hydra.sweep.dir=notes/m cannot be written: notes is a file")],
+    ids=["interpolation", "sweep", "deletion", "twice", "and-sweep-dir", "unwritable"],
+)  # fmt: skip
+def test_a_hydra_sweep_dir_that_cannot_be_the_maps_is_refused(
+    tmp_path, monkeypatch, capsys, args, says
+):
+    """`hydra.sweep.dir=DIR` is the map's dir when it is one plain path; anything else is
+    refused in one line naming --sweep-dir, exit 2, before the sweep: nothing written."""
+    from xor_lightning.sweeps.trainmap import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").write_text("mine\n")
+    with pytest.raises(SystemExit) as exited:
+        main(["--res", "2", *args])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sgd", [False, True], ids=["Adam", "SGD"])
 def test_a_tiny_map_end_to_end(tmp_path, sgd):
     """RES=3, 20 epochs: one vectorised fit of 9 jobs, results.parquet with 9 rows on the
     grid, map.png and timing.json beside it; every job's last.ckpt is its own run's, with
-    its own two parameter groups."""
+    its own two parameter groups. The dir given as --sweep-dir (Adam) or the Hydra way,
+    `hydra.sweep.dir=m` relative to the working dir (SGD), is the map's."""
     d = tmp_path / "m"
-    args = ["--res", "3", "--epochs", "20", "--sweep-dir", str(d), *(["--sgd"] if sgd else [])]
+    where = ["hydra.sweep.dir=m"] if sgd else ["--sweep-dir", str(d)]
+    args = ["--res", "3", "--epochs", "20", *where, *(["--sgd"] if sgd else [])]
     proc = cli("sweeps.trainmap", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"written: {Path('m') if sgd else d}/map.png" in proc.stdout, proc.stdout[-2000:]
+    assert not (tmp_path / "outputs").exists()  # not the default dir
     assert "9 jobs in 1 group(s)" in proc.stdout + proc.stderr
     table = pq.read_table(d / "results.parquet").to_pydict()
     assert len(table["job"]) == 9 and set(table["model.lr_hidden"]) == {1e-4, 0.1, 100.0}

@@ -150,16 +150,49 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def refuse(message: str) -> NoReturn:
+    """One line on stderr, exit status 2: before the sweep, so nothing is written."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def dir_override(overrides: list[str]) -> tuple[str | None, list[str]]:
+    """The map's dir given the Hydra way, `hydra.sweep.dir=DIR` (also `+`/`++`), and the
+    other overrides. A value that is not one plain path (an interpolation, a sweep of
+    several, a deletion) is refused: the map must know its dir to read the sweep back."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, found, rest = OverridesParser.create(), [], []
+    for text in overrides:
+        try:
+            [override] = parser.parse_overrides([text])
+        except Exception:  # not an override Hydra can read: Hydra says so for the sweep
+            rest.append(text)
+            continue
+        if override.key_or_group != "hydra.sweep.dir":
+            rest.append(text)
+            continue
+        value = None if override.is_delete() else override.value()
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value or "${" in value:
+            refuse(f"{text}: the map reads the sweep back from its dir, so it must be one "
+                   "plain path: give it as --sweep-dir DIR")  # fmt: skip
+        found.append((text, value))
+    if len(found) > 1:
+        refuse(f"{found[0][0]} and {found[1][0]}: give the map's dir once (--sweep-dir DIR)")
+    return (found[0][1] if found else None), rest
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """A bad argument in one line, as every other refusal (not argparse's usage block)."""
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        refuse(message)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--res", type=int, default=256, help="cells per side (default 256)")
+    parser.add_argument("--res", type=int, default=64, help="cells per side (default 64)")
     default = f"{RANGE[0]:g},{RANGE[1]:g}"
     parser.add_argument("--hidden", type=_range, default=RANGE, metavar="LOW,HIGH",
                         help=f"the hidden layer's rates (default {default})")  # fmt: skip
@@ -170,32 +203,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sgd", action="store_true", help="plain gradient descent, not Adam")
     parser.add_argument("--epochs", type=int, default=None,
                         help="trainer.max_epochs (default: the config's, 401)")  # fmt: skip
-    parser.add_argument("--sweep-dir", default=None, help="default: outputs/map/<time>")
+    parser.add_argument("--sweep-dir", default=None,
+                        help="or hydra.sweep.dir=DIR; default: outputs/map/<time>")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every job")
     args = parser.parse_intermixed_args(argv)
     for name, value, low in (("--res", args.res, 2), ("--epochs", args.epochs, 1)):
         if value is not None and value < low:  # --epochs left out: the config's
-            print(f"error: {name}={value} is not allowed: use an integer >= {low}", file=sys.stderr)
-            sys.exit(2)
+            refuse(f"{name}={value} is not allowed: use an integer >= {low}")
     if args.metric not in (*METRICS, "best_epoch", "wall_s"):
-        print(f"error: --metric {args.metric!r} is not allowed: use one of "
-              f"{', '.join(METRICS)}, best_epoch, wall_s", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
-    sweep_dir = Path(args.sweep_dir or f"outputs/map/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+        refuse(f"--metric {args.metric!r} is not allowed: use one of "
+               f"{', '.join(METRICS)}, best_epoch, wall_s")  # fmt: skip
+    given, overrides = dir_override(args.overrides)  # hydra.sweep.dir=DIR: the map's dir
+    if given is not None and args.sweep_dir is not None and Path(given) != Path(args.sweep_dir):
+        refuse(f"--sweep-dir={args.sweep_dir} and hydra.sweep.dir={given}: give the map's dir "
+               "once (--sweep-dir DIR)")  # fmt: skip
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    sweep_dir = Path(args.sweep_dir or given or f"outputs/map/{stamp}")
     try:  # made here, so that a dir that cannot be is said in one line before the sweep
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         from xor_lightning.lock import unwritable
 
-        print(f"error: --sweep-dir={sweep_dir} cannot be written: {unwritable(sweep_dir, e)}; "
-              "give a dir this user can make and write", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
-    command = sweep_command(args.res, args.hidden, args.out, sweep_dir, args.overrides,
+        named = "--sweep-dir" if args.sweep_dir else "hydra.sweep.dir"
+        refuse(f"{named}={sweep_dir} cannot be written: {unwritable(sweep_dir, e)}; "
+               "give a dir this user can make and write")  # fmt: skip
+    command = sweep_command(args.res, args.hidden, args.out, sweep_dir, overrides,
                             sgd=args.sgd, epochs=args.epochs)  # fmt: skip
     code, marks = run_sweep(command)
     results = sweep_dir / "results.parquet"
-    if code != 0 or not results.is_file():
-        sys.exit(code or 1)
+    if code != 0:
+        sys.exit(code)  # the sweep has said why
+    if not results.is_file():
+        print(f"error: the sweep ended without writing {results}, so there is no map to draw",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
     try:
         plot(results, sweep_dir / "map.png", args.metric)
     except ValueError as e:
