@@ -6,9 +6,9 @@ own time stamps: *before launcher* (Python, Hydra, the sweeper composing and che
 every job: up to the launcher's first line), *preparing* (the launcher composing each
 job, up to the fit's first line), *fit* (the fits' own `fit_s`: setting up each job's
 data and weights, 401 epochs, the test), *writing* (the rest: the fit's files, the
-tables, the summary). Also the files the sweep left and their size. The issue's targets:
-fewer than one file a job, wall within 1.5x of the fit. The table goes to
-outputs/bench/scale-latest.md.
+tables, the summary). Also the files the sweep left and their size. What a large sweep
+should show: fewer files than jobs, and a wall within 1.5x of the fit (the `wall / fit`
+column). The table goes to outputs/bench/scale-latest.md.
 """
 
 from __future__ import annotations
