@@ -25,10 +25,14 @@ MORE = {
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
+def unfenced(text: str) -> str:
+    """`text` without its fenced blocks."""
+    return re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.S | re.M)
+
+
 def prose(text: str) -> str:
     """`text` without its fenced blocks and inline code, where `[x](y)` is not a link."""
-    text = re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.S | re.M)
-    return re.sub(r"`[^`\n]*`", "", text)
+    return re.sub(r"`[^`\n]*`", "", unfenced(text))
 
 
 def slug(heading: str) -> str:
@@ -38,7 +42,8 @@ def slug(heading: str) -> str:
 
 
 def anchors(page: Path) -> set[str]:
-    return {slug(h) for h in re.findall(r"^#{1,6} .+$", prose(page.read_text()), re.M)}
+    """A page's headings' anchors (a heading's inline code is part of its anchor)."""
+    return {slug(h) for h in re.findall(r"^#{1,6} .+$", unfenced(page.read_text()), re.M)}
 
 
 def broken_links(page: Path) -> list[str]:
@@ -196,3 +201,77 @@ def test_words_about_how_the_project_was_made_are_caught(tmp_path):
     # and what the project's own words are: TensorBoard's session groups, round numbers
     page.write_text("Number of matching session groups, in round numbers; round(2.5).\n")
     assert history_words(page) == []
+
+
+GLOSSARY = DOCS / "glossary.md"
+# Every word a learner of the chapter meets before it is explained, and Lightning's and
+# Hydra's words: each a heading of docs/glossary.md that the README links.
+TERMS = ["Trainer", "LightningModule hooks", "callback", "automatic optimization",
+         "manual optimization", "fit", "epochs count from 0", "chunk", "config group",
+         "override", "`_target_`", "`_partial_`", "resolver", "multirun", "sweep", "launcher",
+         "sweeper", "rooms", "stacked", "vectorised", "sub-run", "session group",
+         "`hparamsLimit`", "Φ"]  # fmt: skip
+# Where the README first uses a term in its text (fenced blocks aside): linked there.
+FIRST_USES = {
+    "callback": r"\bcallback\b",
+    "automatic optimization": r"automatic optimization",
+    "fit": r"\bfit\b",
+    "config group": r"\bgroups?\b",
+    "override": r"\boverrides?\b",
+    "`_target_`": r"_target_|Hydra \[?targets",
+    "`_partial_`": r"_partial_",
+    "multirun": r"\bmultirun\b",
+    "sweep": r"\bsweeps?\b",
+    "launcher": r"(?<![/\w])launcher\b(?!=)",
+    "sweeper": r"\bsweeper\b",
+    "rooms": r"\brooms?\b",
+    "stacked": r"\bstacked\b(?!/)",
+    "vectorised": r"\bvectorised\b",
+}
+
+
+def unlinked_terms(readme: str, glossary: str) -> list[str]:
+    """The terms missing from the glossary's headings, not linked from the README, or not
+    linked where the README first uses them."""
+    headings = set(re.findall(r"^#{2,4} (.+)$", unfenced(glossary), re.M))
+    missing = [f"{t}: no heading" for t in TERMS if t not in headings]
+    links = set(LINK.findall(prose(readme)))
+    missing += [f"{t}: not linked" for t in TERMS if f"docs/glossary.md#{slug(t)}" not in links]
+    text = unfenced(readme)
+    for term, used in FIRST_USES.items():
+        first = re.search(used, text, re.I)
+        to_it = re.escape(f"](docs/glossary.md#{slug(term)})")
+        spans = [m.span() for m in re.finditer(rf"\[[^\]]*{to_it}", text)]
+        if not first or not any(a <= first.end() and first.start() < b for a, b in spans):
+            missing.append(f"{term}: not linked where first used")
+    return missing
+
+
+def test_the_glossary_explains_every_term_and_the_readme_links_each():
+    assert unlinked_terms(README.read_text(), GLOSSARY.read_text()) == []
+    assert "](docs/glossary.md)" in README.read_text()
+
+
+def test_a_term_missing_or_unlinked_is_caught():
+    readme, glossary = README.read_text(), GLOSSARY.read_text()
+    assert unlinked_terms(readme, glossary.replace("### resolver", "### resolvers")) == [
+        "resolver: no heading"
+    ]
+    unlinked = readme.replace("[resolver](docs/glossary.md#resolver)", "resolver")
+    assert unlinked_terms(unlinked, glossary) == ["resolver: not linked"]
+    first = readme.replace("[rooms](docs/glossary.md#rooms) of their own", "rooms of their own")
+    assert unlinked_terms(first, glossary) == ["rooms: not linked where first used"]
+    earlier = readme.replace("## Start", "A callback.\n\n## Start")
+    assert unlinked_terms(earlier, glossary) == ["callback: not linked where first used"]
+
+
+# The reading order's files that use the glossary's words point to it.
+READING = ["src/xor_lightning/module.py", "src/xor_lightning/tasks.py",
+           "src/xor_lightning/datamodule.py", "src/xor_lightning/train.py", "conf/train.yaml",
+           "conf/model/mlp.yaml"]  # fmt: skip
+
+
+def test_the_reading_orders_files_point_to_the_glossary():
+    rows = doc_table("README.md", "## Read the code in this order")
+    assert set(READING) <= {row[1].strip("`") for row in rows}
+    assert [f for f in READING if "docs/glossary.md" not in (REPO / f).read_text()] == []

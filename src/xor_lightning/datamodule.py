@@ -88,7 +88,7 @@ class XORDataModule(L.LightningDataModule):
 
     def sampler(self, split: str, chunk: int | None = None) -> RankSampler:
         """The split's batches as indices: whole batches, shuffled each epoch for training,
-        this DDP rank's block of them; `chunk` mini-batches at a time for training."""
+        this DDP rank's block of them; in training, `chunk` batches a step (docs/glossary.md)."""
         n, trainer = len(self.datasets[split]), self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         batch_size = self.batch_size or -(-n // world)  # full batch: the rank's whole block

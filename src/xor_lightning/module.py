@@ -3,8 +3,8 @@
 `training_step` is the chapter's loop body as Lightning writes it: forward, loss,
 `return loss`; Lightning runs zero_grad, backward and the optimizer step around it
 ("automatic optimization"), so its options work as its docs say. The task (`binary.py`,
-the chapter's; `tasks.py`) gives the loss and the metrics. `model.steps_per_call=N`:
-`chunked.py`.
+the chapter's; `tasks.py`) gives the loss and the metrics. `model.steps_per_call=N`
+(chunks, manual optimization): `chunked.py`. The words: docs/glossary.md.
 """
 
 from __future__ import annotations

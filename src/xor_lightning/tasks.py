@@ -1,10 +1,11 @@
 """What kind of problem a run solves: its loss, its metrics, and what its outputs mean.
 
-One config option picks it (`conf/task/`): `task=binary`, the chapter's (`binary.py`: one
-logit per point, `BCEWithLogitsLoss`, accuracy); `task=multiclass task.num_classes=K`
-(`multiclass.py`); `task=regression` (`regression.py`). Everything downstream asks the
-task: the module its loss and metrics, the best checkpoint its `monitor` and `mode`,
-xor-predict its columns, xor-export its `readout`. `Task` below is what they have in common.
+An option of the `task` config group (`conf/task/`; docs/glossary.md) picks it:
+`task=binary`, the chapter's (`binary.py`: one logit per point, `BCEWithLogitsLoss`,
+accuracy); `task=multiclass task.num_classes=K` (`multiclass.py`); `task=regression`
+(`regression.py`). Everything downstream asks the task: the module its loss and metrics,
+the best checkpoint its `monitor` and `mode`, xor-predict its columns, xor-export its
+`readout`. `Task` below is what they have in common.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Hydra composes conf/train.yaml; this file builds what it names (datamodule, LightningModule,
 Trainer), fits, tests the best checkpoint and writes metrics.json. Lightning is imported
-after Hydra has set up logging, so its messages go to the run's log file.
+after Hydra has set up logging, so its messages go to the run's log file. Words: docs/glossary.md.
 """
 
 from __future__ import annotations
