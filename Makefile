@@ -19,7 +19,7 @@ SEEDS ?= 1000
 RES ?= 64
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep seeds map eval predict export test lint format bench tensorboard screenshots intro gotchas clean
+.PHONY: help install train sweep seeds map eval predict export test test-fast lint format bench tensorboard screenshots intro gotchas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,11 @@ test: $(STAMP) ## lint, then run every test
 	$(BIN)/ruff check src tests bench docs
 	$(BIN)/ruff format --check src tests bench docs
 	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## lint, then the quick tests (pytest -m "not slow"): the core, in under 2 minutes
+	$(BIN)/ruff check src tests bench docs
+	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff: lint and check formatting
 	$(BIN)/ruff check src tests bench docs

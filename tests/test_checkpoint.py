@@ -133,6 +133,7 @@ def test_a_copied_run_dir_resumes_in_its_new_place(make_cfg, tmp_path):
     assert len(list(copy.glob("events.out.tfevents.*"))) > len(list(first.glob("events.*")))
 
 
+@pytest.mark.slow
 def test_a_moved_run_dir_continues_from_its_own_checkpoints(make_cfg, tmp_path):
     first, moved = tmp_path / "first", tmp_path / "moved"
     common = ("debug=quick", "logger=none", "callbacks.boundary_plot=null",

@@ -59,6 +59,7 @@ def test_intro_prints_the_chapters_outputs_in_order(capsys):
     assert lines[-1] == "model has 33 learnable parameters"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_without_a_gpu_is_a_clear_error(tmp_path):
     proc = run(

@@ -16,6 +16,9 @@ from tests.conftest import cli, compose_train, curves, load
 from tests.test_vectorized import VEC, same_checkpoint, sweep
 from xor_lightning.checkpoint import relocate
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 GRID = ("model.hidden=3,8", "seed=1,2", "trainer.max_epochs=30")
 PACKED = "hydra.launcher.job_dirs_up_to=3"  # a fit of 4 models: more than 3, no job dirs
 

@@ -24,6 +24,9 @@ from hydra_plugins.xor_sweeper.sweeper import XorBasicSweeper
 from hydra_plugins.xor_vectorized_launcher.prepare import Preparation, workers_for
 from xor_lightning.config import CONF_DIR
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 # A config of the test's own: interpolations that read swept values, the job's own Hydra
 # fields, a whole group, a resolver OmegaConf must run, an escape, a relative reference, a list.
 EXTRA_PATHS = r"""

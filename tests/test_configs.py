@@ -108,6 +108,7 @@ def test_debug_quick_is_20_epochs_with_every_output(make_cfg, tmp_path):
     assert {"checkpoints", "metrics.json", "boundary.png", "hparams.yaml", "csv"} <= written
 
 
+@pytest.mark.slow
 def test_debug_overfit_memorises_its_8_points(make_cfg):
     trainer, _, logged = fit(make_cfg("debug=overfit", "logger=none"))
     assert trainer.datamodule.hparams.n_samples == 8

@@ -58,6 +58,7 @@ def test_a_broken_file_is_refused_before_anything_is_built(make_cfg, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cli_broken_file_is_one_line_exit_2_and_no_run_dir(tmp_path):
     (tmp_path / "pts.csv").write_text("x1,x2,label\n0.1,0.2,1\n0.3,oops,0\n")
     proc = cli("train", "data=csv", "data.path=pts.csv", cwd=tmp_path)
@@ -75,6 +76,7 @@ def test_a_missing_file_or_path_is_refused(make_cfg, tmp_path):
         train(make_cfg("data=csv"))
 
 
+@pytest.mark.slow
 def test_pictures_cover_the_data_wherever_it_lies(make_cfg, tmp_path):
     X, y = make_xor(200, seed=0)
     X = X * torch.tensor([2.0, 1.0]) + torch.tensor([3.0, -1.0])  # x1 in [1, 5], x2 in [-2, 0]
@@ -88,6 +90,7 @@ def test_pictures_cover_the_data_wherever_it_lies(make_cfg, tmp_path):
     assert (x0, x1, y0, y1) == pytest.approx((0, 6, -4, 2))
 
 
+@pytest.mark.slow
 def test_checkpoint_keeps_the_points_evaluate_and_predict_need_no_file(tmp_path, capsys):
     path = write_points(tmp_path / "p.csv")
     run = ("data=csv", f"data.path={path}", "debug=quick", "logger=none")
@@ -123,6 +126,7 @@ def test_a_resumed_run_warns_when_its_file_changed(tmp_path, caplog):
     assert torch.equal(dm.points[0], same["points"]["X"])  # it goes on with the file's points
 
 
+@pytest.mark.slow
 def test_a_files_own_names_and_targets_of_any_task(tmp_path, capsys):
     """Three classes under the file's own column names: trained, then predicted from a file
     with the same header, which the table keeps; a float target suits only a regression."""

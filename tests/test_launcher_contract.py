@@ -12,6 +12,9 @@ from hydra.test_utils.launcher_common_tests import (
 from hydra_plugins.xor_vectorized_launcher.launcher import stacks
 from xor_lightning import train
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 # The suites were written for Hydra's old default of changing into the job's dir.
 LAUNCHERS = [(name, ["hydra.job.chdir=True"]) for name in ("basic", "vectorized")]
 BATCHES_OF_2 = [(name, [*o, "hydra.sweeper.max_batch_size=2"]) for name, o in LAUNCHERS]

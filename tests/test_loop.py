@@ -82,7 +82,10 @@ EARLY_ENDS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", list(EARLY_ENDS))
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=[pytest.mark.slow] * c.startswith("max_time")) for c in EARLY_ENDS],
+)
 def test_train_metrics_of_every_epoch_are_logged_and_reset_however_it_ends(make_cfg, case):
     overrides, callbacks = EARLY_ENDS[case]
     hand = HandMetrics()

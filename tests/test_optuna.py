@@ -42,6 +42,9 @@ from tests.conftest import cli, load
 from tests.sphere.app import main as sphere
 from xor_lightning.trials import TrialReporter
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 APP = Path(__file__).parent / "sphere"
 QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # pytest keeps its logging
 

@@ -33,6 +33,9 @@ from hydra_plugins.xor_optuna_sweeper.shared import (
 from hydra_plugins.xor_optuna_sweeper.sweeper import PROCESS_STRIDE
 from tests.conftest import load
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 APP = """
 import time
 import hydra

@@ -33,6 +33,7 @@ PRINTS = {
     "intro": [r"-m xor_lightning\.intro$"],
     "gotchas": [r"-m xor_lightning\.intro gotchas"],
     "test": [r"ruff check", r"ruff format --check", r"-m pytest"],
+    "test-fast": [r"ruff check", r"ruff format --check", r'-m pytest -m "not slow"'],
     "lint": [r"ruff check", r"ruff format --check"],
     "bench": [r"bench/bench\.py"],
     "screenshots": [r"docs/screenshots\.py"],
@@ -64,7 +65,7 @@ def table_commands() -> list[str]:
 
 def test_the_make_table_lists_every_target():
     help_ = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True).stdout
-    targets = set(re.findall(r"^  make (\w+) ", help_, re.M))
+    targets = set(re.findall(r"^  make ([\w-]+) ", help_, re.M))
     assert {c.split()[1] for c in table_commands()} == targets == set(PRINTS)
 
 

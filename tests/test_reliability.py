@@ -65,7 +65,9 @@ def test_valid_edge_values_pass(make_cfg):
         validate_train(make_cfg(override))
 
 
-@pytest.mark.parametrize("override", ["model.hidden=0", "+model.hiden=4"])
+@pytest.mark.parametrize(
+    "override", ["model.hidden=0", pytest.param("+model.hiden=4", marks=pytest.mark.slow)]
+)
 def test_cli_refuses_before_anything_is_made(tmp_path, override):
     proc = cli_train(override, cwd=tmp_path)
     assert proc.returncode == 2
@@ -131,6 +133,7 @@ BAD_VALUES = {
 }
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_any_invalid_value_is_refused_with_a_clear_message(data):
@@ -168,6 +171,7 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoints(make_cfg, tmp_path
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
+@pytest.mark.slow
 def test_divergence_from_the_cli_is_one_clean_line(tmp_path):
     proc = cli_train(
         "debug=quick",
@@ -203,12 +207,17 @@ class Crash(L.Callback):
 @pytest.mark.parametrize(
     "schedule",
     [
-        ["scheduler=none"],
-        ["scheduler=cosine", "scheduler.warmup_epochs=3"],
+        pytest.param(["scheduler=none"], id="constant"),
+        pytest.param(
+            ["scheduler=cosine", "scheduler.warmup_epochs=3"], id="cosine", marks=pytest.mark.slow
+        ),
         # validations after epochs 4, 9, 14, 19; the crash comes after the third
-        ["scheduler=plateau", "scheduler.patience=0", "+scheduler.threshold=0.9"],
+        pytest.param(
+            ["scheduler=plateau", "scheduler.patience=0", "+scheduler.threshold=0.9"],
+            id="plateau",
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["constant", "cosine", "plateau"],
 )
 def test_resume_from_a_mid_run_last_ckpt_is_exact(make_cfg, tmp_path, schedule):
     common = ("debug=quick", "data.n_samples=64", "data.batch_size=16",

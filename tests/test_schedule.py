@@ -9,6 +9,9 @@ from tests.conftest import fit, load
 from xor_lightning.errors import UserError
 from xor_lightning.validate import validate_train
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 # Full batch: one optimizer step per epoch; validation only where a test asks for it.
 FAST = ("debug=quick", "logger=none", "callbacks.boundary_plot=null")
 

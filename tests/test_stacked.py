@@ -29,6 +29,9 @@ from xor_lightning.sweeps.seeds import success_rates, wilson
 from xor_lightning.tasks import Task
 from xor_lightning.train import build
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 # (hidden, activation, lr, betas, eps, weight_decay, data seed)
 SPECS = [
     (8, "tanh", 0.05, (0.9, 0.999), 1e-8, 0.0, 1),

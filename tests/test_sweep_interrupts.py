@@ -16,6 +16,9 @@ import pytest
 
 from tests.conftest import cli
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 # Patches the point named by the first argument to send SIGINT to this process, then runs
 # xor-train with the remaining arguments.
 RUN = """

@@ -18,6 +18,9 @@ from hydra_plugins.xor_sweeper.sweeper import XorBasicSweeper
 from tests.test_composition import _leave_hydra_as_found, batch_of, sweeper_for  # noqa: F401
 from xor_lightning.config import CONF_DIR
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 BAD = {
     "a bad key": ["seed=1,2", "model.hiden=3,4"],
     "a bad group": ["data=xor,nope", "seed=1,2"],

@@ -25,6 +25,9 @@ from tests.conftest import REPO, cli, curves, doc_block, write_points
 from xor_lightning.sweeps import tables
 from xor_lightning.tb_logger import StageLogger
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 
 def hydra_reads(text: str) -> object:
     [override] = OverridesParser.create().parse_overrides([text])

@@ -181,6 +181,7 @@ def test_predict_cli_streams_a_million_rows_in_bounded_memory(trained_ckpt, tmp_
     assert Path(f"{big}.out").read_text().count("\n") == 1_000_001
 
 
+@pytest.mark.slow
 def test_predict_cli_error_is_one_line_with_the_line_number(trained_ckpt, tmp_path):
     src = tmp_path / "bad.csv"
     src.write_text("0.1,0.2\n0.3,abc\n")
@@ -299,6 +300,7 @@ def test_bad_checkpoint_is_refused_and_no_code_runs(trained_ckpt, tmp_path, app,
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["tools.evaluate", "train"])
 def test_cli_bad_checkpoint_is_one_line_and_exit_2(trained_ckpt, tmp_path, module):
     path, _ = bad_checkpoints(tmp_path, trained_ckpt)["evil"]

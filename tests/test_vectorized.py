@@ -17,6 +17,9 @@ from tests.conftest import cli, compose_train, curves, hparams_tab, load, wait_f
 from xor_lightning.checkpoint import relocate
 from xor_lightning.train import train
 
+# Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 VEC = "hydra/launcher=vectorized"
 
 
