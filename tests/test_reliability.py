@@ -65,9 +65,8 @@ def test_valid_edge_values_pass(make_cfg):
         validate_train(make_cfg(override))
 
 
-@pytest.mark.parametrize(
-    "override", ["model.hidden=0", pytest.param("+model.hiden=4", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["model.hidden=0", "+model.hiden=4"])
 def test_cli_refuses_before_anything_is_made(tmp_path, override):
     proc = cli_train(override, cwd=tmp_path)
     assert proc.returncode == 2
@@ -103,6 +102,7 @@ VALID = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

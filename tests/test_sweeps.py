@@ -62,6 +62,7 @@ def test_grid_summary_sorted_with_the_failed_job(tmp_path):
     assert "sweep summary" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_every_run_logs_hparams_with_its_final_metrics(make_cfg, tmp_path):
     metrics = train(make_cfg("debug=quick", out=tmp_path / "run"))
     names, values = hparams_tab(tmp_path)  # what TensorBoard's HPARAMS tab shows

@@ -79,6 +79,7 @@ def test_per_layer_rates_vary_within_one_stacked_fit():
 RATES = [(0.3, 0.01), (0.001, 2.0), (0.05, None)]  # (lr_hidden, lr_out): None is the lr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["Adam", "SGD"])
 def test_stacked_per_layer_rates_train_as_each_alone(kind):
     """Ten steps of three nets with different per-layer rates, stacked, against torch's own

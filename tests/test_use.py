@@ -213,6 +213,7 @@ def test_export_onnx_any_batch_size_matches_pytorch(trained_ckpt, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_export_pt2_loads_with_torch_export(trained_ckpt, tmp_path, caplog):
     out = tmp_path / "m.pt2"
     with caplog.at_level(logging.INFO, logger="xor_lightning.tools.export"):

@@ -82,6 +82,7 @@ def test_experiments_reach_their_documented_accuracy(make_cfg, experiment):
     assert metrics["val/acc"] == pytest.approx(EXPERIMENTS[experiment], abs=0.003)  # 1 point
 
 
+@pytest.mark.slow
 def test_pictures_and_histograms_in_the_run_dir_and_tensorboard(make_cfg, tmp_path):
     every10 = [f"callbacks.{c}.every_n_epochs=10" for c in
                ("boundary_plot", "hidden_units_plot", "histograms")]  # fmt: skip
