@@ -64,6 +64,15 @@ def exit_if_stopped(trainer: L.Trainer, out_dir: Path) -> None:
             raise SystemExit(128 + cb.signal)
 
 
+def early_stop(trainer: L.Trainer) -> None:
+    """When `callbacks=early_stopping` ended the fit: after which epoch, and why (said before
+    the test, which restores the best checkpoint's callback states)."""
+    early = trainer.early_stopping_callback
+    if early is not None and early.stopping_reason_message and trainer.is_global_zero:
+        reason = early.stopping_reason_message.removesuffix(" Signaling Trainer to stop.")
+        log.info("early stop after epoch %d: %s", early.stopped_epoch, reason)
+
+
 def best_checkpoint(trainer: L.Trainer) -> tuple[str | None, dict[str, float], int]:
     """The best checkpoint's path, its validation scores and its epoch; without one
     (fast_dev_run, checkpointing off): None, the current scores, the last epoch."""

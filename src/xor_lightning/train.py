@@ -77,6 +77,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     with job_dir_for_ranks() if ddp else contextlib.nullcontext(), report.monitored(trainer):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     report.exit_if_stopped(trainer, out_dir)
+    report.early_stop(trainer)
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
 
     best, val, best_epoch = report.best_checkpoint(trainer)  # its path, val/ scores, epoch

@@ -181,6 +181,34 @@ def check_manual_optimization(cfg: Any) -> None:
             )
 
 
+# Loggers and callbacks whose package is an extra, not in the default install (by class name,
+# so a YAML of your own that names one is checked too): the option, its package, its extra.
+EXTRAS = {
+    "MLFlowLogger": ("logger=mlflow", "mlflow", "mlflow"),
+    "WandbLogger": ("logger=wandb", "wandb", "wandb"),
+    "RichProgressBar": ("callbacks=rich", "rich", "rich"),
+}
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported (found, not imported: these are slow to import)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def check_extras(cfg: Any) -> None:
+    """A logger or callback whose package is not installed: one line naming the extra."""
+    for group in ("logger", "callbacks"):
+        for node in (select(cfg, group, None) or {}).values():
+            if not isinstance(node, (dict, DictConfig)):
+                continue  # null: turned off (e.g. callbacks.boundary_plot=null)
+            name = str(node.get("_target_")).rpartition(".")[2]
+            option, module, extra = EXTRAS.get(name, ("", "", ""))
+            if option and not installed(module):
+                raise UserError(f"{option} needs the {module} package: pip install -e '.[{extra}]'")
+
+
 def check_task(cfg: Any) -> Any:
     """The task builds (`task._target_` trusted, its arguments valid), and a network whose
     config states its outputs (`n_out`) has as many as the task needs. The task."""
@@ -273,3 +301,4 @@ def validate_train(cfg: Any) -> None:
     check_trainer_keys(cfg)
     check_manual_optimization(cfg)
     check_scheduler(cfg)
+    check_extras(cfg)
