@@ -274,3 +274,24 @@ def test_what_the_seed_figure_shows(make_cfg, tmp_path):
     learned = (tested >= 0.95).sum(dim=1).tolist()
     assert learned[0] == learned[1] == 0 and learned[2] >= 44
     assert float(tested[1].max()) > float(tested[0].max())  # two lines beat one
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_tensor_loader_batched_at_once_gives_its_batches_bit_for_bit(shuffle):
+    """`anydata.batched`: the same batches in the same order, epoch after epoch (the
+    loader's generator drawn from as its own iterator draws from it)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from xor_lightning.stacked.anydata import batched
+
+    X, y = torch.randn(250, 2), torch.randint(0, 3, (250,))
+
+    def loader() -> DataLoader:
+        g = torch.Generator().manual_seed(5)
+        return DataLoader(TensorDataset(X, y), batch_size=64, shuffle=shuffle, generator=g)
+
+    ref, mine = loader(), batched(loader())
+    assert mine.batch_size is None  # indexed at once, not fetched point by point
+    for epoch in range(3):
+        for (xa, ya), (xb, yb) in zip(ref, mine, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb), epoch

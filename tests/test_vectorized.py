@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -133,6 +134,10 @@ def test_results_equal_those_of_the_runs_alone(reference, tmp_path):
             assert abs(mine[key] - ref[key]) <= 0.01, (job.name, key)
         for key in ("val/loss", "test/loss", "train/loss"):
             assert mine[key] == pytest.approx(ref[key], abs=0.01)
+        # its epoch lines as a run prints them: losses to 4 decimals, accuracies to 3
+        lines = [ln for ln in (job / "train.log").read_text().splitlines() if "epoch " in ln]
+        assert lines and all(re.search(r"train/acc \d\.\d{3}( |$)", ln) for ln in lines)
+        assert all(re.search(r"train/loss \d\.\d{4}( |$)", ln) for ln in lines)
 
 
 @pytest.mark.slow

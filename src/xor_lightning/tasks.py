@@ -38,7 +38,7 @@ class Task:
 
     # Training: the loss, and the metrics: each the mean over points of a per-point score
     # (accuracy: of 1 for a right answer, 0 for a wrong one), so that one function serves a
-    # run's torchmetrics objects and the vectorised engine's many models (`torch.vmap`).
+    # run's torchmetrics objects and the vectorised engine (every model's points at once).
     def loss(self) -> nn.Module:
         raise NotImplementedError
 

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset, default_collate
 
 SPLITS = ("train", "val", "test")
 
@@ -58,6 +58,24 @@ def data_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
+def batched(loader: Any) -> Any:
+    """A `DataLoader` over a `TensorDataset` (default collate, no workers) as one that
+    indexes the tensors with each batch's indices at once: the same batches, bit for bit,
+    in the same order (its batch sampler, and its generator drawn from as the loader's
+    iterator draws from it), without fetching and collating point by point, which costs
+    more than a small network's step. Any other loader as it is."""
+    if not (
+        type(loader) is DataLoader
+        and isinstance(loader.dataset, TensorDataset)
+        and loader.collate_fn is default_collate
+        and loader.batch_sampler is not None
+        and loader.num_workers == 0
+    ):
+        return loader
+    return DataLoader(loader.dataset, batch_size=None, sampler=loader.batch_sampler,
+                      generator=loader.generator)  # fmt: skip
+
+
 class _Epochs:
     """`set_epoch` for every job's sampler that has one (Lightning calls it each epoch)."""
 
@@ -78,9 +96,9 @@ class StackedLoader:
         lengths = {len(dl) for dl in loaders}
         if len(lengths) != 1:
             raise ValueError(f"the jobs' {split} loaders have {sorted(lengths)} batches")
-        self.loaders, self.split = list(loaders), split
+        self.loaders, self.split = [batched(dl) for dl in loaders], split
         # What Lightning looks for on a loader: `set_epoch` on its sampler, each epoch
-        self.sampler, self.batch_sampler = _Epochs(self.loaders), None
+        self.sampler, self.batch_sampler = _Epochs(loaders), None
 
     def __len__(self) -> int:
         return len(self.loaders[0])

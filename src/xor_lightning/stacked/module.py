@@ -101,17 +101,21 @@ class StackedModule(L.LightningModule):
         """Each model's loss on its batch, as its run computes it: (K,)."""
         task = self.task
         if self.loss_each is not None:
-            K, B = y.shape[:2]
-            target = task.target(y.reshape(K * B, *y.shape[2:]))
-            each = self.loss_each(logits, target.reshape(K, B, *target.shape[1:]))
+            target = self._flat(y)
+            each = self.loss_each(logits, target.reshape(*y.shape[:2], *target.shape[1:]))
             return each.flatten(1).mean(1)
         return torch.vmap(lambda out, yk: self.loss_fn(out, task.target(yk)))(logits, y)
 
+    def _flat(self, y: Tensor) -> Tensor:
+        """The K models' targets (K, B, ...) as one batch's, in the form the loss takes."""
+        return self.task.target(y.reshape(-1, *y.shape[2:]))
+
     def _accumulate(self, stage: str, logits: Tensor, y: Tensor, losses: Tensor) -> None:
         """Sum each model's batch loss (times its points) and per-point scores."""
-        n = y.shape[1]
-        task = self.task
-        scores = torch.vmap(lambda out, yk: task.scores(out, task.target(yk)))(logits, y)
+        K, n = y.shape[:2]
+        # A score is per point (`Task.scores`): the K models' points scored as one batch
+        scores = self.task.scores(logits.reshape(K * n, *logits.shape[2:]), self._flat(y))
+        scores = {m: s.reshape(K, n) for m, s in scores.items()}
         sums = {"loss": losses.detach() * n, **{m: s.sum(1) for m, s in scores.items()}}
         for name, value in sums.items():
             key = f"{stage}/{name}"

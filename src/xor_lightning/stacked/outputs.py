@@ -22,7 +22,7 @@ import yaml
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
 
-from xor_lightning.callbacks import printed
+from xor_lightning.callbacks import metric_text, printed
 from xor_lightning.files import write_json
 from xor_lightning.stacked import tensorboard
 from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename
@@ -237,7 +237,7 @@ def _train_log(
             values = {key: at_epoch(result, key, k, e) for key in keys}
             lines.append(
                 f"epoch {e:4d}  "
-                + "  ".join(f"{key} {x:.4f}" for key, x in values.items() if x is not None)
+                + "  ".join(metric_text(key, x) for key, x in values.items() if x is not None)
             )
     if record.get("status", "ok") == "ok" and best:
         monitor = (job.resolved.get("task") or {}).get("monitor", "val/acc")
