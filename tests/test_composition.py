@@ -137,6 +137,7 @@ CASES = {
     "values that part fits": (["data.batch_size=32,64", "seed=1,2"], True, "project"),
     "groups and values": (["data=xor,moons", "seed=1,2", "model.hidden=2,4"], True, "own"),
     "+key": (["+trainer.deterministic=true,false", "seed=3,4"], True, "project"),
+    "classes": (["task=multiclass", "task.num_classes=2,3", "seed=1,2"], True, "project"),
     "subdir reads a value": (["seed=1,2", SUBDIR], True, "own"),
     "dirname": (["seed=1,2", "data.noise=0.1,0.3", EXCLUDE], True, "own"),
     "refused values": (["model.optimizer.lr=0.1,-1", "seed=1,abc"], True, "project"),
@@ -159,6 +160,14 @@ def test_each_job_is_prepared_as_from_its_own_composition(case, own_conf):
         for name in FIELDS:  # repr: 1, 1.0 and True differ; so does the order of keys
             assert repr(getattr(mine, name)) == repr(getattr(theirs, name)), (case, name)
     assert any(templated(preparation, j.overrides) for j in fast) == uses_template
+
+
+def test_a_select_of_a_key_no_job_changes_is_resolved_once():
+    """`model.net.n_out: ${oc.select:task.num_classes,1}` reads `task.num_classes` only:
+    a seed sweep's jobs take it from the template, not each from a composition of its own."""
+    preparation, fast, _ = prepared(["seed=range(3)"])
+    template = preparation.templates[shape_of(fast[1].overrides, preparation.choices)[0]]
+    assert template.by_omegaconf == []
 
 
 # Hydra applies the config overrides in the command line's order: `++seed=7` after `seed=1`

@@ -212,6 +212,15 @@ def test_failures_stay_with_their_job(tmp_path):
     assert float(ok["val/acc"]) == pytest.approx(ref["val/acc"], abs=0.01)
 
 
+@pytest.mark.slow
+def test_a_multiclass_sweep_draws_each_jobs_pictures_for_its_task(tmp_path):
+    """The stacked jobs' boundary pictures read the jobs' task (3 logits), as a run's do."""
+    d = tmp_path / "s"
+    sweep("task=multiclass", "task.num_classes=3", "seed=1,2", "trainer.max_epochs=11",
+          f"hydra.sweep.dir={d}", cwd=tmp_path, logger="tensorboard")  # fmt: skip
+    assert all((d / job / "boundary.png").is_file() for job in ("0", "1"))
+
+
 def test_ddp_is_refused_in_one_line(tmp_path):
     proc = cli("train", "-m", VEC, "trainer=ddp", "seed=1,2", f"hydra.sweep.dir={tmp_path}/s",
                cwd=tmp_path)  # fmt: skip

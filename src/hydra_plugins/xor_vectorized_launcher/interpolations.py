@@ -37,6 +37,8 @@ ARGUMENTS_ONLY = {"now", "pid", "oc.env", "oc.decode", "coalesce", "n_features"}
 # `data.problem`, not `data.seed`, which varies in a seed sweep).
 READS = {"n_features": N_FEATURES_READS}
 _ONE_NODE = re.compile(rf"\$\{{([A-Za-z_][\w.]*):\$\{{(\.*)({_KEY})\}}\}}")
+# `${oc.select:task.num_classes,1}`: reads the key it names (from the root), else a literal
+_SELECT = re.compile(rf"\$\{{oc\.select:\s*({_KEY})\s*(?:,[^${{}}\\]*)?\}}")
 
 
 class Leaf(NamedTuple):
@@ -82,6 +84,9 @@ def analyse(path: Path, text: str) -> Leaf:
 def _refs(container: Path, text: str) -> list[Path] | None:
     """Every node an interpolation that is not text and references may read: the nodes it
     names, when every resolver it calls reads only its arguments; else None (anything)."""
+    select = _SELECT.fullmatch(text)
+    if select:
+        return [tuple(select.group(1).split("."))]
     one = _ONE_NODE.fullmatch(text)
     if one and one.group(1) in READS:  # `${n_features:${data}}`: the keys it reads
         node = absolute(container, one.group(2), one.group(3))

@@ -133,12 +133,15 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from xor_lightning.callbacks import test_score
     from xor_lightning.pictures.plot import plane_extent, png_summary
     from xor_lightning.targets import make_net
+    from xor_lightning.tasks import make_task
 
     cfg, stacked = job.resolved, result.net
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if c and name in ("boundary_plot", "hidden_units_plot", "histograms")}  # fmt: skip
     net = make_net(cfg["model"]["net"])
+    for cb in callbacks.values():  # what a run's callbacks read from its module
+        cb.task = make_task(cfg.get("task"))
     for name in ("boundary_plot", "hidden_units_plot"):  # pictures of the plane only (2 inputs)
         if name in callbacks and callbacks[name].why_not(net, data["train"][0]) is not None:
             del callbacks[name]
