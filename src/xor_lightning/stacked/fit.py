@@ -35,12 +35,19 @@ XOR_DATA = "xor_lightning.datamodule.XORDataModule"  # has a faster stacked form
 def init_net(cfg: dict[str, Any]) -> Any:
     """The job's freshly initialised net and its datamodule, drawn as `train.build` draws them
     (seeded, then built in the same order; tests/test_stacked.py checks it bit for bit)."""
-    import lightning as L
+    import random
+
+    import numpy as np
+    import torch
 
     from xor_lightning.stacked.anydata import make_datamodule
     from xor_lightning.targets import make_net
 
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    # `seed_everything`'s generators, on the CPU where nets and data are built:
+    # `torch.manual_seed` also queues a CUDA seeding with a stack trace, a third of this.
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    torch.default_generator.manual_seed(cfg["seed"])
     datamodule = make_datamodule(cfg["data"])
     return make_net(cfg["model"]["net"]), datamodule
 
