@@ -152,14 +152,14 @@ def test_the_next_steps_name_real_targets_and_overrides():
 # numbered rounds of work, sessions and helpers, a machine on loan. Each pattern with
 # a phrase it catches (built in two pieces, so that this file does not hold the phrase).
 HISTORY = [
-    (r"\bissues? ?#?\d+", "Iss" + "ue 18: a test"),
-    (r"\bthe issue's\b", "within the iss" + "ue's 1.5 times the fit"),
+    (r"\bissues? ?#?\d+", "see iss" + "ue 42"),
+    (r"\bthe issue's\b", "as the iss" + "ue's text says"),
     (r"\bthis issue\b", "as this iss" + "ue asks"),
-    (r"\bthe fixes of\b", "rerun after the fi" + "xes of the launcher"),
-    (r"\b(?:work )?rounds? \d+\b", "measured in rou" + "nd 3"),
-    (r"\blent\b", "no GPU was le" + "nt since"),
+    (r"\bthe fixes of\b", "after the fi" + "xes of a typo"),
+    (r"\b(?:work )?rounds? \d+\b", "a rou" + "nd 2 of cards"),
+    (r"\blent\b", "a book le" + "nt to a friend"),
     (r"\bsub-?agents?\b", "a sub" + "agent ran it"),
-    (r"\b(?:this|previous|earlier|helper) sessions?\b", "checked in an earlier ses" + "sion"),
+    (r"\b(?:this|previous|earlier|helper) sessions?\b", "as an earlier ses" + "sion said"),
 ]
 # The files a reader meets: the README, the docs, the code, the tests, the bench scripts,
 # the configs and the Makefile.
