@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 # Losses that are the mean of a per-element loss over an input and a target of one shape.
 # The same loss object with reduction="none" gives every model's elements in one call, and
-# each model's mean is its loss: about twice as fast as `torch.vmap` over the models.
+# each model's mean is its loss: forward and backward of 4,096 chapter MLPs on 400 points
+# each took 118 ms against 134 ms with `torch.vmap` over the models (2-core CPU).
 ELEMENTWISE = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss,
                nn.HuberLoss)  # fmt: skip
 
@@ -97,24 +98,23 @@ class StackedModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def _losses(self, logits: Tensor, y: Tensor) -> Tensor:
+    def _targets(self, y: Tensor) -> Tensor:
+        """The K models' targets (K, B, ...) in the form the loss takes: `Task.target` is
+        per point, so all K batches go through it as one."""
+        flat = self.task.target(y.reshape(-1, *y.shape[2:]))
+        return flat.reshape(*y.shape[:2], *flat.shape[1:])
+
+    def _losses(self, logits: Tensor, target: Tensor) -> Tensor:
         """Each model's loss on its batch, as its run computes it: (K,)."""
-        task = self.task
         if self.loss_each is not None:
-            target = self._flat(y)
-            each = self.loss_each(logits, target.reshape(*y.shape[:2], *target.shape[1:]))
-            return each.flatten(1).mean(1)
-        return torch.vmap(lambda out, yk: self.loss_fn(out, task.target(yk)))(logits, y)
+            return self.loss_each(logits, target).flatten(1).mean(1)
+        return torch.vmap(self.loss_fn)(logits, target)
 
-    def _flat(self, y: Tensor) -> Tensor:
-        """The K models' targets (K, B, ...) as one batch's, in the form the loss takes."""
-        return self.task.target(y.reshape(-1, *y.shape[2:]))
-
-    def _accumulate(self, stage: str, logits: Tensor, y: Tensor, losses: Tensor) -> None:
+    def _accumulate(self, stage: str, logits: Tensor, target: Tensor, losses: Tensor) -> None:
         """Sum each model's batch loss (times its points) and per-point scores."""
-        K, n = y.shape[:2]
+        K, n = target.shape[:2]
         # A score is per point (`Task.scores`): the K models' points scored as one batch
-        scores = self.task.scores(logits.reshape(K * n, *logits.shape[2:]), self._flat(y))
+        scores = self.task.scores(logits.flatten(0, 1), target.flatten(0, 1))
         scores = {m: s.reshape(K, n) for m, s in scores.items()}
         sums = {"loss": losses.detach() * n, **{m: s.sum(1) for m, s in scores.items()}}
         for name, value in sums.items():
@@ -146,8 +146,8 @@ class StackedModule(L.LightningModule):
 
     def _step(self, x: Tensor, y: Tensor) -> Tensor:
         """The K models' summed loss on their batches (what is differentiated)."""
-        logits = self.net(x)
-        losses = self._losses(logits, y)
+        logits, target = self.net(x), self._targets(y)
+        losses = self._losses(logits, target)
         finite = torch.isfinite(losses)
         # A model whose loss is no longer finite stops here: this step is not applied.
         dying = self.alive & ~finite
@@ -158,7 +158,7 @@ class StackedModule(L.LightningModule):
         self.alive &= finite
         self.optimizers().optimizer.alive = self.alive
         kept = torch.where(self.alive, losses, 0)
-        self._accumulate("train", logits.detach(), y, kept.detach())
+        self._accumulate("train", logits.detach(), target, kept.detach())
         return kept.sum()
 
     def configure_gradient_clipping(
@@ -229,8 +229,8 @@ class StackedModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch
-        logits = self.net(x)
-        self._accumulate("val", logits, y, self._losses(logits, y))
+        logits, target = self.net(x), self._targets(y)
+        self._accumulate("val", logits, target, self._losses(logits, target))
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._epoch_metrics("val")
@@ -296,8 +296,8 @@ class StackedModule(L.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         x, y = batch
-        logits = self.net(x)
-        self._accumulate("test", logits, y, self._losses(logits, y))
+        logits, target = self.net(x), self._targets(y)
+        self._accumulate("test", logits, target, self._losses(logits, target))
 
     def on_test_epoch_end(self) -> None:
         self.tested = self._epoch_metrics("test")

@@ -140,8 +140,9 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if c and name in ("boundary_plot", "hidden_units_plot", "histograms")}  # fmt: skip
     net = make_net(cfg["model"]["net"])
+    task = make_task(cfg.get("task"))
     for cb in callbacks.values():  # what a run's callbacks read from its module
-        cb.task = make_task(cfg.get("task"))
+        cb.task = task
     for name in ("boundary_plot", "hidden_units_plot"):  # pictures of the plane only (2 inputs)
         if name in callbacks and callbacks[name].why_not(net, data["train"][0]) is not None:
             del callbacks[name]
