@@ -295,3 +295,12 @@ def test_a_tensor_loader_batched_at_once_gives_its_batches_bit_for_bit(shuffle):
     for epoch in range(3):
         for (xa, ya), (xb, yb) in zip(ref, mine, strict=True):
             assert torch.equal(xa, xb) and torch.equal(ya, yb), epoch
+
+
+def test_the_seed_study_refuses_fewer_than_one_seed_in_one_line(capsys):
+    from xor_lightning.sweeps.seeds import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--seeds", "0"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: --seeds=0 is not allowed: use an integer >= 1\n"

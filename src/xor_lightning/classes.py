@@ -11,14 +11,13 @@ is refused before the sweep starts (`SweptKeysCheck`, a Hydra callback in conf/t
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import DATA, NET, SHIPPED
-from xor_lightning.errors import UserError
+from xor_lightning.errors import UserError, refuse
 from xor_lightning.plain import at
 from xor_lightning.targets import target_class, trusted
 
@@ -160,5 +159,4 @@ class SweptKeysCheck(Callback):
         try:
             check_swept_keys(config)
         except UserError as e:  # before Hydra's logging exists: stderr, like run_app
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            refuse(e)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.errors import UserError
+from xor_lightning.errors import UserError, refuse
 
 T = TypeVar("T")
 
@@ -72,8 +71,7 @@ def run_app(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T:
             _to_log_file(f"error: {e}")
         else:  # refused before it started
             _remove_empty_run_dir()
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        refuse(e)
 
 
 def _to_log_file(message: str) -> None:

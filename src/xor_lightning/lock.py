@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from xor_lightning.errors import UserError
+from xor_lightning.errors import UserError, refuse
 
 LOCK_FILE = ".lock"
 
@@ -129,8 +128,7 @@ class RunDirLock(Callback):
                 raise UserError(f"{key}={run_dir} cannot be written: {unwritable(run_dir, e)}; "
                                 "give a dir this user can make and write") from None  # fmt: skip
         except UserError as e:  # before Hydra's logging exists: stderr, like run_app
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+            refuse(e)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not secondary_rank():

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from xor_lightning.errors import refuse
+
 WIDTHS = (1, 2, 3, 4, 8)
 LEARNED = 0.95  # test accuracy that counts as having learned XOR
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -87,8 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every run")
     args = parser.parse_args(argv)
     if args.seeds < 1:
-        print(f"error: --seeds={args.seeds} is not allowed: use an integer >= 1", file=sys.stderr)
-        sys.exit(2)
+        refuse(f"--seeds={args.seeds} is not allowed: use an integer >= 1")
     sweep_dir = Path(args.sweep_dir or f"outputs/seeds/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     command = [sys.executable, "-m", "xor_lightning.train", "-m", f"seed=range({args.seeds})",
                f"model.hidden={','.join(map(str, WIDTHS))}", "hydra/launcher=vectorized",

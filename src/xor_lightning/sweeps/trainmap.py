@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from xor_lightning.errors import refuse
 from xor_lightning.sweeps.tables import METRICS
 
 RANGE = (1e-4, 1e2)  # the default range of both rates: six decades around the chapter's 0.05
@@ -150,12 +151,6 @@ def _range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def refuse(message: str) -> NoReturn:
-    """One line on stderr, exit status 2: before the sweep, so nothing is written."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def dir_override(overrides: list[str]) -> tuple[str | None, list[str]]:
     """The map's dir given the Hydra way, `hydra.sweep.dir=DIR` (also `+`/`++`), and the
     other overrides. A value that is not one plain path (an interpolation, a sweep of
@@ -240,8 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         plot(results, sweep_dir / "map.png", args.metric)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        refuse(e)
     timing = phases(results, args.res, marks, time.perf_counter())
     (sweep_dir / "timing.json").write_text(json.dumps(timing, indent=1) + "\n")
     print(", ".join(f"{k} {v}" for k, v in timing.items()))

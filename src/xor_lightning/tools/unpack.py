@@ -20,12 +20,11 @@ import bisect
 import logging
 import os
 import re
-import sys
 from itertools import count
 from pathlib import Path
 from typing import Any
 
-from xor_lightning.errors import UserError
+from xor_lightning.errors import UserError, refuse
 
 log = logging.getLogger(__name__)
 RERUN = "rerun the sweep (its command, the same hydra.sweep.dir) to train them again"
@@ -191,8 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         for path in unpack(args.sweep_dir, jobs_wanted(args.jobs)):
             print(path)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        refuse(e)
 
 
 if __name__ == "__main__":
