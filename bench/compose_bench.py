@@ -60,7 +60,8 @@ def context(args: list[str]) -> tuple[Any, list[list[str]]]:
     GlobalHydra.instance().clear()
     initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train")
     hydra = GlobalHydra.instance().hydra
-    overrides = ["hydra/launcher=vectorized", "hydra.launcher.workers=2", *args]
+    overrides = ["hydra/launcher=vectorized", "hydra/sweeper=xor_basic", "hydra.launcher.workers=2",
+                 *args]  # fmt: skip
     cfg = hydra.compose_config("train", overrides, run_mode=RunMode.MULTIRUN)
     HydraConfig.instance().set_config(cfg)
     str(cfg.hydra.sweep.dir)  # resolved (its time cached) as BasicSweeper.sweep does
@@ -117,7 +118,7 @@ def cli(n: int, grid: bool, extra: list[str]) -> dict[str, float]:
     (repo / "outputs").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=repo / "outputs") as tmp:
         command = [sys.executable, "-m", "xor_lightning.train", "-m", "hydra/launcher=vectorized",
-                   f"hydra.sweep.dir={tmp}", *sweep_args(n, grid), *extra]  # fmt: skip
+                   "hydra/sweeper=xor_basic", f"hydra.sweep.dir={tmp}", *sweep_args(n, grid), *extra]  # fmt: skip
         code, marks = run_sweep(command)
         assert code == 0, code
         return phases(Path(tmp) / "results.parquet", math.isqrt(n), marks, marks["end"])

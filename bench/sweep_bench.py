@@ -32,6 +32,10 @@ from bench import machine, save_table  # noqa: E402
 WHERE = {"package": "xor_lightning", "cwd": REPO, "env": None}  # --copier: the copy's
 
 
+# The vectorised launcher with its fast check of a large sweep's jobs.
+VECTORIZED = ["hydra/launcher=vectorized", "hydra/sweeper=xor_basic"]
+
+
 def sweep(n: int, launcher: list[str], sweep_dir: Path, extra: list[str]) -> float:
     cmd = [sys.executable, "-m", f"{WHERE['package']}.train", "-m", f"seed=range({n})",
            *launcher, f"hydra.sweep.dir={sweep_dir}", *extra]  # fmt: skip
@@ -84,7 +88,7 @@ def main() -> None:
                     times.setdefault((name, n), []).append(t)
                     print(f"{name}, {n} jobs: {t:.1f} s", flush=True)
             d = Path(tmp) / f"vectorized-{r}"
-            vec.append(sweep(args.jobs, ["hydra/launcher=vectorized"], d, extra))
+            vec.append(sweep(args.jobs, VECTORIZED, d, extra))
             files, mb = disk(d)
             print(f"vectorized, {args.jobs} jobs: {vec[-1]:.1f} s ({files} files, {mb:.0f} MB)",
                   flush=True)  # fmt: skip

@@ -74,7 +74,8 @@ def own_conf(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def sweeper_for(args: list[str], conf: str = CONF_DIR, kind: type = XorBasicSweeper) -> Any:
-    """The sweeper `xor-train -m <args> hydra/launcher=vectorized` instantiates, set up; with
+    """The sweeper `xor-train -m <args> hydra/launcher=vectorized hydra/sweeper=xor_basic`
+    instantiates, set up; with
     `kind=BasicSweeper`, Hydra's own sweeper, launcher and config loader instead."""
     from hydra import initialize_config_dir
     from hydra._internal.callbacks import Callbacks
@@ -89,8 +90,8 @@ def sweeper_for(args: list[str], conf: str = CONF_DIR, kind: type = XorBasicSwee
     GlobalHydra.instance().clear()
     initialize_config_dir(config_dir=conf, version_base="1.3", job_name="train")
     hydra = GlobalHydra.instance().hydra
-    ours = ["hydra/launcher=vectorized", "hydra.launcher.workers=1"]
-    overrides = [*(ours if kind is XorBasicSweeper else ["hydra/sweeper=basic"]), *args]
+    ours = ["hydra/launcher=vectorized", "hydra/sweeper=xor_basic", "hydra.launcher.workers=1"]
+    overrides = [*(ours if kind is XorBasicSweeper else []), *args]
     cfg = hydra.compose_config("train", overrides, run_mode=RunMode.MULTIRUN)
     HydraConfig.instance().set_config(cfg)
     str(cfg.hydra.sweep.dir)  # resolved (its time cached) as BasicSweeper.sweep does

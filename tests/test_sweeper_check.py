@@ -1,7 +1,7 @@
 """The checks around composition at sweep scale: the sweeper's check fails as Hydra's on
 an illegal batch (and alone stops it under the basic launcher), plain values take the fast
 path and an order of overrides that counts Hydra's own composition, xor-train sweeps with
-the sweeper unless told otherwise, and the checks a run makes give the same answers on a
+Hydra's own sweeper unless told otherwise, and the checks a run makes give the same answers on a
 composed config and on its plain resolved values (which is what the launcher checks each
 job on). The launcher's jobs themselves: tests/test_composition.py."""
 
@@ -64,7 +64,9 @@ def test_a_sweep_with_an_illegal_job_stops_before_any_job_runs(case, tmp_path):
 
     d = tmp_path / "s"
     sweep, error = STOPS[case]
-    proc = cli("train", "-m", *sweep, f"hydra.sweep.dir={d}", cwd=tmp_path)
+    proc = cli(
+        "train", "-m", "hydra/sweeper=xor_basic", *sweep, f"hydra.sweep.dir={d}", cwd=tmp_path
+    )
     assert proc.returncode == 1
     assert error in proc.stderr, proc.stderr[-2000:]
     assert not [p for p in d.iterdir() if p.is_dir()]  # no job's dir: multirun.yaml, .lock
@@ -100,17 +102,17 @@ def test_values_take_the_fast_path_and_an_order_that_counts_hydras(monkeypatch):
     assert composed == batch
 
 
-def test_xor_train_sweeps_with_its_sweeper_unless_told_otherwise():
+def test_xor_train_sweeps_with_hydras_sweeper_unless_told_otherwise():
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         chosen = {
             tuple(o): compose("train", o, return_hydra_config=True).hydra.sweeper._target_
-            for o in ([], ["hydra/sweeper=basic"], ["hparams_search=xor_optuna"])
+            for o in ([], ["hydra/sweeper=xor_basic"], ["hparams_search=xor_optuna"])
         }
     assert chosen == {
-        (): "hydra_plugins.xor_sweeper.sweeper.XorBasicSweeper",
-        ("hydra/sweeper=basic",): "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        (): "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+        ("hydra/sweeper=xor_basic",): "hydra_plugins.xor_sweeper.sweeper.XorBasicSweeper",
         ("hparams_search=xor_optuna",): "hydra_plugins.xor_optuna_sweeper.sweeper.XorOptunaSweeper",
     }
 
