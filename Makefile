@@ -25,13 +25,18 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: ARGS='<hydra overrides>'  accelerator=cpu|gpu|auto  ckpt=<file.ckpt>  SEEDS=<n>  RES=<n>  VENV= (use the current env)"
 
-# Reinstalls only when pyproject.toml or constraints.txt change.
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The Hydra plugins, each a package of its own (plugins/<name>/pyproject.toml).
+PLUGINS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
+
+# The template and every plugin, editable. Reinstalls only when a pyproject.toml or
+# constraints.txt changes.
+$(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt \
+		-e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
 	touch $@
 
-install: $(STAMP) ## create .venv and install the project with its dev tools
+install: $(STAMP) ## create .venv and install the project, its dev tools and its plugins
 
 train: $(STAMP) ## train (ARGS='model.hidden=4', ARGS='-m model.hidden=4,8', accelerator=gpu)
 	$(BIN)/xor-train $(ARGS) $(if $(accelerator),trainer.accelerator=$(accelerator))
@@ -55,22 +60,22 @@ export: $(STAMP) ## export a checkpoint: make export ckpt=<file> format=onnx|pt2
 	$(BIN)/xor-export ckpt_path=$(ckpt) format=$(format) $(ARGS)
 
 test: $(STAMP) ## lint, then run every test
-	$(BIN)/ruff check src tests bench docs
-	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/ruff check src tests bench docs plugins
+	$(BIN)/ruff format --check src tests bench docs plugins
 	$(BIN)/python -m pytest $(ARGS)
 
 test-fast: $(STAMP) ## lint, then the quick tests (pytest -m "not slow"): the core, in under 2 minutes
-	$(BIN)/ruff check src tests bench docs
-	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/ruff check src tests bench docs plugins
+	$(BIN)/ruff format --check src tests bench docs plugins
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff: lint and check formatting
-	$(BIN)/ruff check src tests bench docs
-	$(BIN)/ruff format --check src tests bench docs
+	$(BIN)/ruff check src tests bench docs plugins
+	$(BIN)/ruff format --check src tests bench docs plugins
 
 format: $(STAMP) ## ruff: fix what can be fixed and format
-	$(BIN)/ruff check --fix src tests bench docs
-	$(BIN)/ruff format src tests bench docs
+	$(BIN)/ruff check --fix src tests bench docs plugins
+	$(BIN)/ruff format src tests bench docs plugins
 
 bench: $(STAMP) ## benchmark against the plain PyTorch script (also on the GPU when there is one)
 	$(BIN)/python bench/bench.py $(ARGS)

@@ -118,7 +118,8 @@ def cli(n: int, grid: bool, extra: list[str]) -> dict[str, float]:
     (repo / "outputs").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=repo / "outputs") as tmp:
         command = [sys.executable, "-m", "xor_lightning.train", "-m", "hydra/launcher=vectorized",
-                   "hydra/sweeper=xor_basic", f"hydra.sweep.dir={tmp}", *sweep_args(n, grid), *extra]  # fmt: skip
+                   "hydra/sweeper=xor_basic", f"hydra.sweep.dir={tmp}", *sweep_args(n, grid),
+                   *extra]  # fmt: skip
         code, marks = run_sweep(command)
         assert code == 0, code
         return phases(Path(tmp) / "results.parquet", math.isqrt(n), marks, marks["end"])

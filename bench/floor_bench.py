@@ -74,7 +74,8 @@ def main() -> None:
         for r in range(args.repeats):
             d = Path(tmp) / f"sweep{r}"
             sweep = [sys.executable, "-m", "xor_lightning.train", "-m",
-                     f"seed=range({args.jobs})", "hydra/launcher=vectorized", "hydra/sweeper=xor_basic",
+                     f"seed=range({args.jobs})", "hydra/launcher=vectorized",
+                     "hydra/sweeper=xor_basic",
                      f"hydra.sweep.dir={d}"]  # fmt: skip
             times["sweep"].append(timed(sweep, Path(tmp)))
             times["floor"].append(timed([sys.executable, __file__, "--floor", str(args.jobs)],

@@ -44,7 +44,8 @@ def run(n: int, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "sweep"
         cmd = [sys.executable, "-m", "xor_lightning.train", "-m", f"seed=range({n})",
-               "hydra/launcher=vectorized", "hydra/sweeper=xor_basic", f"hydra.sweep.dir={d}", *extra]  # fmt: skip
+               "hydra/launcher=vectorized", "hydra/sweeper=xor_basic", f"hydra.sweep.dir={d}",
+               *extra]  # fmt: skip
         start = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp)
         wall = time.time() - start

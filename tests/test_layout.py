@@ -1,6 +1,9 @@
 """The package's architecture, as the import graph shows it: no circle between files, no
-cycle between folders, and no import from the package up into its own Hydra plugins (the
-plugins use the package, never the reverse). Every import counts, inside functions too."""
+cycle between folders, and no import from the package up into the Hydra plugins under
+`src/hydra_plugins/` (they use the package, never the reverse); the plugins that are
+packages of their own (`plugins/<name>/`) import nothing of the template, and the template
+imports them only inside a function (it runs without them). Every import counts, inside
+functions too."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+PLUGINS = sorted((SRC.parent / "plugins").glob("*/src"))
 
 
 def modules(src: Path) -> dict[str, Path]:
@@ -90,3 +94,30 @@ def test_the_package_never_imports_its_plugins():
     up = [(m, t) for m, ts in import_graph(SRC).items() for t in ts
           if m.startswith("xor_lightning") and t.startswith("hydra_plugins")]  # fmt: skip
     assert up == []
+
+
+def imported(f: Path, top_level_only: bool = False) -> set[str]:
+    """Every module `f` imports (absolute imports), or only those at its top level."""
+    tree = ast.parse(f.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+def test_no_plugin_package_imports_the_template():
+    assert PLUGINS  # the plugins' own packages are where this test looks
+    found = [(str(f.relative_to(SRC.parent)), m) for src in PLUGINS for f in src.rglob("*.py")
+             for m in imported(f) if m.split(".")[0] == "xor_lightning"]  # fmt: skip
+    assert found == []
+
+
+def test_the_template_imports_a_plugin_package_only_inside_a_function():
+    own = {m for src in PLUGINS for m in modules(src)}
+    found = [(str(f.relative_to(SRC)), m) for f in (SRC / "xor_lightning").rglob("*.py")
+             for m in imported(f, top_level_only=True) if m in own]  # fmt: skip
+    assert found == []

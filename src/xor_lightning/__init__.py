@@ -16,11 +16,13 @@ other tasks), `deep_mlp.py`, `zoo.py` (more networks and toy data), `sampler.py`
 `checkpoint.py` and `legacy.py` (what a checkpoint holds, loading it safely, old ones),
 `callbacks.py` and `tb_logger.py` (checkpoints, progress, pictures and TensorBoard during
 a run), `report.py`, `resume.py`, `sweep_job.py`, `schedule.py`, `ddp.py`, `lock.py` and
-`files.py` (run-dir safety), `pruning.py` and `trials.py` (a run as an Optuna trial).
+`files.py` (run-dir safety).
 
 Each other capability is a room of its own: `tools/` (evaluate, predict, export a
 checkpoint; unpack a job of a fit without job dirs), `pictures/` (the boundary and
 hidden-unit pictures), `sweeps/` (what a sweep leaves at its root), `stacked/` (many runs
 in one fit: the vectorised launcher's engine).
-The Hydra plugins in `src/hydra_plugins/` use this package; it never imports them.
+The vectorised launchers in `src/hydra_plugins/` use this package. The Optuna sweeper is a
+package of its own (`plugins/xor_optuna_sweeper/`): it never imports this one, and this one
+imports it only for a job of its search (`sweep_job.trial_pruning`).
 """

@@ -36,6 +36,21 @@ def limit_threads() -> None:
     torch.set_num_threads(max(1, cores // parallel))
 
 
+# The Optuna sweeper plugin (plugins/xor_optuna_sweeper/), by name: imported only for a job
+# of its search, so that the template runs without it.
+OPTUNA_SWEEPER = "hydra_plugins.xor_optuna_sweeper.sweeper.XorOptunaSweeper"
+
+
+def trial_pruning(cfg: DictConfig, sweeper: Any) -> Any:
+    """The Optuna plugin's pruning callback (a Lightning callback) when this job is a trial
+    of its search with a pruner; else None."""
+    if sweeper.get("_target_") != OPTUNA_SWEEPER:
+        return None
+    from hydra_plugins.xor_optuna_sweeper.pruning import trial_pruning as pruning
+
+    return pruning(cfg.get("optimized_metric") or "val/acc")
+
+
 def sweep_job(cfg: DictConfig, train: Callable[..., dict[str, float]]) -> float:
     """One job of a multirun: a failure is recorded in job.json, and the sweep goes on.
 
@@ -44,15 +59,13 @@ def sweep_job(cfg: DictConfig, train: Callable[..., dict[str, float]]) -> float:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from xor_lightning.pruning import trial_pruning
-
     hc = HydraConfig.get()
     record: dict[str, Any] = {"job": hc.job.num, "overrides": list(hc.overrides.task)}
     record.update(status="ok", error=None)
     start, value = time.perf_counter(), float("nan")
     try:
         limit_threads()
-        pruning = trial_pruning(cfg)
+        pruning = trial_pruning(cfg, hc.sweeper)
         metrics = train(cfg, [pruning] if pruning else [])
         value = metrics.get(cfg.get("optimized_metric") or "val/acc", float("nan"))
         if pruning and pruning.pruned:

@@ -42,7 +42,7 @@ class StackedPruning(L.Callback):
 def trial_pruning(jobs: list[Any], hydra_cfg: Any, metric: str) -> list[Any]:
     """`StackedPruning` when the jobs are trials of an Optuna search with a pruner: each
     model reports to its own trial (job number = trial number, as the sweeper launches)."""
-    from xor_lightning.trials import TrialReporter
+    from hydra_plugins.xor_optuna_sweeper.trials import TrialReporter
 
     if "Optuna" not in str(hydra_cfg.sweeper.get("_target_")):
         return []

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
         refuse(f"--seeds={args.seeds} is not allowed: use an integer >= 1")
     sweep_dir = Path(args.sweep_dir or f"outputs/seeds/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     command = [sys.executable, "-m", "xor_lightning.train", "-m", f"seed=range({args.seeds})",
-               f"model.hidden={','.join(map(str, WIDTHS))}", "hydra/launcher=vectorized", "hydra/sweeper=xor_basic",
+               f"model.hidden={','.join(map(str, WIDTHS))}", "hydra/launcher=vectorized",
+               "hydra/sweeper=xor_basic",
                f"hydra.sweep.dir={sweep_dir}", *args.overrides]  # fmt: skip
     proc = subprocess.run(command)
     if proc.returncode != 0 or not (sweep_dir / "summary.csv").is_file():

@@ -51,7 +51,8 @@ def sweep_command(
     """The one vectorised sweep: the two rates' lists and the large-sweep settings; the
     user's overrides last, so they win."""
     rates = [",".join(repr(v) for v in grid(*r, res)) for r in (hidden, out)]
-    return [sys.executable, "-m", "xor_lightning.train", "-m", "hydra/launcher=vectorized", "hydra/sweeper=xor_basic",
+    return [sys.executable, "-m", "xor_lightning.train", "-m", "hydra/launcher=vectorized",
+            "hydra/sweeper=xor_basic",
             f"model.lr_hidden={rates[0]}", f"model.lr_out={rates[1]}",
             f"hydra.sweep.dir={sweep_dir}", *LARGE, *(SGD if sgd else ()),
             *([f"trainer.max_epochs={epochs}"] if epochs is not None else []),

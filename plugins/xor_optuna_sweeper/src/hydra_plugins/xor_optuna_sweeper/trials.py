@@ -21,8 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-# The sweeper whose trials these are, by name: the package never imports its own plugins
-# (they import it); the plugin's config takes its `_target_` from here.
+# The sweeper whose trials these are, by name (`config.py` takes its `_target_` from here;
+# this module imports only the standard library at its top, as Hydra imports `config.py`
+# on every start).
 SWEEPER = "hydra_plugins.xor_optuna_sweeper.sweeper.XorOptunaSweeper"
 
 SQLITE_TIMEOUT_S = 120  # how long a write waits for another process's lock on an SQLite study

@@ -12,7 +12,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from xor_lightning.trials import SWEEPER  # the name a job knows its sweeper by (stdlib only)
+from hydra_plugins.xor_optuna_sweeper.trials import (
+    SWEEPER,  # the name a job knows its sweeper by (stdlib only)
+)
 
 
 # Samplers: the release's fields. Where Optuna 5 deprecates an argument (it warns when one
@@ -156,17 +158,24 @@ SAMPLERS = {
     "grid": GridSamplerConfig,
 }
 
+PROVIDER = "hydra-xor-optuna-sweeper"
 cs = ConfigStore.instance()
 cs.store(
-    group="hydra/sweeper", name="xor_optuna", node=XorOptunaSweeperConf, provider="xor_lightning"
+    group="hydra/sweeper",
+    name="xor_optuna",
+    node=XorOptunaSweeperConf,
+    provider=PROVIDER,
 )
 # The released plugin's name too, so its configs (`override hydra/sweeper: optuna`) run as they
 # are; unless that plugin is installed, whose name it is (it pins optuna < 3 anyway).
 if find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
     cs.store(
-        group="hydra/sweeper", name="optuna", node=XorOptunaSweeperConf, provider="xor_lightning"
+        group="hydra/sweeper",
+        name="optuna",
+        node=XorOptunaSweeperConf,
+        provider=PROVIDER,
     )
 for name, node in SAMPLERS.items():
-    cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="xor_lightning")
+    cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider=PROVIDER)
 for name, node in PRUNERS.items():
-    cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="xor_lightning")
+    cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider=PROVIDER)

@@ -42,7 +42,7 @@ from hydra_plugins.xor_optuna_sweeper.refusal import (
     storage_refused,
 )
 from hydra_plugins.xor_optuna_sweeper.shared import Process, resume_overrides
-from xor_lightning.trials import (
+from hydra_plugins.xor_optuna_sweeper.trials import (
     JOURNAL,
     check_url,
     lock_file,

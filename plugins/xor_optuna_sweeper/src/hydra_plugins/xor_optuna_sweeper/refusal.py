@@ -1,9 +1,10 @@
 """A search refused before it starts: one line, exit status 2, and nothing left behind.
 
-The sweeper runs outside the task function, where `xor_lightning.config.run_app` turns a
-`UserError` into `error: ...` and exit status 2; `refuse` does the same here, so a search
-the sweeper cannot run reads like any other refused run. By the time the sweeper is
-asked to search, `RunDirLock` has made the sweep dir and locked it (`.lock`), and opening
+The sweeper runs outside the task function, where an app such as xor-lightning turns bad
+input into `error: ...` and exit status 2; `refuse` does the same here, so a search the
+sweeper cannot run reads like any other refused run. By the time the sweeper is asked to
+search, the app's Hydra callbacks may have made the sweep dir and locked it (xor-lightning's
+run-dir lock: `.lock`), and opening
 the storage makes its file, its lock file beside it and their dirs: `Made` notes what
 exists beforehand and removes what the refused search made, and only that.
 """
@@ -22,10 +23,12 @@ from typing import Any, NoReturn
 from hydra.errors import CompactHydraException
 from omegaconf import ListConfig
 
-from xor_lightning.lock import LOCK_FILE
-from xor_lightning.trials import prunes
+from hydra_plugins.xor_optuna_sweeper.trials import prunes
 
-LOCK_SUFFIX = ".sweeper-lock"  # what `xor_lightning.trials.study_lock` adds to a storage file
+LOCK_SUFFIX = ".sweeper-lock"  # what `trials.study_lock` adds to a storage file
+# A run-dir lock an app's Hydra callback keeps in the sweep dir (xor-lightning's `lock.py`):
+# a refused search's sweep dir that holds only this is the search's to remove.
+LOCK_FILE = ".lock"
 DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 SQLITE_DENIED = {sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY}
 

@@ -30,7 +30,7 @@ def curve(final: float, steps: int) -> float:
     import optuna
     from hydra.core.hydra_config import HydraConfig
 
-    from xor_lightning.trials import TrialReporter
+    from hydra_plugins.xor_optuna_sweeper.trials import TrialReporter
 
     reporter = TrialReporter.from_hydra(HydraConfig.get())
     for step in range(steps):

@@ -2,8 +2,9 @@
 
 `hydra/sweeper/pruner=median` (or `hyperband`) makes each trial report its validation metric
 to the study after every validation and stop when the pruner says the trial cannot catch
-up. The job side of that is `TrialReporter` (in the sweeper plugin); this is the Lightning
-end of it.
+up. The job side of that is `TrialReporter` (`trials.py`); this is the Lightning end of
+it, for any Lightning app: add `trial_pruning(monitor)` to the Trainer's callbacks when it
+is not None (a job of this sweeper's search with a pruner).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,12 @@ class OptunaPruning(L.Callback):
             )
 
 
-def trial_pruning(cfg: DictConfig) -> OptunaPruning | None:
-    """The pruning callback when this Hydra job is a trial of a search with a pruner."""
+def trial_pruning(monitor: str) -> OptunaPruning | None:
+    """The pruning callback when this Hydra job is a trial of a search with a pruner, the
+    trial reported `monitor` (a metric the LightningModule logs) after each validation."""
     from hydra.core.hydra_config import HydraConfig
 
-    from xor_lightning.trials import TrialReporter
+    from hydra_plugins.xor_optuna_sweeper.trials import TrialReporter
 
     reporter = TrialReporter.from_hydra(HydraConfig.get())
-    return OptunaPruning(reporter, cfg.get("optimized_metric", "val/acc")) if reporter else None
+    return OptunaPruning(reporter, monitor) if reporter else None
