@@ -79,7 +79,6 @@ def measure(n: int, grid: bool, profile: bool) -> dict[str, float]:
     sweeper, batch = context(sweep_args(n, grid))
     assert len(batch) == n, (len(batch), n)
     launcher = sweeper.launcher
-    import xor_lightning.stacked.run  # the launcher imports these before preparing
     import xor_lightning.validate  # noqa: F401
 
     prof = cProfile.Profile() if profile else None

@@ -1,7 +1,7 @@
 """How far a vectorised job drifts from its run alone: the default run over N seeds.
 
 Each seed is trained twice in this process: as one of N models stacked in one fit
-(`xor_lightning.stacked.fit.fit_group`, what `hydra/launcher=vectorized` runs) and as a
+(`xor_vectorized.fit.fit_group`, what `hydra/launcher=vectorized` runs) and as a
 run of its own (`xor_lightning.train.train`). Printed, after 10 epochs and after 401: the
 largest difference between the two final weights, how many seeds differ by more than
 1e-5, and how many end with another best val/acc or test/acc, by how much at most.
@@ -19,9 +19,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from xor_lightning.config import CONF_DIR
-from xor_lightning.stacked.fit import fit_group
-from xor_lightning.stacked.outputs import model_slice
 from xor_lightning.train import train
+from xor_vectorized.fit import fit_group
+from xor_vectorized.outputs import model_slice
 
 NO_PICTURES = [f"callbacks.{c}=null" for c in ("boundary_plot", "hidden_units_plot", "histograms")]
 

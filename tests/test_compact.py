@@ -1,4 +1,4 @@
-"""Large vectorised fits without a dir per job (`stacked/compact.py`, `xor-unpack`)."""
+"""Large vectorised fits without a dir per job (`xor_vectorized/compact.py`, `xor-unpack`)."""
 
 import json
 import os
@@ -65,7 +65,7 @@ def _same_file_text(a: Path, b: Path, old: str, new: str) -> None:
 @pytest.mark.slow
 def test_xor_unpack_writes_a_job_dir_equal_to_the_full_output(pair, tmp_path):
     full, packed = pair
-    proc = subprocess.run([sys.executable, "-m", "xor_lightning.tools.unpack", str(packed), "2"],
+    proc = subprocess.run([sys.executable, "-m", "xor_vectorized.unpack", str(packed), "2"],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str((packed / "2").resolve())]
@@ -94,7 +94,7 @@ def test_xor_unpack_writes_a_job_dir_equal_to_the_full_output(pair, tmp_path):
     ev = cli("tools.evaluate", f"ckpt_path={best}", f"hydra.run.dir={tmp_path}/ev", cwd=tmp_path)
     assert ev.returncode == 0, ev.stderr[-2000:]
     # a job it does not hold: one line, exit 2
-    bad = subprocess.run([sys.executable, "-m", "xor_lightning.tools.unpack", str(packed), "9"],
+    bad = subprocess.run([sys.executable, "-m", "xor_vectorized.unpack", str(packed), "9"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         f"error: job 9 is not in a fit without job dirs under {packed} (its jobs: 0-3)"
@@ -151,8 +151,8 @@ def test_periodic_saves_leave_the_fit_resumable_after_a_kill(tmp_path):
     checkpoint every n epochs, holding the curves so far, which a new fit resumes from."""
     from omegaconf import OmegaConf
 
-    from xor_lightning.stacked.compact import PeriodicLast
-    from xor_lightning.stacked.fit import fit_group
+    from xor_vectorized.compact import PeriodicLast
+    from xor_vectorized.fit import fit_group
 
     composed = [compose_train(f"seed={s}", "trainer.max_epochs=25", "logger=none",
                               f"paths.output_dir={tmp_path / str(s)}") for s in (1, 2)]  # fmt: skip
@@ -190,7 +190,7 @@ def row(num: int, status: str = "ok", config: str = "c", **more) -> dict:
 
 def unpack_cli(*args: str, capsys) -> tuple[int, str, str]:
     """`xor-unpack args`, in this process: (exit status, stdout, stderr)."""
-    from xor_lightning.tools.unpack import main
+    from xor_vectorized.unpack import main
 
     try:
         main(list(args))
@@ -209,7 +209,7 @@ def earlier_format(path: Path) -> None:
     import torch
 
     from xor_lightning.model import MLP
-    from xor_lightning.stacked.net import StackedMLP
+    from xor_vectorized.net import StackedMLP
 
     net = StackedMLP([MLP(hidden=3), MLP(hidden=8)], ["tanh", "tanh"])
     torch.save({"result": {"epoch": 3, "net": net}, "base": pickle.dumps({"resolved": {}})}, path)
@@ -259,8 +259,8 @@ def test_a_rerun_keeps_no_job_whose_fit_pt_cannot_be_read_as_data(tmp_path, capl
     again, said in one line; one of this format keeps its jobs."""
     import torch
 
-    from xor_lightning.stacked import compact
-    from xor_lightning.stacked.run import Job
+    from xor_vectorized import compact
+    from xor_vectorized.run import Job
 
     marker = tmp_path / "ran"
     d = tmp_path / "s"
@@ -289,8 +289,8 @@ def test_a_resumed_fit_is_the_same_jobs_in_the_same_order_and_its_checkpoint_is_
     anything else empties the dir and the fit starts again."""
     import torch
 
-    from xor_lightning.stacked.compact import prepare
-    from xor_lightning.stacked.run import Job
+    from xor_vectorized.compact import prepare
+    from xor_vectorized.run import Job
 
     fit = tmp_path / "fit0"
 
@@ -331,8 +331,8 @@ def test_a_fit_dir_is_reused_only_for_the_same_jobs(tmp_path):
     """`fits/fit<N>` is the chunk's only when it holds exactly the chunk's jobs (a rerun
     that changed them all) or nothing yet; one holding other jobs keeps them, the chunk
     going to `fit<N>.1`, `.2`... (a rerun that changed some jobs of an earlier fit)."""
-    from xor_lightning.stacked.compact import fit_dir
-    from xor_lightning.stacked.run import Job
+    from xor_vectorized.compact import fit_dir
+    from xor_vectorized.run import Job
 
     d = tmp_path / "s"
     chunk = lambda *nums: [Job(n, [], d / str(n)) for n in nums]  # noqa: E731
@@ -382,7 +382,7 @@ def linked(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def unpack_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xor_lightning.tools.unpack", *args],
+    return subprocess.run([sys.executable, "-m", "xor_vectorized.unpack", *args],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -433,7 +433,7 @@ def test_xor_unpack_writes_no_dir_when_one_of_them_cannot_be(linked):
 def test_a_symlinked_sweep_dir_keeps_hydras_paths(linked):
     """A job's dir is where Hydra puts it, `os.path.abspath(<sweep dir>/<job>)`, the
     symlink kept as it was given (not resolved to the dir it points to)."""
-    from xor_lightning.stacked import fitfile
+    from xor_vectorized import fitfile
 
     link, _ = linked
     saved = fitfile.load(link / "fits" / "fit0")

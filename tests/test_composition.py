@@ -216,7 +216,7 @@ def test_workers_prepare_jobs_only_when_they_pay():
 
 def test_jobs_prepared_by_workers_come_back_whole_and_in_order(monkeypatch):
     from hydra_plugins.xor_vectorized_launcher import prepare
-    from xor_lightning.stacked import forks
+    from xor_vectorized import forks
 
     sweeper = sweeper_for(["paths=test_typed", "paths.n=range(1,5)", "seed=7,8"])
     sweeper.launcher.settings["workers"] = 2

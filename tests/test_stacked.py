@@ -22,12 +22,12 @@ from xor_lightning.config import CONF_DIR
 from xor_lightning.data import make_xor
 from xor_lightning.model import MLP
 from xor_lightning.module import XORModule
-from xor_lightning.stacked.fit import init_net
-from xor_lightning.stacked.groups import stack_key, stack_problem
-from xor_lightning.stacked.net import StackedAdam, StackedMLP
 from xor_lightning.sweeps.seeds import success_rates, wilson
 from xor_lightning.tasks import Task
 from xor_lightning.train import build
+from xor_vectorized.fit import init_net
+from xor_vectorized.groups import stack_key, stack_problem
+from xor_vectorized.net import StackedAdam, StackedMLP
 
 # Tests of a capability around the core: `make test` runs them, `make test-fast` does not.
 pytestmark = pytest.mark.slow
@@ -260,7 +260,7 @@ def test_success_rates_count_failed_and_missing_jobs_as_not_learned(tmp_path):
 def test_what_the_seed_figure_shows(make_cfg, tmp_path):
     """docs/seed-study.md's reading of `make seeds`, on 48 seeds a width: one and two tanh units
     never learn the chapter's XOR (test/acc >= 0.95), eight almost always do."""
-    from xor_lightning.stacked.fit import fit_group
+    from xor_vectorized.fit import fit_group
 
     base = OmegaConf.to_container(make_cfg("logger=none"), resolve=True)
     cfgs = []
@@ -282,7 +282,7 @@ def test_a_tensor_loader_batched_at_once_gives_its_batches_bit_for_bit(shuffle):
     loader's generator drawn from as its own iterator draws from it)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from xor_lightning.stacked.anydata import batched
+    from xor_vectorized.anydata import batched
 
     X, y = torch.randn(250, 2), torch.randint(0, 3, (250,))
 

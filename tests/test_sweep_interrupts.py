@@ -1,4 +1,4 @@
-"""Ctrl-C outside a vectorised sweep's fits (`stacked/interrupts.py`): while the jobs are
+"""Ctrl-C outside a vectorised sweep's fits (`xor_vectorized/interrupts.py`): while the jobs are
 composed, while their dirs are written, between fits and in a job run alone. Each sweep
 runs in a process of its own that sends itself SIGINT at one such point (the patch below),
 as a user's Ctrl-C would arrive: one line, the summary of what finished, exit 130, nothing
@@ -35,13 +35,13 @@ def after(owner, name):  # one Ctrl-C, after the first call
     setattr(owner, name, patched)
 
 if point == "prepare":  # (Hydra loads its plugins' modules anew: patch what they call)
-    from xor_lightning.stacked import groups
+    from xor_vectorized import groups
     after(groups, "stack_problem")
 elif point == "hydra_files":
-    from xor_lightning.stacked import run
+    from xor_vectorized import run
     after(run, "write_hydra_files")
 elif point == "job_dirs":
-    from xor_lightning.stacked import run
+    from xor_vectorized import run
     after(run, "write_group")
 elif point == "alone":
     from xor_lightning import callbacks
@@ -117,7 +117,7 @@ def test_ctrl_c_in_a_job_run_alone_stops_the_sweep_with_its_summary(tmp_path):
 
 
 def test_held_signals_are_those_of_a_stop():
-    from xor_lightning.stacked.interrupts import Held
+    from xor_vectorized.interrupts import Held
 
     held = Held()
     assert not held.take(0) and not held.take(1) and not held.take("error")
@@ -127,8 +127,8 @@ def test_held_signals_are_those_of_a_stop():
 def test_forked_writers_end_when_their_pool_does_while_signals_are_held():
     """A worker idle at the end of `fork_map` is ended by `Pool.terminate` (SIGTERM) even
     while the sweep holds SIGTERM: the parent's handler is not the workers'."""
-    code = ("from xor_lightning.stacked.forks import fork_map\n"
-            "from xor_lightning.stacked.interrupts import HELD\n"
+    code = ("from xor_vectorized.forks import fork_map\n"
+            "from xor_vectorized.interrupts import HELD\n"
             "with HELD.holding():\n"
             "    for _ in range(5):\n"
             "        assert fork_map(abs, [-1, -2], workers=2) == [1, 2]\n")  # fmt: skip

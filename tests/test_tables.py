@@ -296,7 +296,7 @@ def test_the_docs_name_every_status_a_job_can_have():
     """`docs/sweeps.md` lists what a job's `job.json` (and so the tables' `status`) can
     hold: `ok`, `pruned` and `failed` from any launcher (`sweep_job.py`), `interrupted` when
     Ctrl-C or SIGTERM stopped it, and `running` from the vectorised launcher while the job
-    trains (`stacked/outputs.py`, `stacked/compact.py`)."""
+    trains (`xor_vectorized/outputs.py`, `xor_vectorized/compact.py`)."""
     text = " ".join((REPO / "docs" / "sweeps.md").read_text().split())
     [listed] = re.findall(r"`status` \(([^)]*)\)", text)
     assert set(re.findall(r"`(\w+)`", listed)) == {"ok", "pruned", "failed", "interrupted",

@@ -23,7 +23,7 @@ import torch
 
 from tests.conftest import cli, curves, hparams_tab
 from xor_lightning.files import read_json
-from xor_lightning.stacked.tensorboard import write_summary
+from xor_vectorized.tensorboard import write_summary
 
 SUMMARY_TAGS = {"acc/train", "acc/val", "loss/train", "loss/val"}
 
@@ -166,8 +166,8 @@ def test_hparams_lists_sessions_past_a_thousand(tmp_path):
     from tensorboard.plugins.hparams.hparams_plugin import HParamsPlugin
     from werkzeug.test import Client
 
-    from xor_lightning.stacked.tensorboard import scalar, write_events
     from xor_lightning.tb_logger import session_summaries
+    from xor_vectorized.tensorboard import scalar, write_events
 
     for job in range(1001):
         write_events(tmp_path / str(job), [(s, 0) for s in session_summaries({"seed": job})])

@@ -22,11 +22,11 @@ from xor_lightning.data import make_xor
 from xor_lightning.errors import UserError
 from xor_lightning.model import MLP
 from xor_lightning.module import XORModule
-from xor_lightning.stacked.groups import stack_key
-from xor_lightning.stacked.net import StackedAdam, StackedMLP, StackedSGD
 from xor_lightning.sweeps import tables
 from xor_lightning.sweeps.trainmap import cells, grid, plot
 from xor_lightning.validate import validate_train
+from xor_vectorized.groups import stack_key
+from xor_vectorized.net import StackedAdam, StackedMLP, StackedSGD
 
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.05}
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05}
@@ -239,9 +239,9 @@ def test_after_ten_steps_each_job_is_its_run_alone(tmp_path):
 def test_a_stopped_fit_resumes_from_its_jobs_checkpoints(tmp_path, kind):
     """Per-layer rates, stopped at epoch 20 (the periodic last.ckpt) and resumed from the
     jobs' own checkpoints, end where one uninterrupted fit ends (SGD keeps no state)."""
-    from xor_lightning.stacked.fit import fit_group
-    from xor_lightning.stacked.outputs import PeriodicSave
-    from xor_lightning.stacked.run import Job
+    from xor_vectorized.fit import fit_group
+    from xor_vectorized.outputs import PeriodicSave
+    from xor_vectorized.run import Job
 
     def cfgs(where):
         out = []

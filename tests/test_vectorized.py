@@ -233,7 +233,7 @@ def test_ddp_is_refused_in_one_line(tmp_path):
 def test_on_the_gpu_the_stacked_weights_and_data_live_there(tmp_path):
     from omegaconf import OmegaConf
 
-    from xor_lightning.stacked.fit import fit_group
+    from xor_vectorized.fit import fit_group
 
     seen = {}
 
@@ -285,10 +285,10 @@ def test_periodic_saves_leave_every_job_resumable(tmp_path):
     killed outright (before its end wrote anything) resumes from them."""
     from omegaconf import OmegaConf
 
-    from xor_lightning.stacked.fit import fit_group
-    from xor_lightning.stacked.outputs import PeriodicSave
-    from xor_lightning.stacked.reruns import earlier
-    from xor_lightning.stacked.run import Job
+    from xor_vectorized.fit import fit_group
+    from xor_vectorized.outputs import PeriodicSave
+    from xor_vectorized.reruns import earlier
+    from xor_vectorized.run import Job
 
     jobs = []
     for seed in (1, 2):

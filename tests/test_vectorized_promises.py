@@ -162,8 +162,8 @@ def test_the_same_job_is_the_same_overrides_and_the_same_config(tmp_path):
     same overrides with a config edited since (another digest) are another job; a record
     from before digests is compared with the `.hydra/config.yaml` beside it."""
     from xor_lightning.files import digest
-    from xor_lightning.stacked.reruns import same_job
-    from xor_lightning.stacked.run import Job
+    from xor_vectorized.reruns import same_job
+    from xor_vectorized.run import Job
 
     job = Job(0, ["seed=1"], tmp_path / "0", digest=digest({"seed": 1, "model": {"hidden": 8}}))
     assert same_job({"overrides": ["seed=1"], "config": job.digest}, job)

@@ -19,10 +19,13 @@ a run), `report.py`, `resume.py`, `sweep_job.py`, `schedule.py`, `ddp.py`, `lock
 `files.py` (run-dir safety).
 
 Each other capability is a room of its own: `tools/` (evaluate, predict, export a
-checkpoint; unpack a job of a fit without job dirs), `pictures/` (the boundary and
-hidden-unit pictures), `sweeps/` (what a sweep leaves at its root), `stacked/` (many runs
-in one fit: the vectorised launcher's engine).
-The vectorised launchers in `src/hydra_plugins/` use this package. The Optuna sweeper is a
-package of its own (`plugins/xor_optuna_sweeper/`): it never imports this one, and this one
-imports it only for a job of its search (`sweep_job.trial_pruning`).
+checkpoint), `pictures/` (the boundary and hidden-unit pictures), `sweeps/` (what a sweep
+leaves at its root; the seed study and the trainability map, which need the vectorised
+launcher).
+
+The Hydra plugins are packages of their own under `plugins/`; this package runs without
+them (`plugins.py`: a command that names one that is not installed is refused in one line)
+and imports one only inside a function that runs under it (`sweep_job.trial_pruning`).
+The Optuna sweeper (`plugins/xor_optuna_sweeper/`) imports nothing of this package; the
+vectorised launchers' engine (`plugins/xor_vectorized/`) still reads a run through it.
 """

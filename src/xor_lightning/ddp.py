@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 from xor_lightning.errors import UserError
 
@@ -71,8 +72,14 @@ def _launcher_module() -> ModuleType:
 
 
 @contextmanager
-def job_dir_for_ranks() -> Iterator[None]:
-    """While inside: Lightning starts the other ranks with `child_command`."""
+def job_dir_for_ranks(trainer: Any = None) -> Iterator[None]:
+    """While inside: Lightning starts the other ranks with `child_command` (given a trainer:
+    only when it runs DDP)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if trainer is not None and not isinstance(trainer.strategy, DDPStrategy):
+        yield
+        return
     module = _launcher_module()
     original = module._hydra_subprocess_cmd
     module._hydra_subprocess_cmd = child_command

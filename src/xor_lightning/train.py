@@ -7,7 +7,6 @@ after Hydra has set up logging, so its messages go to the run's log file. Words:
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from xor_lightning import report
 from xor_lightning.checkpoint import load_checkpoint, make_module
 from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.plugins import checked
 from xor_lightning.validate import validate_train
 
 if TYPE_CHECKING:
@@ -40,8 +40,7 @@ def build(
     datamodule = instantiate(cfg.data)
     config = OmegaConf.to_container(cfg, resolve=True)
     module = make_module(config)  # `model._target_`, or XORModule for a YAML naming none
-    # Entries without a _target_ are settings left for a group option not chosen (e.g.
-    # debug=quick's callbacks.last_checkpoint.every_n_epochs with callbacks=none).
+    # Entries without _target_: settings for an option not chosen (debug=quick's, callbacks=none)
     callbacks = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
@@ -65,16 +64,13 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     if cfg.get("ckpt_path"):
         load_checkpoint(cfg.ckpt_path)  # refuse a missing, corrupt or unsafe file up front
 
-    from lightning.pytorch.strategies import DDPStrategy
-
     from xor_lightning.ddp import job_dir_for_ranks, quiet_ranks
 
     quiet_ranks()  # a DDP rank started by Lightning or SLURM: rank 0 reports
     trainer, module, datamodule = build(cfg, callbacks)
     out_dir = Path(cfg.paths.output_dir)
     report.started(trainer, module, out_dir)
-    ddp = isinstance(trainer.strategy, DDPStrategy)
-    with job_dir_for_ranks() if ddp else contextlib.nullcontext(), report.monitored(trainer):
+    with job_dir_for_ranks(trainer), report.monitored(trainer):  # DDP's ranks in the run dir
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     report.exit_if_stopped(trainer, out_dir)
     report.early_stop(trainer)
@@ -89,6 +85,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
     return metrics
 
 
+@checked  # a plugin the command line names but that is not installed: refused in one line
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> Any:
     """Train; return the optimized metric, which Hydra's sweepers maximise or minimise."""

@@ -3,4 +3,4 @@
 and curves.parquet, one table each), `seeds.py` (`make seeds`: how often the chapter's
 network learns XOR, from a vectorised seed sweep) and `trainmap.py` (`make map`: where it
 trains, over the two layers' learning rates). The vectorised engine itself is
-`xor_lightning.stacked`; the Optuna sweeper is the plugin in `hydra_plugins/`."""
+`xor_vectorized`; the Optuna sweeper is the plugin in `hydra_plugins/`."""

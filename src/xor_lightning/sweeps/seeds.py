@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from xor_lightning.errors import refuse
+from xor_lightning.plugins import missing
 
 WIDTHS = (1, 2, 3, 4, 8)
 LEARNED = 0.95  # test accuracy that counts as having learned XOR
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         refuse(f"--seeds={args.seeds} is not allowed: use an integer >= 1")
+    if why := missing(["hydra/launcher=vectorized"]):
+        refuse(f"the seed study is one vectorised sweep: {why}")
     sweep_dir = Path(args.sweep_dir or f"outputs/seeds/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     command = [sys.executable, "-m", "xor_lightning.train", "-m", f"seed=range({args.seeds})",
                f"model.hidden={','.join(map(str, WIDTHS))}", "hydra/launcher=vectorized",

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from xor_lightning.files import read_json
 
 log = logging.getLogger(__name__)
-FITS = "fits"  # a sweep's fits without job dirs: `stacked/compact.py`
+FITS = "fits"  # a sweep's fits without job dirs: `xor_vectorized/compact.py`
 METRICS = ("val/acc", "val/loss", "test/acc", "test/loss", "train/loss")
 
 
@@ -66,7 +66,7 @@ def packed_records(sweep_dir: Path) -> dict[int, tuple[dict[str, Any], Path, flo
 
 def job_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     """(job dir, `job_record`) of every finished job under `sweep_dir`; a job of a fit
-    without job dirs (`fits/`, see `stacked/compact.py`): (its fit dir, its row there)."""
+    without job dirs (`fits/`, see `xor_vectorized/compact.py`): (its fit dir, its row there)."""
     packed = packed_records(sweep_dir)
     dirs = sorted(d for d in sweep_dir.iterdir() if d.is_dir())
     found = {}

@@ -3,7 +3,7 @@ of its jobs' loss and metrics (acc, say), as runs `<sweep dir>/tb/<name>/{mean,p
 
 TensorBoard selects no run at all when it finds more than 500 (each job has 5), so a
 sweep's story gets a dir of its own, with a few runs. The vectorised launcher writes one a
-fit from the fit's results (`stacked/tensorboard.py`); a sweep of any other launcher gets
+fit from the fit's results (`xor_vectorized/tensorboard.py`); a sweep of any other launcher gets
 one at its end from its jobs' curves (`from_curves`, reading `curves.parquet`). Events are
 written in one go with TensorBoard's record writer (a `SummaryWriter` starts a thread).
 """

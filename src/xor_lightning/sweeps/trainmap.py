@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from xor_lightning.errors import refuse
+from xor_lightning.plugins import missing
 from xor_lightning.sweeps.tables import METRICS
 
 RANGE = (1e-4, 1e2)  # the default range of both rates: six decades around the chapter's 0.05
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="or hydra.sweep.dir=DIR; default: outputs/map/<time>")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides for every job")
     args = parser.parse_intermixed_args(argv)
+    if why := missing(["hydra/launcher=vectorized"]):
+        refuse(f"the map is one vectorised sweep: {why}")
     for name, value, low in (("--res", args.res, 2), ("--epochs", args.epochs, 1)):
         if value is not None and value < low:  # --epochs left out: the config's
             refuse(f"{name}={value} is not allowed: use an integer >= {low}")

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from xor_lightning.callbacks import every_n_or_last
 from xor_lightning.data import Batch
-from xor_lightning.stacked.net import StackedMLP, stacked_optimizer
 from xor_lightning.tasks import Task
+from xor_vectorized.net import StackedMLP, stacked_optimizer
 
 log = logging.getLogger(__name__)
 

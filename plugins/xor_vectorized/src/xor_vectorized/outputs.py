@@ -24,10 +24,10 @@ from torch import Tensor
 
 from xor_lightning.callbacks import metric_text, printed
 from xor_lightning.files import write_json
-from xor_lightning.stacked import tensorboard
-from xor_lightning.stacked.checkpoints import CheckpointWriter, best_filename
-from xor_lightning.stacked.fit import GroupResult, snapshot
-from xor_lightning.stacked.forks import fork_map
+from xor_vectorized import tensorboard
+from xor_vectorized.checkpoints import CheckpointWriter, best_filename
+from xor_vectorized.fit import GroupResult, snapshot
+from xor_vectorized.forks import fork_map
 
 log = logging.getLogger(__name__)
 

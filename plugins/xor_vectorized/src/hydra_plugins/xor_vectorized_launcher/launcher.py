@@ -3,9 +3,9 @@
 The launcher takes the batch of jobs any sweeper hands it, composes each job's config and
 checks it as a run alone would, without writing anything (`prepare.py`: one composition
 per shape of job, `template.py` making the shape's other jobs from it; `compose.py`, the
-composition). `xor_lightning.stacked.run` then takes each
+composition). `xor_vectorized.run` then takes each
 job's dir lock, writes its `.hydra/`, sorts the jobs into groups that can share one
-computation (the same config but for the keys in `xor_lightning.stacked.groups.VARYING`),
+computation (the same config but for the keys in `xor_vectorized.groups.VARYING`),
 fits each group (in fits of at most `max_models_per_fit` models) and writes every job's
 dir as its own run would have left it. Jobs the stacked module cannot train run as
 ordinary jobs, one after another, as the basic launcher runs them; so does every job of
@@ -107,11 +107,10 @@ class VectorizedLauncher(Launcher):
         """xor-train's jobs, stacked; their returns in job order (also what each array task
         of `hydra/launcher=vectorized_slurm` runs on its share of the jobs)."""
         log.info("Launching %d jobs, vectorised", len(job_overrides))
-        from xor_lightning.stacked.interrupts import HELD
+        from xor_vectorized.interrupts import HELD
 
         with HELD.holding():  # a Ctrl-C from here on: `interrupts.py`
             # torch and Lightning imported once, here, before any worker process forks
-            import xor_lightning.stacked.run
             import xor_lightning.validate  # noqa: F401
             from hydra_plugins.xor_vectorized_launcher.jobs import JobHooks
 
@@ -122,7 +121,7 @@ class VectorizedLauncher(Launcher):
             fatal = next((job.fatal for job in jobs if job.fatal), None)
             if fatal:
                 self.refuse(fatal)
-            from xor_lightning.stacked.run import run_jobs
+            from xor_vectorized.run import run_jobs
 
             returns = run_jobs(jobs, self.settings, sweep_dir, JobHooks(self))
             return [returns[job.num] for job in jobs]

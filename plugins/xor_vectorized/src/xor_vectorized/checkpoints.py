@@ -56,7 +56,7 @@ class CheckpointWriter:
         """Make the job's own module (hyperparameters, run config, weights), optimizer and
         datamodule hyperparameters the trainer's, built by the classes' own constructors."""
         from xor_lightning.checkpoint import make_module
-        from xor_lightning.stacked.anydata import make_datamodule
+        from xor_vectorized.anydata import make_datamodule
 
         key = repr((cfg["model"], cfg.get("task"), cfg.get("scheduler")))  # a seed sweep's:
         if key not in self.modules:  # one module for all its jobs

@@ -65,7 +65,7 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
     the epoch an Optuna pruner stopped it after) and while its metrics there are finite. Steps are
     the jobs' own (Lightning's logging step), so the summary lines up with their curves.
     Written anew each time: the runs hold this fit's epochs. Returns `<sweep_dir>/tb/<name>`."""
-    from xor_lightning.stacked.fit import logging_step
+    from xor_vectorized.fit import logging_step
 
     failed = result.failed_at[:, 0].numpy()  # the epoch a model's loss became non-finite
     stopped = result.stopped_at.numpy()  # the last epoch a pruned model trained
@@ -85,8 +85,8 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
-    from xor_lightning.stacked.fit import logging_step
     from xor_lightning.tb_logger import session_hparams, session_summaries, summary_metrics
+    from xor_vectorized.fit import logging_step
 
     cfg = job.resolved
     if not logs_to_tensorboard(cfg):

@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
-from xor_lightning.stacked.anynet import Slices
-from xor_lightning.stacked.fit import GroupResult
+from xor_vectorized.anynet import Slices
+from xor_vectorized.fit import GroupResult
 
 FORMAT = 2  # the layout below; the earlier one (pickled objects) had no "format" key
 CONFIGS = ("resolved", "unresolved", "hydra", "overrides_yaml")  # what a job dir is written from
-EARLIER = "xor_lightning.stacked."  # the classes an earlier fit.pt pickled: its network's
+EARLIER = "xor_vectorized."  # the classes an earlier fit.pt pickled: its network's
 
 
 class Unreadable(Exception):
@@ -142,8 +142,8 @@ def check_targets(cfg: dict[str, Any], where: str) -> None:
     (`targets.py`), or one of the optimizers the stacked fit trains with: a config altered
     to name any other function would run it when instantiated, as an altered pickle would.
     `Unreadable` naming the first one that is not."""
-    from xor_lightning.stacked.groups import ADAM, SGD
     from xor_lightning.targets import trusted
+    from xor_vectorized.groups import ADAM, SGD
 
     for path, target in _targets(cfg, ""):
         allowed = trusted(path) | ({*ADAM, SGD} if path == "model.optimizer" else set())

@@ -23,14 +23,14 @@ from hydra.core.utils import JobReturn
 
 from xor_lightning.files import read_json, write_json
 from xor_lightning.lock import in_use, let_go
-from xor_lightning.stacked import compact, tensorboard
-from xor_lightning.stacked.fit import fit_group
-from xor_lightning.stacked.forks import fork_map
-from xor_lightning.stacked.groups import VARYING, split_keys
-from xor_lightning.stacked.interrupts import HELD
-from xor_lightning.stacked.outputs import PeriodicSave, record_job, write_group
-from xor_lightning.stacked.pruning import trial_pruning
-from xor_lightning.stacked.reruns import claim, earlier, read_value
+from xor_vectorized import compact, tensorboard
+from xor_vectorized.fit import fit_group
+from xor_vectorized.forks import fork_map
+from xor_vectorized.groups import VARYING, split_keys
+from xor_vectorized.interrupts import HELD
+from xor_vectorized.outputs import PeriodicSave, record_job, write_group
+from xor_vectorized.pruning import trial_pruning
+from xor_vectorized.reruns import claim, earlier, read_value
 
 log = logging.getLogger(__name__)
 
@@ -208,12 +208,12 @@ def _unstackable(job: Job) -> str | None:
     """Why the jobs of a group cannot share a fit, found on one of them (None: they can): a
     network other than the chapter's MLPs built once (buffers, outputs that do not fit the
     task), a datamodule other than XOR's set up once (`anydata.data_problem`)."""
-    from xor_lightning.stacked.anydata import data_problem
-    from xor_lightning.stacked.anynet import stack_problem_of
-    from xor_lightning.stacked.fit import XOR_DATA
-    from xor_lightning.stacked.groups import MLP_TARGETS
     from xor_lightning.targets import make_net
     from xor_lightning.tasks import make_task
+    from xor_vectorized.anydata import data_problem
+    from xor_vectorized.anynet import stack_problem_of
+    from xor_vectorized.fit import XOR_DATA
+    from xor_vectorized.groups import MLP_TARGETS
 
     cfg = job.resolved
     if cfg["data"].get("_target_") != XOR_DATA and (problem := data_problem(cfg["data"])):

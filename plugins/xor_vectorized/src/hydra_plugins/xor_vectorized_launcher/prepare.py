@@ -1,4 +1,4 @@
-"""A launch's jobs prepared for `xor_lightning.stacked.run`: each one's config composed and
+"""A launch's jobs prepared for `xor_vectorized.run`: each one's config composed and
 checked as a run alone would check it, its group found; nothing written (its dir is not
 the launcher's yet).
 
@@ -46,7 +46,7 @@ class Preparation:
 
     def all(self, first: int, overrides: list[list[str]]) -> list[Any]:
         """Every job, in order: each shape's first here, the rest by as many workers as pay."""
-        from xor_lightning.stacked.forks import fork_map
+        from xor_vectorized.forks import fork_map
 
         items = [(first + i, o, shape_of(o, self.choices)) for i, o in enumerate(overrides)]
         firsts: dict[Any, int] = {}
@@ -94,8 +94,8 @@ class Preparation:
         """Compose the job's config and check it; write nothing (its dir is not ours yet).
         The job, its composed config and its resolved task config (None: not resolved)."""
         from xor_lightning.files import digest
-        from xor_lightning.stacked.groups import stack_key, stack_problem
-        from xor_lightning.stacked.run import Job
+        from xor_vectorized.groups import stack_key, stack_problem
+        from xor_vectorized.run import Job
 
         cfg = self.launcher.compose(num, overrides)
         job_dir = Path(str(cfg.hydra.sweep.dir)) / str(OmegaConf.select(cfg, "hydra.sweep.subdir"))

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from omegaconf import open_dict, read_write
 
-from xor_lightning.stacked.module import StackedModule
+from xor_vectorized.module import StackedModule
 
 
 class StackedPruning(L.Callback):

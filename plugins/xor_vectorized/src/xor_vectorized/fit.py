@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from xor_lightning.stacked.groups import ADAM, SGD, get
+from xor_vectorized.groups import ADAM, SGD, get
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def init_net(cfg: dict[str, Any]) -> Any:
     import numpy as np
     import torch
 
-    from xor_lightning.stacked.anydata import make_datamodule
     from xor_lightning.targets import make_net
+    from xor_vectorized.anydata import make_datamodule
 
     # `seed_everything`'s generators, on the CPU where nets and data are built:
     # `torch.manual_seed` also queues a CUDA seeding with a stack trace, a third of this.
@@ -55,9 +55,9 @@ def init_net(cfg: dict[str, Any]) -> Any:
 def stacked_net(cfgs: list[dict[str, Any]], nets: list[Any]) -> Any:
     """The chapter's MLPs padded to one (`StackedMLP`: widths may differ), any other
     network stacked as it is (`StackedNet`: one config, one set of shapes)."""
-    from xor_lightning.stacked.anynet import StackedNet
-    from xor_lightning.stacked.groups import MLP_TARGETS
-    from xor_lightning.stacked.net import StackedMLP
+    from xor_vectorized.anynet import StackedNet
+    from xor_vectorized.groups import MLP_TARGETS
+    from xor_vectorized.net import StackedMLP
 
     if cfgs[0]["model"]["net"]["_target_"] in MLP_TARGETS:
         return StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
@@ -173,11 +173,11 @@ def fit_group(
 
     from xor_lightning.callbacks import GracefulStop
     from xor_lightning.config import quiet_known_warnings
-    from xor_lightning.stacked.checkpoints import quiet_lightning
-    from xor_lightning.stacked.data import StackedDataModule
-    from xor_lightning.stacked.module import StackedModule
-    from xor_lightning.stacked.resume import stacked_checkpoint
     from xor_lightning.tasks import make_task
+    from xor_vectorized.checkpoints import quiet_lightning
+    from xor_vectorized.data import StackedDataModule
+    from xor_vectorized.module import StackedModule
+    from xor_vectorized.resume import stacked_checkpoint
 
     quiet_known_warnings()  # as a run's `build` does
     first = cfgs[0]
@@ -209,7 +209,7 @@ def fit_group(
     if all(c["data"].get("_target_") == XOR_DATA for c in cfgs):
         datamodule: Any = StackedDataModule(list(datamodules), steps if steps > 1 else None)
     else:  # any datamodule: each job's own loaders, stepped together
-        from xor_lightning.stacked.anydata import JobsDataModule
+        from xor_vectorized.anydata import JobsDataModule
 
         datamodule = JobsDataModule(list(datamodules))
     with quiet_lightning():

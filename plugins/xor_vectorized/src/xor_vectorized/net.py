@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from xor_lightning.model import ACTIVATIONS, MLP
-from xor_lightning.stacked.anynet import Slices
+from xor_vectorized.anynet import Slices
 
 
 def _layers(net: nn.Module) -> list[nn.Linear]:

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xor_lightning.stacked.checkpoints import best_state
-from xor_lightning.stacked.module import StackedModule
-from xor_lightning.stacked.net import StackedAdam
+from xor_vectorized.checkpoints import best_state
+from xor_vectorized.module import StackedModule
+from xor_vectorized.net import StackedAdam
 
 
 def _net_state(ckpt: dict[str, Any]) -> dict[str, Tensor]:

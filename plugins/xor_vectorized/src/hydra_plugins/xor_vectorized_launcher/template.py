@@ -85,7 +85,7 @@ class Template:
         self.kinds = [type(OmegaConf.select(cfg, dotted(p))) for p in (NUM, ID)]
         if not set(self.kinds) <= {int, str}:
             raise Unusable("hydra.job.num or hydra.job.id is neither int nor str")
-        from xor_lightning.stacked.groups import MLP_TARGETS, MLP_VARYING, VARYING, get, stack_key
+        from xor_vectorized.groups import MLP_TARGETS, MLP_VARYING, VARYING, get, stack_key
 
         mlp = get(job.unresolved, "model.net._target_") in MLP_TARGETS
         popped = VARYING if mlp else [k for k in VARYING if k not in MLP_VARYING]
@@ -139,8 +139,8 @@ class Template:
         """Job `num` of this shape, prepared; None when its values need a composition of
         their own (an interpolation or `???` among them)."""
         from xor_lightning.files import digest
-        from xor_lightning.stacked.groups import get, stack_key, stack_problem
-        from xor_lightning.stacked.run import Job
+        from xor_vectorized.groups import get, stack_key, stack_problem
+        from xor_vectorized.run import Job
 
         if unsafe(values):
             return None

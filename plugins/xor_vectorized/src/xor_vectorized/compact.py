@@ -30,11 +30,11 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from xor_lightning.files import read_json, write_atomically, write_json
 from xor_lightning.lock import hold, in_use, let_go
-from xor_lightning.stacked import fitfile
-from xor_lightning.stacked.fit import GroupResult
-from xor_lightning.stacked.outputs import job_record, outcome
-from xor_lightning.stacked.reruns import empty, same_job
 from xor_lightning.sweeps.summary import FITS, packed_records
+from xor_vectorized import fitfile
+from xor_vectorized.fit import GroupResult
+from xor_vectorized.outputs import job_record, outcome
+from xor_vectorized.reruns import empty, same_job
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,8 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
     last (a failed job's up to the epoch before it failed), its best and its test."""
     import pyarrow.parquet as pq
 
-    from xor_lightning.stacked.fit import logging_step
     from xor_lightning.sweeps.tables import CURVE_COLUMNS, curves_table
+    from xor_vectorized.fit import logging_step
 
     every = result.extra.get("curve_every", 1)
     nums = np.array([j.num for j in jobs], dtype=np.int64)

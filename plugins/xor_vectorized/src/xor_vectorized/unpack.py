@@ -1,14 +1,14 @@
 """`xor-unpack <sweep dir> <job>...`: write a job's dir from a fit that wrote none.
 
 A vectorised fit of more than `hydra.launcher.job_dirs_up_to` models keeps its jobs in
-`<sweep dir>/fits/` (`stacked/compact.py`). This writes the dirs of the jobs asked for
+`<sweep dir>/fits/` (`xor_vectorized/compact.py`). This writes the dirs of the jobs asked for
 (numbers, or ranges such as `10-20`) where the sweep would have put them, with the same
 writer a sweep with job dirs uses: `.hydra/`, `checkpoints/` (best and last, key for key
 the sweep's), `metrics.json`, `job.json` (the fit's record), `hparams.yaml`, `train.log`
 and the TensorBoard curves. `xor-eval`, `xor-predict`, `xor-export` and `resume=<job dir>`
 then work on them as on any run.
 
-Everything it reads from the sweep dir is data (`stacked/fitfile.py`), checked before
+Everything it reads from the sweep dir is data (`xor_vectorized/fitfile.py`), checked before
 any job's dir is written: what cannot be read so is refused in one line, and nothing is
 written. A job's dir that holds another job's outputs is emptied first (under its lock).
 """
@@ -63,9 +63,9 @@ def select(spans: list[tuple[int, int]], held: list[int], where: Path) -> list[i
 
 def unpack(sweep_dir: Path, wanted: list[tuple[int, int]]) -> list[Path]:
     """Write the dirs of the jobs in `wanted` (`jobs_wanted`'s spans); the dirs written."""
-    from xor_lightning.stacked import fitfile
-    from xor_lightning.stacked.run import Job
     from xor_lightning.sweeps.summary import packed_records
+    from xor_vectorized import fitfile
+    from xor_vectorized.run import Job
 
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir} is not a directory (give a sweep's dir)")
@@ -111,9 +111,9 @@ def _write_all(todo: list[tuple[Any, int, dict[str, Any]]], packed: dict[int, An
     cannot be written), then write each."""
     from xor_lightning.files import write_json
     from xor_lightning.lock import hold, in_use, let_go, unwritable
-    from xor_lightning.stacked.checkpoints import CheckpointWriter
-    from xor_lightning.stacked.outputs import write_job
-    from xor_lightning.stacked.run import write_hydra_files
+    from xor_vectorized.checkpoints import CheckpointWriter
+    from xor_vectorized.outputs import write_job
+    from xor_vectorized.run import write_hydra_files
 
     held: list[tuple[Path, bool]] = []  # (dir, made here)
     try:
@@ -157,7 +157,7 @@ def _clear_another(job: Any) -> None:
     otherwise, and a failed job would show another's `metrics.json`."""
     from xor_lightning.files import read_json
     from xor_lightning.lock import LOCK_FILE
-    from xor_lightning.stacked.reruns import empty, same_job
+    from xor_vectorized.reruns import empty, same_job
 
     record = read_json(job.dir / "job.json")
     if record is not None and same_job(record, job):

@@ -5,7 +5,7 @@ with `torch.func`: `stack_module_state` gives each parameter a leading model dim
 and `vmap(functional_call(...))` runs the network's own `forward` on model k's slice for
 every k at once, so each model computes exactly what its own network computes. The
 chapter's MLP has a faster stacked form of its own (`net.py`: widths padded, so models of
-different widths share a fit); both offer the slicing below, which the rest of `stacked/`
+different widths share a fit); both offer the slicing below, which the rest of the engine
 uses to read and write one model's weights and optimizer state.
 """
 

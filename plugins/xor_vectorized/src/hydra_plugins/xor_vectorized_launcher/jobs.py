@@ -66,7 +66,7 @@ def has_job_hooks(callback: Any) -> bool:
 
 
 class JobHooks:
-    """What `xor_lightning.stacked.run.run_jobs` asks of Hydra for each job."""
+    """What `xor_vectorized.run.run_jobs` asks of Hydra for each job."""
 
     def __init__(self, launcher: Any) -> None:
         self.launcher = launcher
