@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from xor_lightning.config import CONF_DIR
 from xor_lightning.train import train
+from xor_vectorized import app
 from xor_vectorized.fit import fit_group
 from xor_vectorized.outputs import model_slice
 
@@ -56,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=32)
     args = parser.parse_args()
+    app.use("xor_lightning")  # the engine reads xor-train's runs, as its launcher does
     for epochs in (10, 401):
         print(compare(args.seeds, epochs), flush=True)
 

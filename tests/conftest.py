@@ -21,6 +21,13 @@ from omegaconf import DictConfig
 
 from xor_lightning.config import CONF_DIR
 
+try:  # the tests call the vectorised engine as its launcher does for xor-train's jobs
+    from xor_vectorized import app
+
+    app.use("xor_lightning")
+except ImportError:  # the template without its plugins: their tests skip
+    pass
+
 Composer = Callable[..., DictConfig]
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

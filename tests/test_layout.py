@@ -106,21 +106,7 @@ def imported(f: Path, top_level_only: bool = False) -> set[str]:
     return out
 
 
-# The vectorised engine still reads a run through the template's own modules (its task,
-# callbacks, checkpoints, sweep tables): strict, so that this fails once it no longer does.
-ENGINE_READS_THE_TEMPLATE = pytest.mark.xfail(
-    strict=True, reason="the vectorised engine imports xor_lightning"
-)
-
-
-@pytest.mark.parametrize(
-    "src",
-    [
-        pytest.param(p, marks=[ENGINE_READS_THE_TEMPLATE] * (p.parent.name == "xor_vectorized"))
-        for p in PLUGINS
-    ],
-    ids=lambda p: str(p.parent.name),
-)
+@pytest.mark.parametrize("src", PLUGINS, ids=lambda p: str(p.parent.name))
 def test_no_plugin_package_imports_the_template(src):
     found = [(str(f.relative_to(src)), m) for f in src.rglob("*.py") for m in imported(f)
              if m.split(".")[0] == "xor_lightning"]  # fmt: skip

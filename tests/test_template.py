@@ -70,7 +70,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def env(project: Path) -> dict[str, str]:
     """The copy's package first on the path (a copier would `pip install -e .` it)."""
     keep = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return keep | {"PYTHONPATH": str(project / "src")}
+    path = [str(project / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return keep | {"PYTHONPATH": os.pathsep.join(path)}
 
 
 def run(project: Path, module: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -56,7 +56,9 @@ import torch
 from {p}.config import CONF_DIR
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from {p}.stacked.fit import init_net, stacked_net
+from xor_vectorized import app
+from xor_vectorized.fit import init_net, stacked_net
+app.use("{p}")  # the copy's own package: the installed engine reads the run through it
 from {p}.train import build
 cfgs = []
 with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

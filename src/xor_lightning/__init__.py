@@ -26,6 +26,6 @@ launcher).
 The Hydra plugins are packages of their own under `plugins/`; this package runs without
 them (`plugins.py`: a command that names one that is not installed is refused in one line)
 and imports one only inside a function that runs under it (`sweep_job.trial_pruning`).
-The Optuna sweeper (`plugins/xor_optuna_sweeper/`) imports nothing of this package; the
-vectorised launchers' engine (`plugins/xor_vectorized/`) still reads a run through it.
+Neither imports this package: the vectorised launchers' engine reads a run through this
+package's modules by name (`plugins/xor_vectorized/src/xor_vectorized/app.py`).
 """

@@ -18,6 +18,7 @@ from xor_lightning.classes import MLP_TARGETS, arguments, check_data, check_modu
 from xor_lightning.errors import UserError
 from xor_lightning.model import ACTIVATIONS
 from xor_lightning.plain import at, select
+from xor_lightning.plugins import installed
 from xor_lightning.zoo import PROBLEMS
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -188,13 +189,6 @@ EXTRAS = {
     "WandbLogger": ("logger=wandb", "wandb", "wandb"),
     "RichProgressBar": ("callbacks=rich", "rich", "rich"),
 }
-
-
-def installed(module: str) -> bool:
-    """Whether `module` can be imported (found, not imported: these are slow to import)."""
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def check_extras(cfg: Any) -> None:

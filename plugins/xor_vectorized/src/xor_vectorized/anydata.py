@@ -25,9 +25,9 @@ SPLITS = ("train", "val", "test")
 
 def make_datamodule(data: dict[str, Any]) -> L.LightningDataModule:
     """A job's datamodule from its resolved data config (a trusted class, its arguments)."""
-    from xor_lightning.targets import target_class
+    from xor_vectorized import app
 
-    cls, kwargs = target_class(data, "data")
+    cls, kwargs = app.read("targets").target_class(data, "data")
     return cls(**kwargs)
 
 
@@ -133,8 +133,9 @@ class JobsDataModule(L.LightningDataModule):
         """Each split's first points of every job, for the pictures of a small group."""
         from types import SimpleNamespace
 
-        from xor_lightning.pictures.plot import split_points
+        from xor_vectorized import app
 
+        split_points = app.read("pictures.plot").split_points
         sets = {}
         for split in SPLITS:
             points = [split_points(dm, split, 2000) for dm in self.jobs]

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from xor_lightning.callbacks import LastCheckpoint, RunInfo
+from xor_vectorized import app
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ class CheckpointWriter:
     def __init__(self, cfg: dict[str, Any]) -> None:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
-        from xor_lightning.train import build
-
+        build, callbacks = app.read("train").build, app.read("callbacks")
         c = OmegaConf.create(cfg)
         c.logger = None
         # On the CPU: it may run in a forked process, where CUDA cannot start again.
@@ -45,8 +44,8 @@ class CheckpointWriter:
         self.modules: dict[str, Any] = {}
         cbs = self.trainer.callbacks
         self.best_cb = next((cb for cb in cbs if isinstance(cb, ModelCheckpoint)), None)
-        self.last_cb = next((cb for cb in cbs if isinstance(cb, LastCheckpoint)), None)
-        self.run_info = next(cb for cb in cbs if isinstance(cb, RunInfo))
+        self.last_cb = next((cb for cb in cbs if isinstance(cb, callbacks.LastCheckpoint)), None)
+        self.run_info = next(cb for cb in cbs if isinstance(cb, callbacks.RunInfo))
         # What a ModelCheckpoint that has seen no validation holds (+inf when minimising)
         self.fresh_kth = self.best_cb.kth_value.clone() if self.best_cb is not None else None
 
@@ -55,8 +54,9 @@ class CheckpointWriter:
     ) -> None:
         """Make the job's own module (hyperparameters, run config, weights), optimizer and
         datamodule hyperparameters the trainer's, built by the classes' own constructors."""
-        from xor_lightning.checkpoint import make_module
         from xor_vectorized.anydata import make_datamodule
+
+        make_module = app.read("checkpoint").make_module
 
         key = repr((cfg["model"], cfg.get("task"), cfg.get("scheduler")))  # a seed sweep's:
         if key not in self.modules:  # one module for all its jobs

@@ -28,15 +28,17 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from xor_lightning.files import read_json, write_atomically, write_json
-from xor_lightning.lock import hold, in_use, let_go
-from xor_lightning.sweeps.summary import FITS, packed_records
-from xor_vectorized import fitfile
+from xor_vectorized import app, fitfile
 from xor_vectorized.fit import GroupResult
 from xor_vectorized.outputs import job_record, outcome
 from xor_vectorized.reruns import empty, same_job
 
 log = logging.getLogger(__name__)
+read_json, write_json, write_atomically = (
+    app.function("files", f) for f in ("read_json", "write_json", "write_atomically")
+)
+hold, in_use, let_go = (app.function("lock", f) for f in ("hold", "in_use", "let_go"))
+packed_records = app.function("sweeps.summary", "packed_records")
 
 
 def run(jobs: list[Any], settings: dict[str, Any], sweep_dir: Path, metric: str, hooks: Any,
@@ -121,7 +123,7 @@ def fit_dir(sweep_dir: Path, chunk: list[Any]) -> Path:
     """The chunk's fit dir: `fits/fit<its first job>`, or `.1`, `.2`... when that one holds
     other jobs (a rerun that changed some jobs of an earlier fit)."""
     nums = sorted(j.num for j in chunk)
-    base = Path(sweep_dir) / FITS / f"fit{nums[0]}"
+    base = Path(sweep_dir) / app.read("sweeps.summary").FITS / f"fit{nums[0]}"
     for n in range(1000):
         path = base if n == 0 else base.with_name(f"{base.name}.{n}")
         record = read_json(path / "jobs.json")
@@ -150,7 +152,7 @@ def prepare(path: Path, chunk: list[Any]) -> Path | None:
         log.warning("%s: the fit starts again", why)
     empty(path)
     rows = [job_record(j, {"status": "running"}) for j in chunk]
-    write_json(path / "jobs.json", {"written": time.time(), "jobs": rows})
+    write_json(path / "jobs.json", {"written": time.time(), "app": app.name(), "jobs": rows})
     return None
 
 
@@ -182,7 +184,7 @@ def write_fit(path: Path, jobs: list[Any], result: GroupResult, info: dict[str, 
     write_atomically(
         path / "curves.parquet", lambda tmp: _write_curves(tmp, jobs, result, outcomes)
     )
-    write_json(path / "jobs.json", {"written": time.time(), "jobs": rows})
+    write_json(path / "jobs.json", {"written": time.time(), "app": app.name(), "jobs": rows})
     if result.signal is None:  # finished: nothing to resume
         (path / "last.ckpt").unlink(missing_ok=True)
     return rows
@@ -193,8 +195,10 @@ def _write_curves(path: Path, jobs: list[Any], result: GroupResult, outcomes: li
     last (a failed job's up to the epoch before it failed), its best and its test."""
     import pyarrow.parquet as pq
 
-    from xor_lightning.sweeps.tables import CURVE_COLUMNS, curves_table
     from xor_vectorized.fit import logging_step
+
+    CURVE_COLUMNS, curves_table = (getattr(app.read("sweeps.tables"), n)
+                                   for n in ("CURVE_COLUMNS", "curves_table"))  # fmt: skip
 
     every = result.extra.get("curve_every", 1)
     nums = np.array([j.num for j in jobs], dtype=np.int64)

@@ -9,15 +9,18 @@ so a shuffled epoch gathers a different permutation for every data seed.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from xor_lightning.data import SPLITS, Batch
-from xor_lightning.datamodule import XORDataModule
-from xor_lightning.sampler import Chunk, Index, as_index
+from xor_vectorized import app
+from xor_vectorized.anydata import SPLITS
+
+Batch = tuple[Tensor, Tensor]  # (X, y) of one model, or of K stacked
+as_index = app.function("sampler", "as_index")  # a batch's rows: a slice, or indices
 
 
 class StackedDataset(Dataset):
@@ -30,7 +33,7 @@ class StackedDataset(Dataset):
     def __len__(self) -> int:
         return self.X.shape[1]
 
-    def _rows(self, pieces: Sequence[Index]) -> tuple[Tensor, Tensor]:
+    def _rows(self, pieces: Sequence[Any]) -> tuple[Tensor, Tensor]:
         first = pieces[0]
         if isinstance(first, slice) and all(p == first for p in pieces):
             return self.X[:, first], self.y[:, first]
@@ -40,7 +43,7 @@ class StackedDataset(Dataset):
         return self.X[rows, index], self.y[rows, index]
 
     def __getitem__(self, pieces: tuple) -> Batch | list[Batch]:
-        if isinstance(pieces[0], Chunk):
+        if isinstance(pieces[0], app.read("sampler").Chunk):
             X, y = self._rows([p.index for p in pieces])
             size = pieces[0].batch_size
             return list(zip(X.split(size, dim=1), y.split(size, dim=1), strict=True))
@@ -67,7 +70,7 @@ class StackedSampler(Sampler):
 class StackedDataModule(L.LightningDataModule):
     """The train, validation and test sets of K jobs, which must share their sizes."""
 
-    def __init__(self, datamodules: Sequence[XORDataModule], chunk: int | None = None) -> None:
+    def __init__(self, datamodules: Sequence[Any], chunk: int | None = None) -> None:
         super().__init__()
         self.jobs, self.chunk = list(datamodules), chunk  # chunk: `model.steps_per_call` > 1
         self.sets: dict[str, StackedDataset] = {}

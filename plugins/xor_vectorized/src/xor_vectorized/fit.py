@@ -29,7 +29,11 @@ def curve_keys(metric_names: Any = ("acc",)) -> tuple[str, ...]:
     return ("train/loss", *train, "train/lr", "val/loss", *val)
 
 
-XOR_DATA = "xor_lightning.datamodule.XORDataModule"  # has a faster stacked form (data.py)
+def xor_data() -> str:
+    """The `_target_` of the app's own datamodule, which has a faster stacked form (data.py)."""
+    from xor_vectorized import app
+
+    return app.target("datamodule", "XORDataModule")
 
 
 def init_net(cfg: dict[str, Any]) -> Any:
@@ -40,7 +44,7 @@ def init_net(cfg: dict[str, Any]) -> Any:
     import numpy as np
     import torch
 
-    from xor_lightning.targets import make_net
+    from xor_vectorized import app
     from xor_vectorized.anydata import make_datamodule
 
     # `seed_everything`'s generators, on the CPU where nets and data are built:
@@ -49,17 +53,17 @@ def init_net(cfg: dict[str, Any]) -> Any:
     np.random.seed(cfg["seed"])
     torch.default_generator.manual_seed(cfg["seed"])
     datamodule = make_datamodule(cfg["data"])
-    return make_net(cfg["model"]["net"]), datamodule
+    return app.read("targets").make_net(cfg["model"]["net"]), datamodule
 
 
 def stacked_net(cfgs: list[dict[str, Any]], nets: list[Any]) -> Any:
     """The chapter's MLPs padded to one (`StackedMLP`: widths may differ), any other
     network stacked as it is (`StackedNet`: one config, one set of shapes)."""
     from xor_vectorized.anynet import StackedNet
-    from xor_vectorized.groups import MLP_TARGETS
+    from xor_vectorized.groups import mlp_targets
     from xor_vectorized.net import StackedMLP
 
-    if cfgs[0]["model"]["net"]["_target_"] in MLP_TARGETS:
+    if cfgs[0]["model"]["net"]["_target_"] in mlp_targets():
         return StackedMLP(nets, [c["model"]["net"]["activation"] for c in cfgs])
     return StackedNet(nets)
 
@@ -171,15 +175,13 @@ def fit_group(
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import Checkpoint
 
-    from xor_lightning.callbacks import GracefulStop
-    from xor_lightning.config import quiet_known_warnings
-    from xor_lightning.tasks import make_task
+    from xor_vectorized import app
     from xor_vectorized.checkpoints import quiet_lightning
     from xor_vectorized.data import StackedDataModule
     from xor_vectorized.module import StackedModule
     from xor_vectorized.resume import stacked_checkpoint
 
-    quiet_known_warnings()  # as a run's `build` does
+    app.read("config").quiet_known_warnings()  # as a run's `build` does
     first = cfgs[0]
     nets, datamodules = zip(*(init_net(c) for c in cfgs), strict=True)
     net = stacked_net(cfgs, list(nets))
@@ -194,7 +196,7 @@ def fit_group(
         mode=best_cfg.get("mode", "max"),
         optimizer=kind,
         steps_per_call=first["model"].get("steps_per_call", 1),
-        task=make_task(first.get("task")),
+        task=app.read("tasks").make_task(first.get("task")),
     )
     module.print_every_n_epochs = (get(first, "callbacks.epoch_printer") or {}).get(
         "every_n_epochs", 100
@@ -203,10 +205,10 @@ def fit_group(
         every = [(get(first, f"callbacks.{name}") or {}).get("every_n_epochs", 0)
                  for name in ("boundary_plot", "hidden_units_plot", "histograms")]  # fmt: skip
         module.snapshot_every = min((e for e in every if e > 0), default=0)
-    stop = GracefulStop()
+    stop = app.read("callbacks").GracefulStop()
     trainer_cfg = {k: v for k, v in first["trainer"].items() if k != "default_root_dir"}
     steps = first["model"].get("steps_per_call", 1)
-    if all(c["data"].get("_target_") == XOR_DATA for c in cfgs):
+    if all(c["data"].get("_target_") == xor_data() for c in cfgs):
         datamodule: Any = StackedDataModule(list(datamodules), steps if steps > 1 else None)
     else:  # any datamodule: each job's own loaders, stepped together
         from xor_vectorized.anydata import JobsDataModule
@@ -234,10 +236,8 @@ def fit_group(
             trainer.fit(module, datamodule=datamodule)
     result = snapshot(trainer, module)
     result.signal = stop.signal
-    if stop.signal is not None and last_path is not None:
-        from xor_lightning.files import write_atomically
-
-        write_atomically(last_path, trainer.save_checkpoint)  # the fit resumes from it
+    if stop.signal is not None and last_path is not None:  # the fit resumes from it
+        app.read("files").write_atomically(last_path, trainer.save_checkpoint)
     if pictures:
         result.extra["data"] = {n: (d.X.cpu(), d.y.cpu()) for n, d in datamodule.sets.items()}
     if stop.signal is None:

@@ -142,8 +142,10 @@ def check_targets(cfg: dict[str, Any], where: str) -> None:
     (`targets.py`), or one of the optimizers the stacked fit trains with: a config altered
     to name any other function would run it when instantiated, as an altered pickle would.
     `Unreadable` naming the first one that is not."""
-    from xor_lightning.targets import trusted
+    from xor_vectorized import app
     from xor_vectorized.groups import ADAM, SGD
+
+    trusted = app.read("targets").trusted  # what the app's config files name at each place
 
     for path, target in _targets(cfg, ""):
         allowed = trusted(path) | ({*ADAM, SGD} if path == "model.optimizer" else set())

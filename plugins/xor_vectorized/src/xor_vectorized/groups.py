@@ -11,8 +11,11 @@ import functools
 import json
 from typing import Any
 
-MLP_TARGETS = ("xor_lightning.model.MLP", "xor_lightning.deep_mlp.DeepMLP")
-BINARY = "xor_lightning.binary.Binary"  # a config without a task: a run from before tasks
+from xor_vectorized import app
+
+# The app's classes a config names, by `_target_` (`<app>.model.MLP`): the engine knows them.
+MLP_CLASSES = (("model", "MLP"), ("deep_mlp", "DeepMLP"))  # the chapter's MLP: a faster form
+BINARY = ("binary", "Binary")  # a config without a task: a run from before tasks
 # The chapter's MLP's keys that may differ between the jobs of one fit (its stacked form
 # pads the widths); any other network's jobs share a fit only with the same network.
 MLP_VARYING = ("model.hidden", "model.activation", "model.net.hidden", "model.net.activation")
@@ -36,19 +39,24 @@ ADAM_KEYS = {"_target_", "_partial_", "lr", "betas", "eps", "weight_decay", "fus
 SGD = "torch.optim.SGD"  # plain gradient descent: stacked without momentum
 SGD_KEYS = {"_target_", "_partial_", "lr", "weight_decay", "momentum", "dampening", "nesterov",
             "maximize", "fused", "foreach"}  # fmt: skip
-CALLBACKS = {
-    "xor_lightning.callbacks.LastCheckpoint",
-    "xor_lightning.callbacks.HiddenUnitsPlot",
-    "xor_lightning.callbacks.ParameterHistograms",
-    "xor_lightning.callbacks.EpochPrinter",
-    "xor_lightning.callbacks.GracefulStop",
-    "xor_lightning.callbacks.BoundaryPlot",
-    "lightning.pytorch.callbacks.ModelCheckpoint",
-}
+CALLBACKS = (
+    "LastCheckpoint",
+    "HiddenUnitsPlot",
+    "ParameterHistograms",
+    "EpochPrinter",
+    "GracefulStop",
+    "BoundaryPlot",
+)  # the app's `callbacks`, and ModelCheckpoint
+MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
 BEST_KEYS = {"_target_", "dirpath", "filename", "auto_insert_metric_name", "monitor", "mode",
              "save_top_k"}  # fmt: skip
 MONITORS = "val/"  # the best on a validation metric, as the task's monitor
-LOGGERS = {"xor_lightning.tb_logger.StageLogger"}
+LOGGER = ("tb_logger", "StageLogger")
+
+
+def mlp_targets() -> tuple[str, ...]:
+    """The `_target_`s of the app's chapter MLPs, which stack in their faster form."""
+    return tuple(app.target(*c) for c in MLP_CLASSES)
 
 
 def get(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -64,7 +72,7 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     module = cfg["model"].get("_target_")
     if module and (problem := _module_problem(module)):
         return problem
-    task = (cfg.get("task") or {}).get("_target_", BINARY)
+    task = (cfg.get("task") or {}).get("_target_", app.target(*BINARY))
     if not _per_point_scores(task):
         return f"task._target_={task} (its metrics are not means of per-point scores: Task.scores)"
     opt = cfg["model"]["optimizer"]
@@ -74,7 +82,8 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
     if cfg.get("ckpt_path") or cfg.get("resume"):
         return "ckpt_path/resume (a job that continues a checkpoint)"
     for name, cb in (cfg.get("callbacks") or {}).items():
-        if cb and cb.get("_target_") not in CALLBACKS:
+        known = {MODEL_CHECKPOINT, *(app.target("callbacks", c) for c in CALLBACKS)}
+        if cb and cb.get("_target_") not in known:
             return f"callbacks.{name} ({cb.get('_target_')})"
         if cb and cb.get("_target_") == "lightning.pytorch.callbacks.ModelCheckpoint":
             extra = set(cb) - BEST_KEYS
@@ -83,7 +92,7 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
                 what = sorted(extra)[0] if extra else "save_top_k/monitor"
                 return f"callbacks.{name}.{what} (stacked: the best on a val/ metric)"
     for name, lg in (cfg.get("logger") or {}).items():
-        if lg and lg.get("_target_") not in LOGGERS:
+        if lg and lg.get("_target_") != app.target(*LOGGER):
             return f"logger.{name} ({lg.get('_target_')})"
     if cfg.get("scheduler"):
         return f"scheduler={cfg['scheduler'].get('_target_')} (stacked: a constant rate)"
@@ -104,11 +113,10 @@ def _module_problem(target: str) -> str | None:
     any other runs alone."""
     import inspect
 
-    from xor_lightning.module import XORModule
-    from xor_lightning.targets import target_class
+    XORModule = app.read("module").XORModule
 
     try:
-        cls = target_class({"_target_": target}, "model")[0]
+        cls = app.read("targets").target_class({"_target_": target}, "model")[0]
     except Exception:
         return f"model._target_={target} (not importable: its run alone says why)"
     if cls is XORModule:
@@ -125,11 +133,10 @@ def _module_problem(target: str) -> str | None:
 def _per_point_scores(target: str) -> bool:
     """Whether a task class gives per-point scores (`Task.scores`), which the stacked
     module averages per model: the project's tasks do; a task of your own may not."""
-    from xor_lightning.targets import target_class
-    from xor_lightning.tasks import Task
+    Task = app.read("tasks").Task
 
     try:
-        cls = target_class({"_target_": target}, "task")[0]
+        cls = app.read("targets").target_class({"_target_": target}, "task")[0]
     except Exception:
         return False  # the job's own checks say why, in its run alone
     return isinstance(cls, type) and issubclass(cls, Task) and cls.scores is not Task.scores
@@ -156,7 +163,7 @@ def _optimizer_problem(opt: dict[str, Any]) -> str | None:
 def stack_key(unresolved: dict[str, Any]) -> str:
     """The job's config without the keys that may differ: equal keys share a fit."""
     pruned = json.loads(json.dumps(unresolved, default=str))
-    mlp = get(pruned, "model.net._target_") in MLP_TARGETS
+    mlp = get(pruned, "model.net._target_") in mlp_targets()
     for key in VARYING if mlp else [k for k in VARYING if k not in MLP_VARYING]:
         *parents, last = key.split(".")
         node = get(pruned, ".".join(parents)) if parents else pruned

@@ -21,12 +21,12 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from xor_lightning.callbacks import every_n_or_last
-from xor_lightning.data import Batch
-from xor_lightning.tasks import Task
+from xor_vectorized import app
+from xor_vectorized.data import Batch
 from xor_vectorized.net import StackedMLP, stacked_optimizer
 
 log = logging.getLogger(__name__)
+every_n_or_last = app.function("callbacks", "every_n_or_last")  # as the app's callbacks say
 
 # Losses that are the mean of a per-element loss over an input and a target of one shape.
 # The same loss object with reduction="none" gives every model's elements in one call, and
@@ -63,12 +63,10 @@ class StackedModule(L.LightningModule):
         mode: str = "max",
         optimizer: str = "adam",
         steps_per_call: int = 1,
-        task: Task | None = None,
+        task: Any = None,
     ) -> None:
-        from xor_lightning.tasks import make_task
-
         super().__init__()
-        self.task = task or make_task(None)  # the jobs' task (binary by default)
+        self.task = task or app.read("tasks").make_task(None)  # the jobs' task (binary by default)
         self.loss_fn = self.task.loss()
         self.loss_each = per_element(self.loss_fn)
         self.automatic_optimization = steps_per_call == 1  # as each job's own run

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xor_lightning.model import ACTIVATIONS, MLP
+from xor_vectorized import app
 from xor_vectorized.anynet import Slices
 
 
@@ -33,7 +33,7 @@ class StackedMLP(Slices, nn.Module):
     model starts from exactly the weights its own run would start from.
     """
 
-    def __init__(self, nets: Sequence[MLP], activations: Sequence[str]) -> None:
+    def __init__(self, nets: Sequence[nn.Module], activations: Sequence[str]) -> None:
         super().__init__()
         shapes = [[(lin.out_features, lin.in_features) for lin in _layers(n)] for n in nets]
         if len({len(s) for s in shapes}) != 1:
@@ -63,7 +63,8 @@ class StackedMLP(Slices, nn.Module):
         groups: dict[str, list[int]] = {}
         for k, name in enumerate(activations):
             groups.setdefault(name, []).append(k)
-        self.act_groups = [(ACTIVATIONS[name](), torch.tensor(ks)) for name, ks in groups.items()]
+        acts = app.read("model").ACTIVATIONS  # the app's activations by name
+        self.act_groups = [(acts[name](), torch.tensor(ks)) for name, ks in groups.items()]
         self.padded = any(s != list(widest) for s in shapes)
 
     def __len__(self) -> int:

@@ -22,14 +22,14 @@ import yaml
 from lightning.pytorch.callbacks import Checkpoint
 from torch import Tensor
 
-from xor_lightning.callbacks import metric_text, printed
-from xor_lightning.files import write_json
-from xor_vectorized import tensorboard
+from xor_vectorized import app, tensorboard
 from xor_vectorized.checkpoints import CheckpointWriter, best_filename
 from xor_vectorized.fit import GroupResult, snapshot
 from xor_vectorized.forks import fork_map
 
 log = logging.getLogger(__name__)
+metric_text, printed = (app.function("callbacks", f) for f in ("metric_text", "printed"))
+write_json = app.function("files", "write_json")
 
 
 def job_record(job: Any, fields: dict[str, Any]) -> dict[str, Any]:
@@ -248,6 +248,7 @@ def _train_log(
         )
     elif record.get("error"):
         lines.append(f"error: {record['error']}")
-    text = "".join(f"[{stamp}][xor_lightning.train][INFO] {line}\n" for line in lines)
+    logger = f"{app.name()}.train"  # the logger a run alone logs these lines with
+    text = "".join(f"[{stamp}][{logger}][INFO] {line}\n" for line in lines)
     with open(job.dir / "train.log", "a") as f:
         f.write(text)

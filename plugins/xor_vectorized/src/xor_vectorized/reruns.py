@@ -16,10 +16,13 @@ from typing import Any
 
 import yaml
 
-from xor_lightning.files import digest, read_json, write_json
-from xor_lightning.lock import hold
+from xor_vectorized import app
 
 log = logging.getLogger(__name__)
+digest, read_json, write_json = (
+    app.function("files", f) for f in ("digest", "read_json", "write_json")
+)
+hold = app.function("lock", "hold")
 
 
 def read_value(job_dir: Path, metric: str) -> float:

@@ -21,9 +21,7 @@ import torch
 import yaml
 from hydra.core.utils import JobReturn
 
-from xor_lightning.files import read_json, write_json
-from xor_lightning.lock import in_use, let_go
-from xor_vectorized import compact, tensorboard
+from xor_vectorized import app, compact, tensorboard
 from xor_vectorized.fit import fit_group
 from xor_vectorized.forks import fork_map
 from xor_vectorized.groups import VARYING, split_keys
@@ -33,6 +31,8 @@ from xor_vectorized.pruning import trial_pruning
 from xor_vectorized.reruns import claim, earlier, read_value
 
 log = logging.getLogger(__name__)
+read_json, write_json = (app.function("files", f) for f in ("read_json", "write_json"))
+in_use, let_go = (app.function("lock", f) for f in ("in_use", "let_go"))
 
 
 @dataclass
@@ -208,21 +208,20 @@ def _unstackable(job: Job) -> str | None:
     """Why the jobs of a group cannot share a fit, found on one of them (None: they can): a
     network other than the chapter's MLPs built once (buffers, outputs that do not fit the
     task), a datamodule other than XOR's set up once (`anydata.data_problem`)."""
-    from xor_lightning.targets import make_net
-    from xor_lightning.tasks import make_task
     from xor_vectorized.anydata import data_problem
     from xor_vectorized.anynet import stack_problem_of
-    from xor_vectorized.fit import XOR_DATA
-    from xor_vectorized.groups import MLP_TARGETS
+    from xor_vectorized.fit import xor_data
+    from xor_vectorized.groups import mlp_targets
 
     cfg = job.resolved
-    if cfg["data"].get("_target_") != XOR_DATA and (problem := data_problem(cfg["data"])):
+    if cfg["data"].get("_target_") != xor_data() and (problem := data_problem(cfg["data"])):
         return problem
     net_cfg = cfg["model"]["net"]
-    if net_cfg["_target_"] in MLP_TARGETS:
+    if net_cfg["_target_"] in mlp_targets():
         return None
-    outputs = make_task(cfg.get("task")).outputs
-    return stack_problem_of(make_net(net_cfg), int(net_cfg.get("n_in", 2)), outputs)
+    outputs = app.read("tasks").make_task(cfg.get("task")).outputs
+    net = app.read("targets").make_net(net_cfg)
+    return stack_problem_of(net, int(net_cfg.get("n_in", 2)), outputs)
 
 
 def write_hydra_files(job: Job) -> None:
@@ -248,9 +247,9 @@ def _describe(groups: list[list[Job]], size: int) -> None:
 
 def _stop(sweep_dir: Path, signum: int, metric: str, hydra: Any, in_fit: bool) -> NoReturn:
     """After Ctrl-C or SIGTERM: the summary, how to go on, exit 128 + the signal number."""
-    from xor_lightning.sweeps.summary import metric_mode, report
+    summary = app.read("sweeps.summary")
 
-    report(sweep_dir, metric, metric_mode(hydra, metric))  # the summary and the tables
+    summary.report(sweep_dir, metric, summary.metric_mode(hydra, metric))  # summary, tables
     what = "stopped between jobs, nothing half-written"
     alone = ""
     if in_fit:

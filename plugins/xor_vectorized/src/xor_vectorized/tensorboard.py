@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from xor_lightning.sweeps.tb_summary import SUMMARY_DIR, scalar, write_events, write_runs
+from xor_vectorized import app
+
+# The app's TensorBoard record writers (`sweeps/tb_summary.py`): its runs' format.
+scalar, write_events, write_runs = (
+    app.function("sweeps.tb_summary", f) for f in ("scalar", "write_events", "write_runs")
+)
 
 
 def _tensorflow_bins() -> list[float]:
@@ -79,14 +84,16 @@ def write_summary(sweep_dir: Path, name: str, result: Any) -> Path:
         training = ((failed < 0) | (e < failed)) & ((stopped < 0) | (e <= stopped))
         values = {m: v for m, (_, v) in series.items()}
         stages[stage] = (logging_step(result, epochs), values, training)
-    return write_runs(Path(sweep_dir) / SUMMARY_DIR / name, stages)
+    summary_dir = app.read("sweeps.tb_summary").SUMMARY_DIR
+    return write_runs(Path(sweep_dir) / summary_dir / name, stages)
 
 
 def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool) -> None:
     """Job k's curves and HPARAMS (and, for a small group, its pictures), as its run's
     `StageLogger` and picture callbacks would have written them."""
-    from xor_lightning.tb_logger import session_hparams, session_summaries, summary_metrics
     from xor_vectorized.fit import logging_step
+
+    tb = app.read("tb_logger")  # the HPARAMS records, as the app's run writes them
 
     cfg = job.resolved
     if not logs_to_tensorboard(cfg):
@@ -115,10 +122,10 @@ def write_job(job: Any, k: int, result: Any, final: int, best: Any, tested: bool
     if tested:
         for name in names:
             points[f"test/{name}"] = [(step(final) + 1, float(result.tested[f"test/{name}"][k]))]
-        params, swept = session_hparams(cfg, job.overrides)
+        params, swept = tb.session_hparams(cfg, job.overrides)
         columns = {f"{stage}/{name}": 0.0 for stage in ("val", "test") for name in names}
         monitor = (cfg.get("task") or {}).get("monitor", "val/acc")
-        session = session_summaries(params, summary_metrics(columns, monitor), swept=swept)
+        session = tb.session_summaries(params, tb.summary_metrics(columns, monitor), swept=swept)
     extras = pictures(job, k, result) if "data" in result.extra else []
     write_run(job.dir, points, session, extras)
 
@@ -130,24 +137,21 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     from hydra.utils import instantiate
     from torch.utils.tensorboard import summary
 
-    from xor_lightning.callbacks import test_score
-    from xor_lightning.pictures.plot import plane_extent, png_summary
-    from xor_lightning.targets import make_net
-    from xor_lightning.tasks import make_task
+    plot = app.read("pictures.plot")
 
     cfg, stacked = job.resolved, result.net
     data = {split: (X[k], y[k]) for split, (X, y) in result.extra["data"].items()}
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()
                  if c and name in ("boundary_plot", "hidden_units_plot", "histograms")}  # fmt: skip
-    net = make_net(cfg["model"]["net"])
-    task = make_task(cfg.get("task"))
+    net = app.read("targets").make_net(cfg["model"]["net"])
+    task = app.read("tasks").make_task(cfg.get("task"))
     for cb in callbacks.values():  # what a run's callbacks read from its module
         cb.task = task
     for name in ("boundary_plot", "hidden_units_plot"):  # pictures of the plane only (2 inputs)
         if name in callbacks and callbacks[name].why_not(net, data["train"][0]) is not None:
             del callbacks[name]
     extent = (
-        plane_extent(torch.cat([X for X, _ in data.values()]))
+        plot.plane_extent(torch.cat([X for X, _ in data.values()]))
         if data["train"][0].shape[1] == 2
         else None
     )
@@ -164,7 +168,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
             if cb is not None and (epoch % cb.every_n_epochs == 0 or epoch == result.epoch - 1):
                 cb.extent = extent
                 image = cb.image(net, *data["train"])
-                events.append((png_summary(cb.tag, image), step))
+                events.append((plot.png_summary(cb.tag, image), step))
         hist = callbacks.get("histograms")
         if hist is not None and (epoch % hist.every_n_epochs == 0 or epoch == result.epoch - 1):
             for (name, _), w, g in zip(net.named_parameters(), stacked.take(weights, k),
@@ -176,7 +180,7 @@ def pictures(job: Any, k: int, result: Any) -> list[tuple[Any, int]]:
     if result.tested and result.best:
         load(result.best["params"])  # the tested model, on the test points
         tested = {f"test/{m}": float(result.tested[f"test/{m}"][k]) for m in result.metric_names}
-        score = test_score(tested)
+        score = app.read("callbacks").test_score(tested)
         for name in ("boundary_plot", "hidden_units_plot"):
             cb = callbacks.get(name)
             if cb is not None:

@@ -15,5 +15,8 @@ class XorBasicSweeperConf:
 
 
 ConfigStore.instance().store(
-    group="hydra/sweeper", name="xor_basic", node=XorBasicSweeperConf, provider="xor_lightning"
+    group="hydra/sweeper",
+    name="xor_basic",
+    node=XorBasicSweeperConf,
+    provider="hydra-xor-vectorized-launcher",
 )

@@ -52,5 +52,8 @@ def refused(settings: dict[str, Any]) -> str | None:
 
 
 ConfigStore.instance().store(
-    group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf, provider="xor_lightning"
+    group="hydra/launcher",
+    name="vectorized",
+    node=VectorizedLauncherConf,
+    provider="hydra-xor-vectorized-launcher",
 )

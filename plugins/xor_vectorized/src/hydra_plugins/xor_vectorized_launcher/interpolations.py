@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from xor_lightning.config import N_FEATURES_READS
+from xor_vectorized import app
 
 Path = tuple[Any, ...]  # dict keys (str) and list indices (int), from the config's root
 ABSENT = object()  # what `get_path` finds where a path leads nowhere
@@ -34,8 +34,8 @@ _RESOLVER = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
 # cached in the sweep's config, which every job's copies).
 ARGUMENTS_ONLY = {"now", "pid", "oc.env", "oc.decode", "coalesce", "n_features"}
 # Of those, the ones given a whole node that read only some of its keys (`n_features` reads
-# `data.problem`, not `data.seed`, which varies in a seed sweep).
-READS = {"n_features": N_FEATURES_READS}
+# `data.problem`, not `data.seed`, which varies in a seed sweep): the app's `config` says.
+READS = {"n_features": "N_FEATURES_READS"}
 _ONE_NODE = re.compile(rf"\$\{{([A-Za-z_][\w.]*):\$\{{(\.*)({_KEY})\}}\}}")
 # `${oc.select:task.num_classes,1}`: reads the key it names (from the root), else a literal
 _SELECT = re.compile(rf"\$\{{oc\.select:\s*({_KEY})\s*(?:,[^${{}}\\]*)?\}}")
@@ -90,7 +90,8 @@ def _refs(container: Path, text: str) -> list[Path] | None:
     one = _ONE_NODE.fullmatch(text)
     if one and one.group(1) in READS:  # `${n_features:${data}}`: the keys it reads
         node = absolute(container, one.group(2), one.group(3))
-        return None if node is None else [(*node, key) for key in READS[one.group(1)]]
+        keys = getattr(app.read("config"), READS[one.group(1)])
+        return None if node is None else [(*node, key) for key in keys]
     names = _RESOLVER.findall(text)
     found = _REF.findall(text)
     if text.count("${") != len(names) + len(found) or set(names) - ARGUMENTS_ONLY:

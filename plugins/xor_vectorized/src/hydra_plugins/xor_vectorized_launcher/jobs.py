@@ -7,7 +7,7 @@ written, and a return with the job's `cfg` and `hydra_cfg`. Composing a job's co
 about a millisecond; a sweep of thousands of jobs whose returns nobody reads should not
 pay it, so a return composes its configs when first read, and the callbacks are called
 only when some callback has job hooks (the project's own `RunDirLock` has, but the
-launcher holds the same locks itself: `xor_lightning.lock.hold`).
+launcher holds the same locks itself: the app's `lock.hold`).
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ def job_configs(config: DictConfig) -> tuple[DictConfig, DictConfig]:
 
 def has_job_hooks(callback: Any) -> bool:
     """Whether a Hydra callback does anything when a job starts or ends."""
-    from xor_lightning.lock import RunDirLock
+    from xor_vectorized import app
 
-    if isinstance(callback, RunDirLock):  # its job locks: the launcher holds them itself
+    if isinstance(
+        callback, app.read("lock").RunDirLock
+    ):  # its job locks: the launcher holds them itself
         return False
     kind = type(callback)
     return (

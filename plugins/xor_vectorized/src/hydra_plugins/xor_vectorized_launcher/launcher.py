@@ -36,21 +36,15 @@ from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
 from hydra_plugins.xor_vectorized_launcher.config import refused
+from xor_vectorized import app
 
 log = logging.getLogger(__name__)
-TRAINING = ("xor_lightning.train", "main")  # the task this launcher stacks: xor-train's
 
 
 def stacks(task_function: Any) -> bool:
-    """Whether the app is `xor-train` (any other app's jobs run as the basic launcher's):
-    its `main`, whether imported or run as `python -m xor_lightning.train` (`__main__`)."""
-    import importlib.util
-
-    code = getattr(task_function, "__code__", None)
-    if code is None or code.co_name != TRAINING[1]:
-        return False
-    spec = importlib.util.find_spec(TRAINING[0])  # found, not imported
-    return spec is not None and Path(code.co_filename).resolve() == Path(spec.origin).resolve()
+    """Whether the app is xor-train or a copy of it (`xor_vectorized/app.py`); any other
+    app's jobs run as the basic launcher's."""
+    return app.package_of(task_function) is not None
 
 
 class VectorizedLauncher(Launcher):
@@ -80,11 +74,12 @@ class VectorizedLauncher(Launcher):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         self.config, self.task_function = config, task_function
+        self.app = app.package_of(task_function)  # None: not an app the engine stacks
         self.settings["hydra"] = config.hydra  # the sweep's: an Optuna search's pruner, say
         # The sweeper checks every job by composing it with this same loader: make that
         # quick too (Hydra's own composition costs ~80 ms a job). Only for xor-train, whose
         # configs the tests compare with Hydra's.
-        if stacks(task_function) and not isinstance(
+        if self.app is not None and not isinstance(
             hydra_context.config_loader, FastSweepConfigLoader
         ):
             hydra_context.config_loader = FastSweepConfigLoader(hydra_context.config_loader)
@@ -97,8 +92,9 @@ class VectorizedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        if not stacks(self.task_function):
+        if self.app is None:
             return self._launch_basic(job_overrides, initial_job_idx)
+        app.use(self.app)
         return self.launch_stacked(job_overrides, initial_job_idx, sweep_dir)
 
     def launch_stacked(
@@ -111,7 +107,7 @@ class VectorizedLauncher(Launcher):
 
         with HELD.holding():  # a Ctrl-C from here on: `interrupts.py`
             # torch and Lightning imported once, here, before any worker process forks
-            import xor_lightning.validate  # noqa: F401
+            app.read("validate")
             from hydra_plugins.xor_vectorized_launcher.jobs import JobHooks
 
             self.working_dir, self.task_name = os.getcwd(), JobRuntime.instance().get("name")

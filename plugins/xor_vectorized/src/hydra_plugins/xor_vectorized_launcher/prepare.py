@@ -93,7 +93,7 @@ class Preparation:
     def alone(self, num: int, overrides: list[str]) -> tuple[Any, DictConfig, Any]:
         """Compose the job's config and check it; write nothing (its dir is not ours yet).
         The job, its composed config and its resolved task config (None: not resolved)."""
-        from xor_lightning.files import digest
+        from xor_vectorized import app
         from xor_vectorized.groups import stack_key, stack_problem
         from xor_vectorized.run import Job
 
@@ -111,20 +111,16 @@ class Preparation:
             )
             return job, cfg, None
         task, resolved = task_containers(cfg)
-        job.unresolved, job.digest = task, digest(task)
+        job.unresolved, job.digest = task, app.read("files").digest(task)
         if cfg.hydra.output_subdir is not None:
             hydra_node = {"hydra": HYDRA_NODES.container(cfg)}
             files = {"config.yaml": task, "hydra.yaml": hydra_node,
                      "overrides.yaml": list(cfg.hydra.overrides.task)}  # fmt: skip
             job.hydra_files = (job_dir / str(cfg.hydra.output_subdir), files)
-        from xor_lightning.config import check_accelerator
-        from xor_lightning.errors import UserError
-        from xor_lightning.validate import validate_train
-
         try:
-            validate_train(cfg)
-            check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
-        except UserError as e:
+            app.read("validate").validate_train(cfg)
+            app.read("config").check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
+        except app.read("errors").UserError as e:
             job.error = f"UserError: {e}"
             return job, cfg, resolved
         job.resolved = resolved

@@ -85,9 +85,9 @@ class Template:
         self.kinds = [type(OmegaConf.select(cfg, dotted(p))) for p in (NUM, ID)]
         if not set(self.kinds) <= {int, str}:
             raise Unusable("hydra.job.num or hydra.job.id is neither int nor str")
-        from xor_vectorized.groups import MLP_TARGETS, MLP_VARYING, VARYING, get, stack_key
+        from xor_vectorized.groups import MLP_VARYING, VARYING, get, mlp_targets, stack_key
 
-        mlp = get(job.unresolved, "model.net._target_") in MLP_TARGETS
+        mlp = get(job.unresolved, "model.net._target_") in mlp_targets()
         popped = VARYING if mlp else [k for k in VARYING if k not in MLP_VARYING]
         self.key = stack_key(job.unresolved) if set(shape.keys) <= set(popped) else None
 
@@ -138,7 +138,7 @@ class Template:
     def job(self, num: int, overrides: list[str], values: list[Any]) -> Any:
         """Job `num` of this shape, prepared; None when its values need a composition of
         their own (an interpolation or `???` among them)."""
-        from xor_lightning.files import digest
+        from xor_vectorized import app
         from xor_vectorized.groups import get, stack_key, stack_problem
         from xor_vectorized.run import Job
 
@@ -180,7 +180,7 @@ class Template:
                 "many models in one process); use the basic, joblib or slurm launcher"
             )
             return job
-        job.unresolved, job.digest = raw, digest(raw)
+        job.unresolved, job.digest = raw, app.read("files").digest(raw)
         if self.subdir_name is not None:
             h = self.hydra_node
             own = {"num": env[NUM], "id": env[ID], "override_dirname": env[DIRNAME]}
@@ -200,10 +200,8 @@ class Template:
 
     def _check(self, res: dict[str, Any], num: int, values: list[Any], env: dict) -> str | None:
         """What a run alone refuses the job for: `validate_train` on its resolved values
-        (`xor_lightning.plain`: the same answer as on its composed config)."""
-        from xor_lightning.config import check_accelerator
-        from xor_lightning.errors import UserError
-        from xor_lightning.validate import validate_train
+        (the app's `plain.py`: the same answer as on its composed config)."""
+        from xor_vectorized import app
 
         varied = [*self.keys, *self.by_template, *self.by_omegaconf]
         cfg: Any = res
@@ -211,9 +209,9 @@ class Template:
             self._load(num, values, env)  # `???` or `${` would mean another thing in a dict
             cfg = self.cfg
         try:
-            validate_train(cfg)
-            check_accelerator(get_path(res, ("trainer", "accelerator"), None))
-        except UserError as e:
+            app.read("validate").validate_train(cfg)
+            app.read("config").check_accelerator(get_path(res, ("trainer", "accelerator"), None))
+        except app.read("errors").UserError as e:
             return f"UserError: {e}"
         return None
 

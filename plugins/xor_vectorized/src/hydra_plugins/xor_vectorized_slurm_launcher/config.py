@@ -39,5 +39,5 @@ ConfigStore.instance().store(
     group="hydra/launcher",
     name="vectorized_slurm",
     node=VectorizedSlurmLauncherConf,
-    provider="xor_lightning",
+    provider="hydra-xor-vectorized-launcher",
 )

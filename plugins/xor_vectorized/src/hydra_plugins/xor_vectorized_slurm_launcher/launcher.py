@@ -31,8 +31,9 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.xor_vectorized_launcher.compose import FastSweepConfigLoader
-from hydra_plugins.xor_vectorized_launcher.launcher import VectorizedLauncher, stacks
+from hydra_plugins.xor_vectorized_launcher.launcher import VectorizedLauncher
 from hydra_plugins.xor_vectorized_slurm_launcher import array
+from xor_vectorized import app
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
     ) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        if not stacks(self.task_function):
+        if self.app is None:
             return self._launch_submitit(job_overrides, initial_job_idx)
+        app.use(self.app)
         problem = array.unsupported(self.slurm, self.models_per_task)
         if problem:
             self.refuse(problem)
@@ -149,6 +151,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         import torch
 
         Singleton.set_state(state)
+        app.use(self.app)  # the app this launcher found in the launching process
         self._task_loader()
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -174,15 +177,15 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
     def _note_task(self) -> None:
         """Add the array's id and the task's index to each `job.json` this task wrote (its
         `slurm_job_id` is the task's own id), so a job leads to its task's log."""
-        from xor_lightning.files import read_json, write_json
+        files = app.read("files")
 
         here = os.environ.get("SLURM_JOB_ID")
         ids = {"slurm_array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
                "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}  # fmt: skip
         for job in self.prepared:
-            record = read_json(job.dir / "job.json")
+            record = files.read_json(job.dir / "job.json")
             if record is not None and here is not None and record.get("slurm_job_id") == here:
-                write_json(job.dir / "job.json", {**record, **ids})
+                files.write_json(job.dir / "job.json", {**record, **ids})
 
     def _return(self, num: int, overrides: list[str], completed: bool, value: Any) -> JobReturn:
         """Job `num`'s return, its `cfg` and `hydra_cfg` composed here when first read."""
@@ -204,12 +207,11 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
     def _after_failure(self, sweep_dir: Path, failed: list[str]) -> None:
         """Say which tasks failed; write the summary of the jobs that finished (the sweeper
         stops at a FAILED return, before the `SweepSummary` callback would run)."""
-        from xor_lightning.sweeps.summary import metric_mode, write_all
-
+        summary = app.read("sweeps.summary")
         for why in failed:
             log.error("%s", why)
         metric = self.config.get("optimized_metric", "val/acc")
-        write_all(sweep_dir, metric, metric_mode(self.config.hydra, metric))
+        summary.write_all(sweep_dir, metric, summary.metric_mode(self.config.hydra, metric))
         log.error("%d array task(s) failed: their jobs have no results. The same command with "
                   "hydra.sweep.dir=%s keeps the finished jobs and trains the others",
                   len(failed), sweep_dir)  # fmt: skip
