@@ -150,11 +150,11 @@ def test_the_next_steps_name_real_targets_and_overrides():
 
 # Words about how the project was made, which a reader has no context for: issue numbers,
 # numbered rounds of work, sessions and helpers, a machine on loan. Each pattern with
-# a phrase it catches (built in two pieces, so that this file does not hold the phrase).
+# a phrase it catches (each built in two pieces, so that this file does not hold the phrase).
 HISTORY = [
     (r"\bissues? ?#?\d+", "see iss" + "ue 42"),
-    (r"\bthe issue's\b", "as the iss" + "ue's text says"),
-    (r"\bthis issue\b", "as this iss" + "ue asks"),
+    (r"\bthe iss" r"ue's\b", "as the iss" + "ue's text says"),
+    (r"\bthis iss" r"ue\b", "as this iss" + "ue asks"),
     (r"\bthe fixes of\b", "after the fi" + "xes of a typo"),
     (r"\b(?:work )?rounds? \d+\b", "a rou" + "nd 2 of cards"),
     (r"\blent\b", "a book le" + "nt to a friend"),
@@ -162,10 +162,10 @@ HISTORY = [
     (r"\b(?:this|previous|earlier|helper) sessions?\b", "as an earlier ses" + "sion said"),
 ]
 # The files a reader meets: the README, the docs, the code, the tests, the bench scripts,
-# the configs and the Makefile.
+# the configs, the plugin packages and the Makefile.
 SPEAKING = [REPO / "README.md", REPO / "Makefile"] + [
     p
-    for top in ("docs", "src", "tests", "bench", "conf")
+    for top in ("docs", "src", "tests", "bench", "conf", "plugins")
     for p in sorted((REPO / top).rglob("*"))
     if p.is_file() and "__pycache__" not in p.parts
 ]

@@ -44,12 +44,12 @@ def installed(module: str) -> bool:
         return False
 
 
-def missing(args: Sequence[str], found: Callable[[str], Any] = installed) -> str | None:
+def missing(args: Sequence[str]) -> str | None:
     """Why these command-line arguments cannot run here: the first that names a plugin that is
     not installed, in one line naming its package; None when every one they name is."""
     for arg in args:
         choice = arg.lstrip("+~").replace(" ", "")
-        if choice in PROVIDERS and not found(PROVIDERS[choice][0]):
+        if choice in PROVIDERS and not installed(PROVIDERS[choice][0]):
             _, what, where = PROVIDERS[choice]
             return f"{arg} needs {what}, a plugin not installed here: pip install -e {where}"
     return None

@@ -81,11 +81,11 @@ def stack_problem(cfg: dict[str, Any]) -> str | None:
         return problem
     if cfg.get("ckpt_path") or cfg.get("resume"):
         return "ckpt_path/resume (a job that continues a checkpoint)"
+    known = {MODEL_CHECKPOINT, *(app.target("callbacks", c) for c in CALLBACKS)}
     for name, cb in (cfg.get("callbacks") or {}).items():
-        known = {MODEL_CHECKPOINT, *(app.target("callbacks", c) for c in CALLBACKS)}
         if cb and cb.get("_target_") not in known:
             return f"callbacks.{name} ({cb.get('_target_')})"
-        if cb and cb.get("_target_") == "lightning.pytorch.callbacks.ModelCheckpoint":
+        if cb and cb.get("_target_") == MODEL_CHECKPOINT:
             extra = set(cb) - BEST_KEYS
             monitor = str(cb.get("monitor"))
             if extra or cb.get("save_top_k", 1) != 1 or not monitor.startswith(MONITORS):

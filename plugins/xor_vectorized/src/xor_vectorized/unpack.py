@@ -66,7 +66,7 @@ def jobs_wanted(words: list[str]) -> list[tuple[int, int]]:
         low, high = int(found[1]), int(found[2] or found[1])
         if low > high:
             raise Refused(f"{word!r} is not a range of jobs: {low} comes after {high} "
-                            "(use FIRST-LAST, the first the lower, such as 10-20)")  # fmt: skip
+                          "(use FIRST-LAST, the first the lower, such as 10-20)")  # fmt: skip
         spans.append((low, high))
     return spans
 
@@ -81,7 +81,7 @@ def select(spans: list[tuple[int, int]], held: list[int], where: Path) -> list[i
         if len(inside) != high - low + 1:
             missing = next(n for n, h in zip(count(low), [*inside, None]) if n != h)
             raise Refused(f"job {missing} is not in a fit without job dirs under {where} "
-                            f"(its jobs: {_ranges(held)})")  # fmt: skip
+                          f"(its jobs: {_ranges(held)})")  # fmt: skip
         chosen.update(inside)
     return sorted(chosen)
 
@@ -127,7 +127,7 @@ def unpack(sweep_dir: Path, wanted: list[tuple[int, int]]) -> list[Path]:
     for job, _, _ in todo:
         if not job.dir.resolve().is_relative_to(sweep_dir.resolve()):
             raise Refused(f"job {job.num}'s dir is {job.dir}, outside {sweep_dir}: was the "
-                            "sweep moved? Unpack it where it ran")  # fmt: skip
+                          "sweep moved? Unpack it where it ran")  # fmt: skip
     return _write_all(todo, packed)
 
 
