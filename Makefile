@@ -59,10 +59,10 @@ predict: $(STAMP) ## classify points: make predict ckpt=<file> ARGS="'points=[[0
 export: $(STAMP) ## export a checkpoint: make export ckpt=<file> format=onnx|pt2
 	$(BIN)/xor-export ckpt_path=$(ckpt) format=$(format) $(ARGS)
 
-test: $(STAMP) ## lint, then run every test
+test: $(STAMP) ## lint, then run every test, on every core (pytest -n auto)
 	$(BIN)/ruff check src tests bench docs plugins
 	$(BIN)/ruff format --check src tests bench docs plugins
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)
 
 test-fast: $(STAMP) ## lint, then the quick tests (pytest -m "not slow"): the core, in under 2 minutes
 	$(BIN)/ruff check src tests bench docs plugins

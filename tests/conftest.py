@@ -107,6 +107,30 @@ def compose_app(name: str, *overrides: str) -> DictConfig:
         return compose(config_name=name, overrides=list(overrides))
 
 
+# The files whose tests share the one-node SLURM cluster (`slurm_env`): one worker runs them.
+SLURM_FILES = ("tests/test_slurm.py", "tests/test_slurm_vectorized.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n auto` (pytest-xdist, as `make test` runs): each file's tests on one
+    worker, so a file's module fixtures are made once, and the SLURM files' on one worker,
+    so one cluster serves them (a second would refuse to start beside it)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_scope(nodeid)
+
+    return ByFile(config, log)
+
+
+def worker_scope(nodeid: str) -> str:
+    """The tests that one worker runs together: a file's, or every SLURM file's."""
+    file = nodeid.split("::", 1)[0]
+    return "slurm" if file in SLURM_FILES else file
+
+
 @pytest.fixture(scope="session")
 def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start the cluster once for every test that needs it (one per module found the
