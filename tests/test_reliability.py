@@ -59,6 +59,16 @@ def test_invalid_value_is_refused_naming_key_and_value(make_cfg, override, named
         train(make_cfg(*override.split()))
 
 
+def test_the_one_pass_refuses_what_train_would_refuse_after_it(make_cfg, tmp_path):
+    """`validate_train` is the whole check: a checkpoint to start from that is not there,
+    and a GPU the machine lacks, are refused by it, not later by `train`."""
+    with pytest.raises(UserError, match=r"^checkpoint not found: .*nope\.ckpt"):
+        validate_train(make_cfg(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"^trainer\.accelerator=gpu but no GPU was found"):
+            validate_train(make_cfg("trainer.accelerator=gpu"))
+
+
 def test_valid_edge_values_pass(make_cfg):
     for override in ["trainer.max_epochs=-1", "data.noise=1", "data.batch_size=null", "seed=0",
                      "data.aspect=0"]:  # fmt: skip

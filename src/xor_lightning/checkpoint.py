@@ -29,14 +29,12 @@ import torch
 from torch import nn
 
 from xor_lightning.errors import UserError
-from xor_lightning.targets import check_all, make_net, target_class
+from xor_lightning.targets import DATA, SHIPPED, check_all, make_net, target_class
 
 if TYPE_CHECKING:
     import lightning as L
 
 RUN_CONFIG = "run_config"
-NET, DATA = "model.net", "data"  # where a config names the network's and the data's class
-SHIPPED = "xor_lightning.module.XORModule"  # the LightningModule of a model YAML naming none
 
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:

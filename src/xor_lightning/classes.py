@@ -16,10 +16,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xor_lightning.checkpoint import DATA, NET, SHIPPED
 from xor_lightning.errors import UserError, refuse
 from xor_lightning.plain import at
-from xor_lightning.targets import target_class, trusted
+from xor_lightning.targets import DATA, NET, SHIPPED, target_class, trusted
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
 MODEL_KEYS = ("net", "optimizer", "gradient_clip_val", "steps_per_call")

@@ -117,15 +117,3 @@ def quiet_known_warnings() -> None:
     # DDP on a GPU: Lightning wraps the model in DDP on a side CUDA stream, and torch >= 2.11
     # then warns at every backward that the gradient accumulators' streams differ.
     warnings.filterwarnings("ignore", ".*AccumulateGrad node's stream does not match.*")
-
-
-def check_accelerator(accelerator: Any) -> None:
-    """Refuse `gpu`/`cuda` up front on a machine without one, instead of deep in Lightning."""
-    import torch
-
-    name = str(accelerator).lower()
-    if name in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"trainer.accelerator={name} but no GPU was found (torch.cuda.is_available() is "
-            "False); use accelerator=cpu or accelerator=auto"
-        )

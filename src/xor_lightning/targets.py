@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+NET, DATA = "model.net", "data"  # where a config names the network's and the data's class
+SHIPPED = "xor_lightning.module.XORModule"  # the LightningModule of a model YAML naming none
+
+
 def _package(text: str, group: str) -> str:
     """Where a config file's keys land: its `# @package` line, else its group's dir."""
     found = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)

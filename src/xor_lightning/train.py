@@ -16,8 +16,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning import report
-from xor_lightning.checkpoint import load_checkpoint, make_module
-from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.checkpoint import make_module
+from xor_lightning.config import CONF_DIR, quiet_known_warnings, run_app
 from xor_lightning.plugins import checked
 from xor_lightning.validate import validate_train
 
@@ -59,10 +59,7 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, fl
         from xor_lightning.resume import resume_config
 
         cfg = resume_config(cfg)
-    validate_train(cfg)
-    check_accelerator(cfg.trainer.get("accelerator"))
-    if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # refuse a missing, corrupt or unsafe file up front
+    validate_train(cfg)  # every key, class, value and the start checkpoint, in one pass
 
     from xor_lightning.ddp import job_dir_for_ranks, quiet_ranks
 

@@ -17,10 +17,11 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.checkpoint import data_kwargs, load_checkpoint, load_module, run_config
-from xor_lightning.config import CONF_DIR, check_accelerator, quiet_known_warnings, run_app
+from xor_lightning.config import CONF_DIR, quiet_known_warnings, run_app
 from xor_lightning.errors import UserError
 from xor_lightning.report import ordered
-from xor_lightning.validate import EVAL_RULES, check
+from xor_lightning.rules import EVAL_RULES, check
+from xor_lightning.validate import check_accelerator
 
 log = logging.getLogger(__name__)
 

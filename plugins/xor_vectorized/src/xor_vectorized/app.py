@@ -37,7 +37,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
         "printed",
         "test_score",
     ),
-    "config": ("check_accelerator", "quiet_known_warnings", "N_FEATURES_READS"),
+    "config": ("quiet_known_warnings", "N_FEATURES_READS"),
     "validate": ("validate_train",),
     "errors": ("UserError", "refuse"),
     "files": ("digest", "read_json", "write_json", "write_atomically"),

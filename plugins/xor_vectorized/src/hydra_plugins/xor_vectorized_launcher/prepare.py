@@ -119,7 +119,6 @@ class Preparation:
             job.hydra_files = (job_dir / str(cfg.hydra.output_subdir), files)
         try:
             app.read("validate").validate_train(cfg)
-            app.read("config").check_accelerator(OmegaConf.select(cfg, "trainer.accelerator"))
         except app.read("errors").UserError as e:
             job.error = f"UserError: {e}"
             return job, cfg, resolved

@@ -210,7 +210,6 @@ class Template:
             cfg = self.cfg
         try:
             app.read("validate").validate_train(cfg)
-            app.read("config").check_accelerator(get_path(res, ("trainer", "accelerator"), None))
         except app.read("errors").UserError as e:
             return f"UserError: {e}"
         return None
