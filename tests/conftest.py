@@ -125,6 +125,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ByFile(config, log)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The SLURM files' tests first: they mostly wait on the cluster, so under `-n auto`
+    the other files' tests fill the cores meanwhile instead of leaving them a long tail."""
+    items.sort(key=lambda item: worker_scope(item.nodeid) != "slurm")
+
+
 def worker_scope(nodeid: str) -> str:
     """The tests that one worker runs together: a file's, or every SLURM file's."""
     file = nodeid.split("::", 1)[0]

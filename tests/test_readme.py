@@ -16,7 +16,7 @@ import tomllib
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import REPO, doc_block, doc_table
+from tests.conftest import REPO, SLURM_FILES, doc_block, doc_table, worker_scope
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.config import CONF_DIR
 from xor_lightning.errors import UserError
@@ -32,8 +32,8 @@ PRINTS = {
     "tensorboard": [r"tensorboard --logdir outputs --host 127\.0\.0\.1 --port 6006"],
     "intro": [r"-m xor_lightning\.intro$"],
     "gotchas": [r"-m xor_lightning\.intro gotchas"],
-    "test": [r"ruff check", r"ruff format --check", r"-m pytest"],
-    "test-fast": [r"ruff check", r"ruff format --check", r'-m pytest -m "not slow"'],
+    "test": [r"ruff check", r"ruff format --check", r"-m pytest -n auto\s*$"],
+    "test-fast": [r"ruff check", r"ruff format --check", r'-m pytest -n auto -m "not slow"'],
     "lint": [r"ruff check", r"ruff format --check"],
     "bench": [r"bench/bench\.py"],
     "screenshots": [r"docs/screenshots\.py"],
@@ -78,6 +78,20 @@ def test_each_make_command_of_the_table_runs_what_it_says(command):
         assert "trainer.accelerator=gpu" in printed
     if "VENV= " in command:  # the environment python3 belongs to
         assert printed.startswith(str(Path(shutil.which("python3")).parent / "xor-train"))
+
+
+def test_make_test_runs_each_file_and_every_slurm_file_on_one_worker():
+    """`make test` (pytest -n auto) hands pytest-xdist a scheduler (conftest.py) that keeps
+    a file's tests on one worker and the files using the one SLURM cluster on one worker."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    assert callable(getattr(LoadScopeScheduling, "_split_scope", None))  # what ByFile overrides
+    a, b = "tests/test_data.py::test_a[1]", "tests/test_data.py::test_b"
+    assert worker_scope(a) == worker_scope(b) != worker_scope("tests/test_model.py::test_a")
+    using = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py")
+             if re.search(r"def test_\w+\([^)]*\bslurm_env\b", p.read_text())}  # fmt: skip
+    assert using == set(SLURM_FILES)
+    assert {worker_scope(f"{f}::test_x") for f in SLURM_FILES} == {"slurm"}
 
 
 def test_make_reinstalls_only_when_pyproject_or_constraints_change(tmp_path):
