@@ -118,6 +118,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     so one cluster serves them (a second would refuse to start beside it)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False  # the collection's order, set below
+
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return worker_scope(nodeid)
@@ -125,10 +127,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ByFile(config, log)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering by fixture
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The SLURM files' tests first: they mostly wait on the cluster, so under `-n auto`
-    the other files' tests fill the cores meanwhile instead of leaving them a long tail."""
-    items.sort(key=lambda item: worker_scope(item.nodeid) != "slurm")
+    """The order `-n auto` hands the files out in: the SLURM files first (they mostly wait
+    on the cluster, and the other workers fill the cores meanwhile), then the files with
+    the most slow tests, so that no long file is left running alone at the end."""
+    slow: dict[str, int] = {}
+    for item in items:
+        scope = worker_scope(item.nodeid)
+        slow[scope] = slow.get(scope, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(
+        key=lambda item: (worker_scope(item.nodeid) != "slurm", -slow[worker_scope(item.nodeid)])
+    )
 
 
 def worker_scope(nodeid: str) -> str:

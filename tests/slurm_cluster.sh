@@ -52,7 +52,7 @@ start() {
     dir=$(cd "$dir" && pwd)
     local host cpus mem_mb
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # nproc honours OMP_NUM_THREADS (make test sets it)
     mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)
     cat >"$dir/slurm.conf" <<EOF
 ClusterName=local
