@@ -16,7 +16,14 @@ import tomllib
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import REPO, SLURM_FILES, doc_block, doc_table, worker_scope
+from tests.conftest import (
+    REPO,
+    SLURM_FILES,
+    doc_block,
+    doc_table,
+    pytest_collection_modifyitems,
+    worker_scope,
+)
 from xor_lightning.checkpoint import build_net, load_checkpoint
 from xor_lightning.config import CONF_DIR
 from xor_lightning.errors import UserError
@@ -32,8 +39,12 @@ PRINTS = {
     "tensorboard": [r"tensorboard --logdir outputs --host 127\.0\.0\.1 --port 6006"],
     "intro": [r"-m xor_lightning\.intro$"],
     "gotchas": [r"-m xor_lightning\.intro gotchas"],
-    "test": [r"ruff check", r"ruff format --check", r"-m pytest -n auto\s*$"],
-    "test-fast": [r"ruff check", r"ruff format --check", r'-m pytest -n auto -m "not slow"'],
+    "test": [r"ruff check", r"ruff format --check", r"OMP_NUM_THREADS=1 \S+ -m pytest -n auto\s*$"],
+    "test-fast": [
+        r"ruff check",
+        r"ruff format --check",
+        r'OMP_NUM_THREADS=1 \S+ -m pytest -n auto -m "not slow"',
+    ],
     "lint": [r"ruff check", r"ruff format --check"],
     "bench": [r"bench/bench\.py"],
     "screenshots": [r"docs/screenshots\.py"],
@@ -92,6 +103,26 @@ def test_make_test_runs_each_file_and_every_slurm_file_on_one_worker():
              if re.search(r"def test_\w+\([^)]*\bslurm_env\b", p.read_text())}  # fmt: skip
     assert using == set(SLURM_FILES)
     assert {worker_scope(f"{f}::test_x") for f in SLURM_FILES} == {"slurm"}
+
+
+def test_make_test_hands_out_the_slurm_files_then_the_files_with_most_slow_tests():
+    class Item:
+        def __init__(self, nodeid: str, slow: bool) -> None:
+            self.nodeid, self.slow = nodeid, slow
+
+        def get_closest_marker(self, name: str) -> object | None:
+            return object() if self.slow and name == "slow" else None
+
+    files = {"tests/test_a.py": [True, False, False], "tests/test_b.py": [True, True],
+             "tests/test_c.py": [False], SLURM_FILES[1]: [True]}  # fmt: skip
+    items = [Item(f"{f}::t{i}", slow) for f, marks in files.items() for i, slow in enumerate(marks)]
+    pytest_collection_modifyitems(items)
+    order = [i.nodeid.split("::")[0] for i in items]
+    assert list(dict.fromkeys(order)) == [SLURM_FILES[1], "tests/test_b.py", "tests/test_a.py",
+                                          "tests/test_c.py"]  # fmt: skip
+    assert [i.nodeid for i in items if "test_a" in i.nodeid] == [
+        f"tests/test_a.py::t{i}" for i in range(3)
+    ]
 
 
 def test_make_reinstalls_only_when_pyproject_or_constraints_change(tmp_path):
