@@ -11,8 +11,9 @@ What a run needs around the core, at this level: `multiclass.py`, `regression.py
 other tasks), `deep_mlp.py`, `zoo.py` (more networks and toy data), `sampler.py`,
 `csvdata.py` (batches as indices; points from CSV files), `train_metrics.py`,
 `chunked.py`, `layer_rates.py`, `profiler.py` (the module's speed and options),
-`config.py` (resolvers, `run_app`), `errors.py` (`UserError`), `validate.py`,
-`classes.py` and `targets.py` (the config checks; the classes a config may name),
+`config.py` (resolvers, `run_app`), `errors.py` (`UserError`), `validate.py`, `rules.py`,
+`classes.py` and `targets.py` (the config check in one pass, its value rules, the class
+checks; the classes a config may name),
 `checkpoint.py` and `legacy.py` (what a checkpoint holds, loading it safely, old ones),
 `callbacks.py` and `tb_logger.py` (checkpoints, progress, pictures and TensorBoard during
 a run), `report.py`, `resume.py`, `sweep_job.py`, `schedule.py`, `ddp.py`, `lock.py` and

@@ -139,7 +139,7 @@ def _hyper(cfgs: list[dict[str, Any]], kind: str, decoupled: bool, net: Any) -> 
     hidden, out = rate("lr_hidden"), rate("lr_out")
     hyper = {"lr": hidden, "weight_decay": values("weight_decay", 1e-2 if decoupled else 0.0)}
     if any(c["model"].get(k) is not None for c in cfgs for k in ("lr_hidden", "lr_out")):
-        n = len(net.flat_params())  # the chapter's MLP (validate.py): w0, b0, ..., w_out, b_out
+        n = len(net.flat_params())  # the chapter's MLP (classes.py): w0, b0, ..., w_out, b_out
         hyper["lr_layers"] = torch.stack([hidden] * (n - 2) + [out] * 2)
     if kind == "sgd":
         return hyper
