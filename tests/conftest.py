@@ -116,6 +116,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under `pytest -n auto` (pytest-xdist, as `make test` runs): each file's tests on one
     worker, so a file's module fixtures are made once, and the SLURM files' on one worker,
     so one cluster serves them (a second would refuse to start beside it)."""
+    if config.getvalue("dist") != "load":
+        return None  # a --dist of the command line's own choosing
     from xdist.scheduler import LoadScopeScheduling
 
     config.option.loadscopereorder = False  # the collection's order, set below

@@ -94,9 +94,11 @@ def test_each_make_command_of_the_table_runs_what_it_says(command):
 def test_make_test_runs_each_file_and_every_slurm_file_on_one_worker():
     """`make test` (pytest -n auto) hands pytest-xdist a scheduler (conftest.py) that keeps
     a file's tests on one worker and the files using the one SLURM cluster on one worker."""
-    from xdist.scheduler import LoadScopeScheduling
+    scheduler = pytest.importorskip("xdist.scheduler", reason="pytest-xdist is a dev dependency")
 
-    assert callable(getattr(LoadScopeScheduling, "_split_scope", None))  # what ByFile overrides
+    assert callable(
+        getattr(scheduler.LoadScopeScheduling, "_split_scope", None)
+    )  # what ByFile overrides
     a, b = "tests/test_data.py::test_a[1]", "tests/test_data.py::test_b"
     assert worker_scope(a) == worker_scope(b) != worker_scope("tests/test_model.py::test_a")
     using = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py")

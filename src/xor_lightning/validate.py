@@ -203,8 +203,9 @@ def check_loggers_and_callbacks(cfg: Any) -> None:
 
 
 def check_start(cfg: Any) -> None:
-    """A checkpoint to start from (`ckpt_path`, or `resume`'s last.ckpt) that exists, reads
-    and names only trusted classes: refused now, not after the Trainer is built."""
+    """A checkpoint to start from (`ckpt_path`; `train` sets it to the run's last.ckpt for
+    `resume`) that exists, reads and names only trusted classes: refused now, not after the
+    Trainer is built."""
     path = select(cfg, "ckpt_path", None)
     if path:
         from xor_lightning.checkpoint import load_checkpoint
