@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,13 +135,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The order `-n auto` hands the files out in: the SLURM files first (they mostly wait
     on the cluster, and the other workers fill the cores meanwhile), then the files with
     the most slow tests, so that no long file is left running alone at the end."""
-    slow: dict[str, int] = {}
-    for item in items:
+    slow = Counter(worker_scope(i.nodeid) for i in items if i.get_closest_marker("slow"))
+
+    def order(item: pytest.Item) -> tuple[bool, int]:
         scope = worker_scope(item.nodeid)
-        slow[scope] = slow.get(scope, 0) + (item.get_closest_marker("slow") is not None)
-    items.sort(
-        key=lambda item: (worker_scope(item.nodeid) != "slurm", -slow[worker_scope(item.nodeid)])
-    )
+        return scope != "slurm", -slow[scope]
+
+    items.sort(key=order)
 
 
 def worker_scope(nodeid: str) -> str:

@@ -96,9 +96,8 @@ def test_make_test_runs_each_file_and_every_slurm_file_on_one_worker():
     a file's tests on one worker and the files using the one SLURM cluster on one worker."""
     scheduler = pytest.importorskip("xdist.scheduler", reason="pytest-xdist is a dev dependency")
 
-    assert callable(
-        getattr(scheduler.LoadScopeScheduling, "_split_scope", None)
-    )  # what ByFile overrides
+    overridden = getattr(scheduler.LoadScopeScheduling, "_split_scope", None)  # by ByFile
+    assert callable(overridden)
     a, b = "tests/test_data.py::test_a[1]", "tests/test_data.py::test_b"
     assert worker_scope(a) == worker_scope(b) != worker_scope("tests/test_model.py::test_a")
     using = {f"tests/{p.name}" for p in (REPO / "tests").glob("test_*.py")
