@@ -61,14 +61,10 @@ export: $(STAMP) ## export a checkpoint: make export ckpt=<file> format=onnx|pt2
 
 # The tests run on every core (pytest-xdist, -n auto), one thread a worker and in the
 # processes it starts (OMP_NUM_THREADS=1): the workers already fill the cores.
-test: $(STAMP) ## lint, then run every test, on every core (pytest -n auto)
-	$(BIN)/ruff check src tests bench docs plugins
-	$(BIN)/ruff format --check src tests bench docs plugins
+test: lint ## lint, then run every test, on every core (pytest -n auto)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto $(ARGS)
 
-test-fast: $(STAMP) ## lint, then the quick tests (pytest -m "not slow"): the core, in about a minute
-	$(BIN)/ruff check src tests bench docs plugins
-	$(BIN)/ruff format --check src tests bench docs plugins
+test-fast: lint ## lint, then the quick tests (pytest -m "not slow"): the core, in about a minute
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff: lint and check formatting
