@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from xor_lightning.errors import UserError
-from xor_lightning.targets import DATA, SHIPPED, check_all, make_net, target_class
+from xor_lightning.targets import DATA, check_all, make_net, own_module, target_class
 
 if TYPE_CHECKING:
     import lightning as L
@@ -97,11 +97,6 @@ def module_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
         "lr_hidden": model.get("lr_hidden"),
         "lr_out": model.get("lr_out"),
     }
-
-
-def own_module(config: Mapping[str, Any]) -> bool:
-    """Whether `model._target_` names a LightningModule other than the shipped one."""
-    return config["model"].get("_target_", SHIPPED) != SHIPPED
 
 
 def make_module(config: Mapping[str, Any]) -> L.LightningModule:

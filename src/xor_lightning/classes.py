@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from xor_lightning.errors import UserError, refuse
 from xor_lightning.plain import at
-from xor_lightning.targets import DATA, NET, SHIPPED, target_class, trusted
+from xor_lightning.targets import DATA, NET, own_module, target_class, trusted
 
 # What `model.*` holds besides the network's own arguments (read by XORModule).
 MODEL_KEYS = ("net", "optimizer", "gradient_clip_val", "steps_per_call")
@@ -59,7 +59,7 @@ def check_module(cfg: Any) -> None:
     whose arguments are the `model.*` keys; the shipped one's network (`check_net`)."""
     import lightning as L
 
-    if at(cfg, "model").get("_target_", SHIPPED) == SHIPPED:
+    if not own_module(cfg):
         return check_net(cfg)
     _check_class(cfg, "model", L.LightningModule, "your LightningModule")
 

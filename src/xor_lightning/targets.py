@@ -30,6 +30,11 @@ NET, DATA = "model.net", "data"  # where a config names the network's and the da
 SHIPPED = "xor_lightning.module.XORModule"  # the LightningModule of a model YAML naming none
 
 
+def own_module(config: Mapping[str, Any]) -> bool:
+    """Whether `model._target_` names a LightningModule other than the shipped one."""
+    return config["model"].get("_target_", SHIPPED) != SHIPPED
+
+
 def _package(text: str, group: str) -> str:
     """Where a config file's keys land: its `# @package` line, else its group's dir."""
     found = re.search(r"^#\s*@package\s+(\S+)", text, re.MULTILINE)
